@@ -1,0 +1,128 @@
+"""The card shown when a training ends: is the candidate better than what runs now?
+
+Both models are scored on the same validation images by the trainer; this card only
+lays those figures side by side, says what data is missing, and offers Deploy.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+
+def percent(value: object) -> str:
+    return f"{float(value) * 100:.1f} %" if isinstance(value, (int, float)) else "–"
+
+
+def duration(seconds: object) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "–"
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class TrainSummaryCard(QFrame):
+    """Candidate vs production on catch rate and false rejects, plus Deploy."""
+
+    deploy_requested = Signal(str)  # the candidate version
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("trainSummary")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setStyleSheet("#trainSummary { border: 2px solid palette(mid); border-radius: 10px; } QLabel { font-size: 14pt; }")
+        self._version: str | None = None
+        layout = QVBoxLayout(self)
+        self.headline = QLabel()
+        self.headline.setStyleSheet("font-size: 22pt; font-weight: bold;")
+        self.headline.setWordWrap(True)
+        layout.addWidget(self.headline)
+
+        self.table = QGridLayout()
+        self.table.setHorizontalSpacing(32)
+        self.cells: dict[tuple[str, str], QLabel] = {}
+        for col, text in enumerate(("", "New model", "In production")):
+            head = QLabel(text)
+            head.setStyleSheet("font-weight: bold;")
+            self.table.addWidget(head, 0, col)
+        rows = (("catch", "Defects caught"), ("false_reject", "Good parts rejected"), ("auroc", "AUROC"))
+        for row, (key, text) in enumerate(rows, start=1):
+            self.table.addWidget(QLabel(text), row, 0)
+            for col, which in enumerate(("candidate", "production"), start=1):
+                cell = QLabel("–")
+                cell.setStyleSheet("font-size: 16pt;")
+                self.cells[(key, which)] = cell
+                self.table.addWidget(cell, row, col)
+        layout.addLayout(self.table)
+
+        self.details = QLabel()
+        self.details.setWordWrap(True)
+        layout.addWidget(self.details)
+        self.shortfalls = QLabel()
+        self.shortfalls.setWordWrap(True)
+        self.shortfalls.setStyleSheet("color: #b35c00; font-weight: bold;")
+        layout.addWidget(self.shortfalls)
+
+        buttons = QHBoxLayout()
+        self.deploy_button = QPushButton("Deploy to the line")
+        self.deploy_button.setMinimumHeight(56)
+        self.deploy_button.setStyleSheet("font-size: 15pt; font-weight: bold; padding: 0 24px;")
+        self.deploy_button.clicked.connect(lambda: self._version and self.deploy_requested.emit(self._version))
+        buttons.addWidget(self.deploy_button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+
+    @property
+    def version(self) -> str | None:
+        return self._version
+
+    def show_result(self, event: dict) -> None:
+        """Fill the card from the trainer's `done` event."""
+        self._version = str(event.get("version") or "") or None
+        metrics = event.get("metrics") or {}
+        production = event.get("production") or None
+        self.cells[("catch", "candidate")].setText(percent(metrics.get("catch_rate")))
+        self.cells[("false_reject", "candidate")].setText(percent(metrics.get("false_reject_rate")))
+        self.cells[("auroc", "candidate")].setText(
+            f"{metrics['auroc']:.3f}" if isinstance(metrics.get("auroc"), (int, float)) else "–"
+        )
+        if production:
+            self.cells[("catch", "production")].setText(f"{percent(production.get('catch_rate'))} ({production.get('version', '')})")
+            self.cells[("false_reject", "production")].setText(percent(production.get("false_reject_rate")))
+            auroc = production.get("auroc")
+            self.cells[("auroc", "production")].setText(f"{auroc:.3f}" if isinstance(auroc, (int, float)) else "–")
+        else:
+            for key in ("catch", "false_reject", "auroc"):
+                self.cells[(key, "production")].setText("none yet" if key == "catch" else "–")
+        self.headline.setText(self._verdict_text(metrics, production))
+        device = str(event.get("device") or "").upper() or "?"
+        threshold = metrics.get("threshold")
+        self.details.setText(
+            f"Trained in {duration(event.get('elapsed_s'))} on {device}."
+            + (f" Decision threshold {threshold:.3f}." if isinstance(threshold, (int, float)) else "")
+        )
+        shortfalls = [str(s) for s in event.get("shortfalls") or []]
+        self.shortfalls.setText("More labeled images would help:\n• " + "\n• ".join(shortfalls) if shortfalls else "")
+        self.shortfalls.setVisible(bool(shortfalls))
+        self.set_deployed(False)
+
+    def set_deployed(self, deployed: bool) -> None:
+        self.deploy_button.setEnabled(bool(self._version) and not deployed)
+        self.deploy_button.setText(f"{self._version} is in production" if deployed else f"Deploy {self._version or ''} to the line")
+
+    def _verdict_text(self, metrics: dict, production: dict | None) -> str:
+        name = self._version or "The new model"
+        if not production:
+            return f"{name} is ready. No model is in production yet."
+        catch_new, catch_old = metrics.get("catch_rate"), production.get("catch_rate")
+        fr_new, fr_old = metrics.get("false_reject_rate"), production.get("false_reject_rate")
+        if not all(isinstance(v, (int, float)) for v in (catch_new, catch_old, fr_new, fr_old)):
+            return f"{name} is ready."
+        if catch_new >= catch_old and fr_new <= fr_old:
+            return f"{name} is at least as good as {production.get('version')} on both counts."
+        if catch_new < catch_old and fr_new > fr_old:
+            return f"{name} is worse than {production.get('version')}: keep the current model."
+        return f"{name} trades off against {production.get('version')}: compare before deploying."
+
+
+__all__ = ["TrainSummaryCard", "percent", "duration"]
