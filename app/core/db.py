@@ -1,0 +1,277 @@
+"""The project database: schema, connection settings, migrations, short transactions.
+
+SQLAlchemy Core rather than raw sqlite3 so the same schema can later run on a shared
+PostgreSQL server (see docs/adr/0002-sqlalchemy-store.md). Every table is defined once,
+here. A new database is created from these definitions and stamped with
+SCHEMA_VERSION; an older one is brought up to date by MIGRATIONS, inside the same
+transaction as the version stamp, so a failed upgrade leaves the old database as it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from app.core.errors import DiskFullError, LinesideError
+
+SCHEMA_VERSION = 2
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Stores UTC, returns timezone-aware UTC datetimes (SQLite keeps no offset)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        # A naive datetime is taken as local time, the way Python's astimezone reads it.
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.JSON),
+)
+
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("path", sa.String(500), nullable=False),  # relative to the project folder
+    sa.Column("filename", sa.String(500), nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("captured_at", UTCDateTime, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("split", sa.String(5)),  # NULL | train | val | test
+)
+
+image_tags = sa.Table(
+    "image_tags",
+    metadata,
+    sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id"), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.String(1000), nullable=False),
+)
+
+classes = sa.Table(
+    "classes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("color", sa.String(7), nullable=False),
+    sa.Column("shortcut", sa.Integer),  # keyboard key 1-9
+)
+
+# Append-only: a new label is a new row, so history and undo never rewrite anything.
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id"), nullable=False),
+    sa.Column("verdict", sa.String(200)),  # 'ok', a class name, or NULL = cleared
+    sa.Column("mask_path", sa.String(500)),
+    sa.Column("author", sa.String(200), nullable=False, default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("undoes", sa.Integer),  # id of the label row this row reverted
+    sa.Index("ix_labels_image", "image_id", "id"),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.String(50), nullable=False, unique=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("folder", sa.String(500), nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.CheckConstraint("status IN ('candidate', 'production', 'retired')", name="ck_model_status"),
+)
+
+inspections = sa.Table(
+    "inspections",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("model_version", sa.String(50)),
+    sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id")),
+    sa.Column("image_sha", sa.String(64)),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("verdict", sa.String(4), nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("defect_class", sa.String(200)),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.CheckConstraint("verdict IN ('PASS', 'FAIL')", name="ck_inspection_verdict"),
+    sa.Index("ix_inspections_at", "at"),
+)
+
+
+def _to_v2(conn: Connection) -> None:
+    # Version 1 had no train/val split, no undo bookkeeping and no inspection log.
+    conn.execute(sa.text("ALTER TABLE images ADD COLUMN split VARCHAR(5)"))
+    conn.execute(sa.text("ALTER TABLE labels ADD COLUMN undoes INTEGER"))
+    # Created from today's definition; when `inspections` changes, a later migration
+    # alters it and this line gets a frozen copy of the version-2 table.
+    inspections.create(conn)
+
+
+# MIGRATIONS[n] upgrades a version n-1 database to version n.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2}
+
+
+def make_engine(db_path: Path) -> Engine:
+    """An engine whose every connection has foreign keys, WAL and full sync switched on."""
+    url = sa.URL.create("sqlite", database=str(db_path))
+    # check_same_thread=False: the GUI thread and the inspection worker share one
+    # Project; each method takes its own pooled connection, writes are serialised.
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:
+        # Take transaction control from the sqlite3 module (it would not wrap DDL, so
+        # a migration could half-apply); BEGIN is issued in _on_begin instead.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A writer takes the write lock up front: a read transaction that later tries
+        # to write can fail at once under WAL instead of waiting its turn.
+        mode = "IMMEDIATE" if conn.get_execution_options().get("lineside_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _is_disk_full(exc: sa_exc.DBAPIError) -> bool:
+    return "disk is full" in str(exc.orig).lower()
+
+
+def prepare_schema(engine: Engine, db_path: Path, create: bool) -> None:
+    """Create (create=True) or check and migrate the schema of the database at *db_path*."""
+    try:
+        with engine.connect().execution_options(lineside_write=True) as conn, conn.begin():
+            if not sa.inspect(conn).has_table("schema_version"):
+                if not create:
+                    raise LinesideError(
+                        f"{db_path} is not a Lineside project database (it has no schema version). "
+                        "Restore the project folder from a backup."
+                    )
+                metadata.create_all(conn)
+                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                return
+            found = conn.scalar(sa.select(schema_version.c.version))
+            if found is None:
+                raise LinesideError(f"{db_path} is damaged (its schema version is missing).")
+            if found > SCHEMA_VERSION:
+                raise LinesideError(
+                    f"{db_path} was made by a newer Lineside (schema {found}, this one knows "
+                    f"{SCHEMA_VERSION}). Update Lineside to open it."
+                )
+            for target in range(found + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](conn)
+            if found != SCHEMA_VERSION:
+                conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
+    except sa_exc.DBAPIError as exc:
+        engine.dispose()
+        if _is_disk_full(exc):
+            raise DiskFullError(f"The disk is full while writing {db_path}; free some space.") from exc
+        raise LinesideError(
+            f"{db_path} is damaged or is not a Lineside project database ({exc.orig}). "
+            "Restore the project folder from a backup."
+        ) from exc
+    except BaseException:
+        engine.dispose()
+        raise
+
+
+class Store:
+    """Short transactions on a shared engine, safe to use from several threads.
+
+    Each public method of the project runs in its own transaction; writes are
+    serialised by a lock. `transaction()` lets one thread group many writes (a bulk
+    import) into one commit: methods called inside it on that thread join it.
+    """
+
+    def __init__(self, engine: Engine, db_path: Path) -> None:
+        self._engine = engine
+        self._db_path = db_path
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        joined = getattr(self._local, "conn", None)
+        if joined is not None:
+            yield joined
+            return
+        with self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        joined = getattr(self._local, "conn", None)
+        if joined is not None:
+            yield joined
+            return
+        with self._write_lock:
+            try:
+                with self._engine.connect().execution_options(lineside_write=True) as conn:
+                    self._local.conn = conn
+                    try:
+                        with conn.begin():
+                            yield conn
+                    finally:
+                        self._local.conn = None
+            except sa_exc.OperationalError as exc:
+                if _is_disk_full(exc):
+                    raise DiskFullError(
+                        f"The disk is full while writing {self._db_path}. The last change was not "
+                        "saved; everything before it is intact. Free some space and try again."
+                    ) from exc
+                raise
+
+    def transaction(self):
+        """Group the writes made on this thread inside the `with` block into one commit."""
+        return self._write()
+
+    def _close_engine(self) -> None:
+        # Fold the WAL back into project.db so the folder can be copied as it is.
+        # A raw connection: no BEGIN is wrapped around it (a checkpoint cannot run
+        # inside a transaction).
+        try:
+            raw = self._engine.raw_connection()
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
+        except (sa_exc.DBAPIError, sqlite3.Error):
+            pass  # another process still has it open: the WAL stays, SQLite replays it
+        self._engine.dispose()

@@ -1,0 +1,317 @@
+"""A Lineside project: one folder holding the database, the images, masks and models.
+
+The folder can be copied to another PC: every path in the database is relative to it.
+Images are stored content-addressed (`images/<2 hex>/<sha256><suffix>`) with their
+original bytes, so the same picture is never stored twice and what was imported is what
+gets trained on. Labels, classes and splits live in project_labels; model versions and
+the inspection log in project_models.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from app.core import atomic, db
+from app.core.errors import BadImageError, DiskFullError, LinesideError, NotAProjectError
+from app.core.imageio import IMAGE_SUFFIXES, decode_image, encode_png, read_image, to_bgr8
+from app.core.project_labels import LabelStoreMixin, current_labels
+from app.core.project_models import ModelStoreMixin
+from app.core.records import OK, DefectClass, ImageRecord, Label, ModelVersion
+
+__all__ = ["OK", "DefectClass", "ImageRecord", "Label", "ModelVersion", "Project"]
+
+DB_NAME = "project.db"
+SPLITS = ("train", "val", "test")
+
+# Leading bytes of the formats OpenCV reads, for bytes that come without a usable name.
+_MAGIC_SUFFIXES = (
+    (b"\x89PNG", ".png"),
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"BM", ".bmp"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+    (b"RIFF", ".webp"),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _stored_suffix(filename: str, data: bytes) -> str:
+    suffix = Path(filename).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return suffix
+    for magic, guessed in _MAGIC_SUFFIXES:
+        if data.startswith(magic):
+            return guessed
+    return ".img"
+
+
+class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
+    """The project store. Every public method is its own short transaction."""
+
+    def __init__(self, path: Path, engine: sa.Engine) -> None:
+        super().__init__(engine, path / DB_NAME)
+        self.path = path
+        self.images_dir = path / "images"
+        self.masks_dir = path / "masks"
+        self.models_dir = path / "models"
+
+    # -- opening and closing -------------------------------------------------------
+
+    @staticmethod
+    def is_project(path: Path | str) -> bool:
+        return (Path(path) / DB_NAME).is_file()
+
+    @classmethod
+    def create(cls, path: Path | str, name: str | None = None) -> "Project":
+        path = Path(path).expanduser().absolute()
+        if cls.is_project(path):
+            raise LinesideError(f"{path} is already a Lineside project; open it instead.")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise LinesideError(
+                f"{path} already exists and is not empty; choose a new or empty folder for the project."
+            )
+        try:
+            for folder in (path, path / "images", path / "masks", path / "models"):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"The disk is full; cannot create {path}.") from exc
+            raise LinesideError(f"Cannot create the project folder {path} ({exc.strerror or exc}).") from exc
+        engine = db.make_engine(path / DB_NAME)
+        db.prepare_schema(engine, path / DB_NAME, create=True)
+        project = cls(path, engine)
+        project.name = name or path.name
+        return project
+
+    @classmethod
+    def open(cls, path: Path | str) -> "Project":
+        path = Path(path).expanduser().absolute()
+        if not cls.is_project(path):
+            reason = "the folder does not exist" if not path.exists() else f"no {DB_NAME}"
+            raise NotAProjectError(
+                f"{path} is not a Lineside project ({reason}). Choose the project folder, "
+                "or create a new project with 'lineside new'."
+            )
+        engine = db.make_engine(path / DB_NAME)
+        db.prepare_schema(engine, path / DB_NAME, create=False)
+        return cls(path, engine)
+
+    def close(self) -> None:
+        self._close_engine()
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Project({str(self.path)!r})"
+
+    # -- settings ------------------------------------------------------------------
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        with self._read() as conn:
+            row = conn.execute(sa.select(db.settings.c.value).where(db.settings.c.key == key)).first()
+        return default if row is None else row[0]
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self._write() as conn:
+            conn.execute(sa.delete(db.settings).where(db.settings.c.key == key))
+            conn.execute(db.settings.insert().values(key=key, value=value))
+
+    @property
+    def name(self) -> str:
+        return str(self.get_setting("name", self.path.name))
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.set_setting("name", value)
+
+    # -- images --------------------------------------------------------------------
+
+    def add_image_bytes(
+        self,
+        data: bytes,
+        filename: str,
+        source: str = "import",
+        tags: dict | None = None,
+        captured_at: datetime | None = None,
+    ) -> tuple[ImageRecord, bool]:
+        """Store encoded image bytes as they are; returns (record, newly stored)."""
+        sha = hashlib.sha256(data).hexdigest()
+        existing = self.find_image(sha)
+        if existing is not None:
+            return existing, False
+        image = decode_image(data, filename)  # BadImageError names the file
+        rel = Path("images") / sha[:2] / f"{sha}{_stored_suffix(filename, data)}"
+        with self._write() as conn:
+            # Checked again under the write lock: another thread may have stored it.
+            existing = self.find_image(sha)
+            if existing is not None:
+                return existing, False
+            # The file is complete on disk before the row that points at it commits.
+            if not (self.path / rel).is_file():
+                atomic.write_bytes(self.path / rel, data)
+            image_id = conn.execute(
+                db.images.insert().values(
+                    sha256=sha,
+                    path=rel.as_posix(),
+                    filename=Path(filename).name,
+                    source=source,
+                    captured_at=captured_at or _now(),
+                    width=int(image.shape[1]),
+                    height=int(image.shape[0]),
+                )
+            ).inserted_primary_key[0]
+            if tags:
+                self._upsert_tags(conn, image_id, tags)
+            return self.image(image_id), True
+
+    def add_image_file(
+        self, path: Path | str, source: str = "import", tags: dict | None = None
+    ) -> tuple[ImageRecord, bool]:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+            # The file's time is closer to when the part was photographed than now is.
+            captured_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        except OSError as exc:
+            raise BadImageError(f"{path}: cannot be read ({exc.strerror or exc}).") from exc
+        return self.add_image_bytes(data, path.name, source, tags, captured_at)
+
+    def add_image_array(
+        self, image: np.ndarray, source: str = "camera", tags: dict | None = None
+    ) -> tuple[ImageRecord, bool]:
+        """Store a camera frame losslessly as PNG (16-bit and gray frames stay as they are)."""
+        if image.dtype not in (np.uint8, np.uint16):
+            image = to_bgr8(image)
+        at = _now()
+        return self.add_image_bytes(encode_png(image), f"{source}-{at:%Y%m%d-%H%M%S-%f}.png", source, tags, at)
+
+    def _image_query(self) -> sa.Select:
+        return sa.select(db.images).order_by(db.images.c.id)
+
+    def _records(self, conn: sa.Connection, query: sa.Select) -> list[ImageRecord]:
+        rows = conn.execute(query).mappings().all()
+        if not rows:
+            return []
+        ids = sa.select(query.subquery().c.id)
+        tags: dict[int, dict[str, str]] = {}
+        for image_id, key, value in conn.execute(
+            sa.select(db.image_tags.c.image_id, db.image_tags.c.key, db.image_tags.c.value).where(
+                db.image_tags.c.image_id.in_(ids)
+            )
+        ):
+            tags.setdefault(image_id, {})[key] = value
+        return [
+            ImageRecord(
+                id=row["id"],
+                sha256=row["sha256"],
+                path=self.path / row["path"],
+                filename=row["filename"],
+                source=row["source"],
+                captured_at=row["captured_at"],
+                width=row["width"],
+                height=row["height"],
+                tags=tags.get(row["id"], {}),
+                split=row["split"],
+            )
+            for row in rows
+        ]
+
+    def image(self, image_id: int) -> ImageRecord:
+        with self._read() as conn:
+            found = self._records(conn, self._image_query().where(db.images.c.id == image_id))
+        if not found:
+            raise LinesideError(f"There is no image {image_id} in the project {self.path}.")
+        return found[0]
+
+    def find_image(self, sha256: str) -> ImageRecord | None:
+        with self._read() as conn:
+            found = self._records(conn, self._image_query().where(db.images.c.sha256 == sha256.lower()))
+        return found[0] if found else None
+
+    def images(
+        self, verdict: str | None = None, unlabeled: bool = False, split: str | None = None
+    ) -> list[ImageRecord]:
+        """Images ordered by id; *verdict* and *unlabeled* look at the current label."""
+        query = self._image_query()
+        if verdict is not None or unlabeled:
+            current = current_labels()
+            query = query.outerjoin(current, current.c.image_id == db.images.c.id)
+            if verdict is not None:
+                query = query.where(current.c.verdict == self._normal_verdict(verdict))
+            if unlabeled:
+                query = query.where(current.c.verdict.is_(None))
+        if split is not None:
+            query = query.where(db.images.c.split == split)
+        with self._read() as conn:
+            return self._records(conn, query)
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        return read_image(self.image(image_id).path)
+
+    def set_tags(self, image_id: int, tags: dict[str, str]) -> None:
+        """Set the given tags, keeping the others; a value of None removes that tag."""
+        self.image(image_id)
+        with self._write() as conn:
+            self._upsert_tags(conn, image_id, tags)
+
+    @staticmethod
+    def _upsert_tags(conn: sa.Connection, image_id: int, tags: dict) -> None:
+        table = db.image_tags
+        for key, value in tags.items():
+            conn.execute(sa.delete(table).where(table.c.image_id == image_id, table.c.key == str(key)))
+            if value is not None:
+                conn.execute(table.insert().values(image_id=image_id, key=str(key), value=str(value)))
+
+    # -- splits --------------------------------------------------------------------
+
+    def set_split(self, image_id: int, split: str | None) -> None:
+        if split not in (None, *SPLITS):
+            raise LinesideError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)} or none.")
+        self.image(image_id)
+        with self._write() as conn:
+            conn.execute(db.images.update().where(db.images.c.id == image_id).values(split=split))
+
+    def assign_splits(self, val_fraction: float = 0.2) -> dict[str, int]:
+        """Give labeled images without a split one, stratified per verdict and stable.
+
+        Walking each class in sha256 order (not import order) means the same images get
+        the same splits on any PC, and images added later never move earlier ones.
+        """
+        counts = {"train": 0, "val": 0}
+        with self._write() as conn:
+            current = current_labels()
+            rows = conn.execute(
+                sa.select(db.images.c.id, db.images.c.split, current.c.verdict)
+                .join(current, current.c.image_id == db.images.c.id)
+                .where(current.c.verdict.is_not(None))
+                .order_by(db.images.c.sha256)
+            ).all()
+            per_class: dict[str, dict[str, int]] = {}
+            for _, split, verdict in rows:
+                if split in ("train", "val"):
+                    tally = per_class.setdefault(verdict, {"train": 0, "val": 0})
+                    tally[split] += 1
+            for image_id, split, verdict in rows:
+                if split is not None:
+                    continue
+                tally = per_class.setdefault(verdict, {"train": 0, "val": 0})
+                assigned = tally["train"] + tally["val"]
+                chosen = "val" if assigned and tally["val"] / assigned < val_fraction else "train"
+                tally[chosen] += 1
+                counts[chosen] += 1
+                conn.execute(db.images.update().where(db.images.c.id == image_id).values(split=chosen))
+        return counts

@@ -1,0 +1,162 @@
+"""Model versions and the inspection log of a project (part of the Project facade).
+
+The trainer writes `models/<version>/model.onnx` and its report; the store only
+registers the folder and tracks which version is in production. At most one version is
+in production; deploying another retires it in the same transaction, so the line never
+sees zero or two production models.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app.core import db
+from app.core.errors import LinesideError, ModelFileError
+from app.core.records import ModelVersion
+
+_VERSION = re.compile(r"^v(\d+)$")
+VERDICTS = ("PASS", "FAIL")
+
+
+class ModelStoreMixin:
+    """Model versions and inspections; mixed into Project (uses _read/_write and path)."""
+
+    path: Path
+    models_dir: Path
+
+    # -- model versions ------------------------------------------------------------
+
+    def _model(self, row: sa.RowMapping) -> ModelVersion:
+        folder = Path(row["folder"])
+        return ModelVersion(
+            version=row["version"],
+            status=row["status"],
+            created_at=row["created_at"],
+            path=folder if folder.is_absolute() else self.path / folder,
+            threshold=float(row["threshold"]),
+            metrics=dict(row["metrics"] or {}),
+            report=dict(row["report"] or {}),
+        )
+
+    def next_version(self) -> str:
+        """The next free 'vN'. Folders left by an interrupted training count as taken."""
+        with self._read() as conn:
+            taken = [v for (v,) in conn.execute(sa.select(db.model_versions.c.version))]
+        if self.models_dir.is_dir():
+            taken += [p.name for p in self.models_dir.iterdir()]
+        numbers = [int(m.group(1)) for m in map(_VERSION.match, taken) if m]
+        return f"v{max(numbers, default=0) + 1}"
+
+    def models(self) -> list[ModelVersion]:
+        """All registered versions, newest first."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(db.model_versions).order_by(db.model_versions.c.id.desc())).mappings()
+            return [self._model(row) for row in rows]
+
+    def model(self, version: str) -> ModelVersion:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(db.model_versions).where(db.model_versions.c.version == version)
+            ).mappings().first()
+        if row is None:
+            known = [m.version for m in reversed(self.models())]
+            which = f"it has {', '.join(known)}" if known else "it has no trained models yet"
+            raise LinesideError(f"There is no model version '{version}' in the project {self.path}; {which}.")
+        return self._model(row)
+
+    def production_model(self) -> ModelVersion | None:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(db.model_versions).where(db.model_versions.c.status == "production")
+            ).mappings().first()
+        return None if row is None else self._model(row)
+
+    def register_model(
+        self, version: str, folder: Path, threshold: float, metrics: dict, report: dict
+    ) -> ModelVersion:
+        """Register a trained model folder (it must hold model.onnx) as a candidate."""
+        folder = Path(folder).absolute()
+        if not (folder / "model.onnx").is_file():
+            raise ModelFileError(f"{folder} holds no model.onnx; the training did not finish. Train again.")
+        try:
+            stored = folder.relative_to(self.path).as_posix()  # the project folder may move
+        except ValueError:
+            stored = str(folder)
+        with self._write() as conn:
+            clash = conn.scalar(sa.select(sa.func.count()).where(db.model_versions.c.version == version))
+            if clash:
+                raise LinesideError(f"Model version '{version}' is already registered in {self.path}.")
+            conn.execute(
+                db.model_versions.insert().values(
+                    version=version,
+                    status="candidate",
+                    created_at=datetime.now(timezone.utc),
+                    folder=stored,
+                    threshold=float(threshold),
+                    metrics=metrics,
+                    report=report,
+                )
+            )
+            return self.model(version)
+
+    def _set_status(self, conn: sa.Connection, status: str, *where: sa.ColumnElement[bool]) -> None:
+        conn.execute(db.model_versions.update().where(*where).values(status=status))
+
+    def deploy(self, version: str) -> ModelVersion:
+        """Make *version* the production model; the previous one becomes 'retired'."""
+        table = db.model_versions
+        with self._write() as conn:
+            self.model(version)  # a clear error for an unknown version
+            self._set_status(conn, "retired", table.c.status == "production", table.c.version != version)
+            self._set_status(conn, "production", table.c.version == version)
+            return self.model(version)
+
+    def retire(self, version: str) -> None:
+        with self._write() as conn:
+            self.model(version)
+            self._set_status(conn, "retired", db.model_versions.c.version == version)
+
+    # -- inspections ---------------------------------------------------------------
+
+    def record_inspection(
+        self,
+        model_version: str | None,
+        verdict: str,
+        score: float,
+        defect_class: str | None,
+        latency_ms: float,
+        source: str,
+        image_id: int | None = None,
+        image_sha: str | None = None,
+    ) -> int:
+        """Log one line-side verdict; returns its id. Safe to call from a worker thread."""
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be PASS or FAIL, not {verdict!r}")
+        with self._write() as conn:
+            return conn.execute(
+                db.inspections.insert().values(
+                    at=datetime.now(timezone.utc),
+                    model_version=model_version,
+                    image_id=image_id,
+                    image_sha=image_sha,
+                    source=source,
+                    verdict=verdict,
+                    score=float(score),
+                    defect_class=defect_class,
+                    latency_ms=float(latency_ms),
+                )
+            ).inserted_primary_key[0]
+
+    def inspections(self, limit: int | None = None, model_version: str | None = None) -> list[dict]:
+        """Logged verdicts, newest first, as plain dicts (keys: the table's columns)."""
+        query = sa.select(db.inspections).order_by(db.inspections.c.id.desc())
+        if model_version is not None:
+            query = query.where(db.inspections.c.model_version == model_version)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
