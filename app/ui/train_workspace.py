@@ -202,7 +202,7 @@ class TrainWorkspace(QWidget):
         self._reset_view("Starting…", "Starting the trainer…")
         self._set_running(True)
         self.trainer.start(
-            project.root,
+            project.path,
             epochs=self.epochs_spin.value() or None,
             time_budget_s=self.budget_spin.value() * 60 or None,
             command=self.command_override,

@@ -1,0 +1,162 @@
+"""The inspection session's results: counters, the scrolling log table, CSV export.
+
+Results arrive in batches from the inspection thread; the table model keeps only the
+newest rows so the view stays fast after a shift of parts, while the session list keeps
+every record (a few hundred bytes each) for the CSV export.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtGui import QColor
+
+from app.core.atomic import write_text
+from app.ui.style import FAIL, PASS
+
+MAX_TABLE_ROWS = 500
+
+
+@dataclass(frozen=True)
+class InspectionRecord:
+    """One verdict, as logged (no pixels)."""
+
+    at: float  # time.time() of the capture
+    frame_index: int
+    source: str
+    label: str  # "PASS" or "FAIL"
+    defect_class: str | None
+    score: float
+    latency_ms: float
+    model_version: str
+    truth: str | None = None  # known ground truth (simulated line)
+    file: str | None = None  # the hot-folder file
+
+
+@dataclass
+class InspectionCounters:
+    parts: int = 0
+    passed: int = 0
+    failed_by_class: Counter = field(default_factory=Counter)
+    latency_total_ms: float = 0.0
+    last_latency_ms: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failed_by_class.values())
+
+    @property
+    def yield_percent(self) -> float | None:
+        return 100.0 * self.passed / self.parts if self.parts else None
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        return self.latency_total_ms / self.parts if self.parts else None
+
+    def add(self, record: InspectionRecord) -> None:
+        self.parts += 1
+        if record.label == "PASS":
+            self.passed += 1
+        else:
+            self.failed_by_class[record.defect_class or "defect"] += 1
+        self.latency_total_ms += record.latency_ms
+        self.last_latency_ms = record.latency_ms
+
+
+COLUMNS = ("Time", "Verdict", "Defect", "Score", "Latency", "Source", "Model")
+CSV_HEADER = ("time", "verdict", "defect_class", "score", "latency_ms", "source", "frame", "file", "truth", "model_version")
+
+
+def latency_text(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
+def _time_text(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S")
+
+
+class ResultsTableModel(QAbstractTableModel):
+    """Newest first; at most MAX_TABLE_ROWS rows."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._rows: list[InspectionRecord] = []
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        rec = self._rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (
+                _time_text(rec.at),
+                rec.label,
+                rec.defect_class or "",
+                f"{rec.score:.3f}",
+                latency_text(rec.latency_ms),
+                Path(rec.file).name if rec.file else rec.source,
+                rec.model_version,
+            )[col]
+        if role == Qt.ItemDataRole.ForegroundRole and col == 1:
+            return QColor(PASS if rec.label == "PASS" else FAIL)
+        return None
+
+    def add_records(self, records: list[InspectionRecord]) -> None:
+        if not records:
+            return
+        newest_first = list(reversed(records))[:MAX_TABLE_ROWS]
+        self.beginResetModel()  # one reset per batch is cheaper than many row inserts
+        self._rows = (newest_first + self._rows)[:MAX_TABLE_ROWS]
+        self.endResetModel()
+
+    def clear(self) -> None:
+        self.beginResetModel()
+        self._rows = []
+        self.endResetModel()
+
+    def record(self, row: int) -> InspectionRecord:
+        return self._rows[row]
+
+
+def records_to_csv(records: list[InspectionRecord]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for r in records:
+        writer.writerow(
+            (
+                datetime.fromtimestamp(r.at).isoformat(timespec="milliseconds"),
+                r.label,
+                r.defect_class or "",
+                f"{r.score:.5f}",
+                f"{r.latency_ms:.2f}",
+                r.source,
+                r.frame_index,
+                r.file or "",
+                r.truth or "",
+                r.model_version,
+            )
+        )
+    return out.getvalue()
+
+
+def export_csv(path: Path | str, records: list[InspectionRecord]) -> None:
+    """Write the log to *path* atomically (a reader never sees half a file)."""
+    write_text(path, records_to_csv(records))

@@ -1,0 +1,367 @@
+"""Inspect: the production model judges parts at the line.
+
+Frames come from the context's capture queue (a camera, the simulated line or a hot
+folder); an InspectWorker thread runs the model; this widget shows the verdict banner,
+the heatmap, counters and the log, and sends wrong verdicts back to labeling.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QKeySequenceEdit,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QStackedLayout,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.errors import LinesideError
+from app.ui.inspect_log import InspectionCounters, InspectionRecord, ResultsTableModel, export_csv
+from app.ui.inspect_panels import CorrectionDialog, CountersPanel, NoModelPanel
+from app.ui.inspect_view import ImageView
+from app.ui.inspect_worker import InspectWorker, LiveView
+from app.ui.verdict_banner import NoticeBanner, VerdictBanner
+
+SOURCES = (("simulated", "Simulated line"), ("camera", "Camera"), ("folder", "Hot folder…"))
+TRIGGER_KEY_SETTING = "inspect/trigger_key"
+GUI_REFRESH_MS = 50  # results are shown at most this often; the line may run faster
+
+
+class InspectWorkspace(QWidget):
+    navigate_requested = Signal(str)  # "train" or "models"
+    inspecting = Signal(bool)
+
+    def __init__(self, context, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.context = context
+        self.worker: InspectWorker | None = None
+        self.counters = InspectionCounters()
+        self.session: list[InspectionRecord] = []
+        self.latest: LiveView | None = None
+        self._started_source = False
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(GUI_REFRESH_MS)
+        self._refresh_timer.timeout.connect(self._drain_results)
+        self._build()
+        self._connect()
+        self.refresh()
+
+    # -- layout ----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self._stack = QStackedLayout(self)
+        self.no_model = NoModelPanel()
+        self._stack.addWidget(self.no_model)
+        line = QWidget()
+        self._stack.addWidget(line)
+        root = QVBoxLayout(line)
+
+        controls = QHBoxLayout()
+        self.source_combo = QComboBox()
+        for key, text in SOURCES:
+            self.source_combo.addItem(text, key)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItem("Continuous", True)
+        self.mode_combo.addItem("On trigger key", False)
+        self.start_button = QPushButton("Start")
+        self.start_button.setProperty("primary", True)
+        self.start_button.setMinimumWidth(160)
+        self.trigger_button = QPushButton("Inspect now")
+        self.key_edit = QKeySequenceEdit(QKeySequence(self._trigger_key()))
+        self.key_edit.setMaximumWidth(140)
+        self.key_edit.setToolTip("The key that triggers one inspection")
+        for widget in (QLabel("Source"), self.source_combo, QLabel("Mode"), self.mode_combo, self.start_button,
+                       self.trigger_button, QLabel("Key"), self.key_edit):
+            controls.addWidget(widget)
+        controls.addStretch(1)
+        self.model_label = QLabel("")
+        self.model_label.setStyleSheet("font-size: 13pt;")
+        controls.addWidget(self.model_label)
+        root.addLayout(controls)
+
+        self.notice = NoticeBanner()
+        root.addWidget(self.notice)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        self.banner = VerdictBanner()
+        self.banner.setMinimumHeight(190)
+        left_layout.addWidget(self.banner)
+        self.image_view = ImageView("Press Start to inspect parts.")
+        left_layout.addWidget(self.image_view, 1)
+        splitter.addWidget(left)
+
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        self.counters_panel = CountersPanel()
+        right_layout.addWidget(self.counters_panel)
+        self.table_model = ResultsTableModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.table_model)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        right_layout.addWidget(self.table, 1)
+        buttons = QHBoxLayout()
+        self.wrong_button = QPushButton("This verdict is wrong")
+        self.wrong_button.setEnabled(False)
+        self.export_button = QPushButton("Export CSV")
+        self.reset_button = QPushButton("Reset counters")
+        for b in (self.wrong_button, self.export_button, self.reset_button):
+            buttons.addWidget(b)
+        right_layout.addLayout(buttons)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        root.addWidget(splitter, 1)
+
+        # Trigger keys work anywhere in the workspace; Enter always triggers too.
+        self._trigger_shortcuts = [QShortcut(QKeySequence(self._trigger_key()), self), QShortcut(QKeySequence("Return"), self)]
+        for shortcut in self._trigger_shortcuts:
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+
+    def _connect(self) -> None:
+        self.start_button.clicked.connect(self.toggle)
+        self.trigger_button.clicked.connect(self.trigger)
+        for shortcut in self._trigger_shortcuts:
+            shortcut.activated.connect(self.trigger)
+        self.key_edit.editingFinished.connect(self._store_trigger_key)
+        self.mode_combo.currentIndexChanged.connect(self._mode_changed)
+        self.wrong_button.clicked.connect(self.correct_current)
+        self.export_button.clicked.connect(self.export_log)
+        self.reset_button.clicked.connect(self.reset_counters)
+        self.no_model.navigate_requested.connect(self.navigate_requested)
+        self.context.project_changed.connect(self._on_project_changed)
+        self.context.models_changed.connect(self._on_models_changed)
+        self.context.camera_state.connect(self._on_camera_state)
+
+    # -- state -----------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def refresh(self) -> None:
+        """Show the line view when a model is in production, else say what to do."""
+        project = self.context.project
+        model = project.production_model() if project is not None else None
+        if project is None:
+            self.no_model.set_message("Open a project to inspect parts.")
+        elif model is None:
+            self.no_model.set_message("No model is in production yet.")
+        self._stack.setCurrentIndex(0 if model is None else 1)
+        if model is not None and not self.is_running():
+            self.model_label.setText(f"Model {model.version}")
+        self._mode_changed()
+
+    def _trigger_key(self) -> str:
+        return str(self.context.settings.value(TRIGGER_KEY_SETTING, "Space"))
+
+    def _store_trigger_key(self) -> None:
+        seq = self.key_edit.keySequence()
+        if seq.isEmpty():
+            return
+        self.context.settings.setValue(TRIGGER_KEY_SETTING, seq.toString())
+        self._trigger_shortcuts[0].setKey(seq)
+
+    def continuous(self) -> bool:
+        return bool(self.mode_combo.currentData())
+
+    def _mode_changed(self, *_args) -> None:
+        self.trigger_button.setEnabled(self.is_running() and not self.continuous())
+        if self.worker is not None:
+            self.worker.set_continuous(self.continuous())
+
+    # -- start / stop ----------------------------------------------------------------
+
+    def toggle(self) -> None:
+        if self.is_running():
+            self.stop()
+        else:
+            self.start()
+
+    def start(self, source_key: str | None = None) -> bool:
+        project = self.context.project
+        if project is None or project.production_model() is None or self.is_running():
+            return False
+        source_key = source_key or self.source_combo.currentData()
+        if not self._start_source(source_key):
+            return False
+        self.worker = InspectWorker(project, self.context.frames, continuous=self.continuous())
+        self.worker.results_ready.connect(self._schedule_refresh)
+        self.worker.model_loaded.connect(lambda v: self.model_label.setText(f"Model {v}"))
+        self.worker.failed.connect(self._on_worker_failed)
+        self.worker.finished.connect(self._on_worker_finished)
+        self.worker.start()
+        self.start_button.setText("Stop")
+        self.source_combo.setEnabled(False)
+        self.banner.show_idle("READY", "Waiting for the first part")
+        self._mode_changed()
+        self.inspecting.emit(True)
+        return True
+
+    def _start_source(self, key: str) -> bool:
+        from app.core.camera import HotFolderSource, OpenCVCamera, SimulatedCamera
+
+        self._started_source = False
+        if key == "camera" and self.context.frame_source is not None:
+            return True  # use the camera already running (set up in Capture)
+        if key == "simulated":
+            source = SimulatedCamera(seed=int(time.time()) % 10_000)
+        elif key == "camera":
+            source = OpenCVCamera(int(self.context.settings.value("camera/index", 0)))
+        else:
+            start_dir = str(self.context.settings.value("inspect/hot_folder", ""))
+            folder = QFileDialog.getExistingDirectory(self, "Hot folder to watch", start_dir)
+            if not folder:
+                return False
+            self.context.settings.setValue("inspect/hot_folder", folder)
+            source = HotFolderSource(Path(folder))
+        try:
+            self.context.start_source(source)
+        except LinesideError as exc:
+            QMessageBox.warning(self, "Cannot start the source", str(exc))
+            return False
+        self._started_source = True
+        return True
+
+    def stop(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop()
+            self._drain_from(worker)
+        if self._started_source:
+            self.context.stop_source()
+            self._started_source = False
+        self.start_button.setText("Start")
+        self.source_combo.setEnabled(True)
+        self._mode_changed()
+        self.inspecting.emit(False)
+
+    def shutdown(self) -> None:
+        """Stop the inspection thread (the window is closing)."""
+        self.stop()
+
+    def trigger(self) -> None:
+        if self.worker is not None and not self.continuous():
+            self.worker.trigger()
+
+    # -- results ---------------------------------------------------------------------
+
+    def _schedule_refresh(self) -> None:
+        if not self._refresh_timer.isActive():
+            self._refresh_timer.start()
+
+    def _drain_results(self) -> None:
+        if self.worker is not None:
+            self._drain_from(self.worker)
+
+    def _drain_from(self, worker: InspectWorker) -> None:
+        records, latest, drift = worker.take_results()
+        for record in records:
+            self.counters.add(record)
+        self.session.extend(records)
+        self.table_model.add_records(records)
+        self.counters_panel.show_counters(self.counters)
+        if latest is not None:
+            self.latest = latest
+            rec = latest.record
+            self.banner.show_verdict(rec.label == "PASS", rec.defect_class, rec.score)
+            self.image_view.set_image(latest.display)
+            self.wrong_button.setEnabled(True)
+        self.notice.show_notice(drift or "")
+
+    def _on_worker_failed(self, message: str) -> None:
+        self.context.status_message.emit(message)
+        if self.latest is None:  # nothing judged yet: the banner is free to say why
+            self.banner.show_idle("ERROR", message[:80])
+
+    def _on_worker_finished(self) -> None:
+        if self.worker is not None and self.sender() is self.worker:
+            self.stop()  # the thread ended by itself (the model could not be loaded)
+
+    def _on_camera_state(self, state: str) -> None:
+        if state.startswith("lost"):
+            self.notice.show_notice(f"Camera {state}")
+        elif state.startswith("connected") and self.notice.text().startswith("Camera"):
+            self.notice.show_notice("")
+
+    def _on_models_changed(self) -> None:
+        if self.worker is not None:
+            self.worker.reload_model()
+        self.refresh()
+
+    def _on_project_changed(self, _project) -> None:
+        self.stop()
+        self.reset_counters()
+        self.refresh()
+
+    # -- actions ---------------------------------------------------------------------
+
+    def reset_counters(self) -> None:
+        self.counters = InspectionCounters()
+        self.session = []
+        self.table_model.clear()
+        self.counters_panel.show_counters(self.counters)
+
+    def export_log(self, path: Path | str | None = None) -> Path | None:
+        if path is None:
+            default = Path(str(self.context.settings.value("inspect/export_dir", str(Path.home()))))
+            name = default / time.strftime("inspections-%Y%m%d-%H%M%S.csv")
+            chosen, _ = QFileDialog.getSaveFileName(self, "Export the log", str(name), "CSV files (*.csv)")
+            if not chosen:
+                return None
+            path = chosen
+            self.context.settings.setValue("inspect/export_dir", str(Path(chosen).parent))
+        try:
+            export_csv(path, self.session)
+        except (LinesideError, OSError) as exc:
+            QMessageBox.warning(self, "Export failed", str(exc))
+            return None
+        self.context.status_message.emit(f"Exported {len(self.session)} inspections to {path}")
+        return Path(path)
+
+    def correct_current(self, verdict: str | None = None) -> int | None:
+        """Save the part on screen into the project with the right label.
+
+        Returns the new image id. *verdict* skips the question (keyboard and tests).
+        """
+        project, live = self.context.project, self.latest
+        if project is None or live is None:
+            return None
+        rec = live.record
+        if verdict is None:
+            said = "PASS" if rec.label == "PASS" else f"FAIL ({rec.defect_class})"
+            dialog = CorrectionDialog(project.classes(), said, self)
+            if dialog.exec() != CorrectionDialog.DialogCode.Accepted or dialog.choice is None:
+                return None
+            verdict = dialog.choice
+        try:
+            image, _new = project.add_image_array(live.image, source="line", tags={"model_said": rec.label})
+            project.set_label(image.id, verdict, author="line")
+        except LinesideError as exc:
+            QMessageBox.warning(self, "Could not save the part", str(exc))
+            return None
+        self.context.labels_changed.emit(image.id)
+        if hasattr(self.context, "images_changed"):
+            self.context.images_changed.emit()
+        self.context.status_message.emit(f"Saved the part as '{verdict}' for the next training.")
+        self.wrong_button.setEnabled(False)  # one correction per part
+        return image.id
