@@ -20,7 +20,7 @@ def confirm_and_deploy(parent: QWidget, context, version: str, what: str = "Depl
     answer = QMessageBox.question(
         parent,
         f"{what} {version}?",
-        f"{what} model {version} to the line?\n\n{current_text}\n"
+        f"Make {version} the production model?\n\n{current_text}\n"
         "Inspections from now on use this model.",
         QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
         QMessageBox.StandardButton.Cancel,

@@ -1,0 +1,214 @@
+"""Models: every trained version, how good it was, what it learned from, and deployment.
+
+Deploying and rolling back both go through one confirmation (model_actions), because
+either changes what the line does with the next part.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.records import ModelVersion
+from app.ui.model_actions import confirm_and_deploy
+from app.ui.style import PASS
+from app.ui.train_summary import percent
+
+COLUMNS = ("Version", "Status", "Trained", "Threshold", "AUROC", "Defects caught", "Good rejected", "Training images")
+STATUS_TEXT = {"production": "In production", "candidate": "Candidate", "retired": "Retired"}
+
+
+def training_size_text(report: dict) -> str:
+    n_train = report.get("n_train")
+    per_class = report.get("per_class") or {}
+    text = str(n_train) if n_train is not None else "–"
+    if isinstance(per_class, dict) and per_class:
+        text += " (" + ", ".join(f"{name} {count}" for name, count in per_class.items()) + ")"
+    return text
+
+
+def changes_text(report: dict) -> str:
+    changes = report.get("changes")
+    if not changes:
+        return ""
+    if isinstance(changes, (list, tuple)):
+        return "\n".join(f"• {c}" for c in changes)
+    if isinstance(changes, dict):
+        return "\n".join(f"• {k}: {v}" for k, v in changes.items())
+    return str(changes)
+
+
+def rollback_target(models: list[ModelVersion]) -> ModelVersion | None:
+    """The version to go back to: the newest retired one older than production."""
+    production = next((m for m in models if m.status == "production"), None)
+    retired = [m for m in models if m.status == "retired"]  # models() is newest first
+    if production is not None:
+        older = [m for m in retired if m.created_at < production.created_at]
+        if older:
+            return older[0]
+    return retired[0] if retired else None
+
+
+class ModelsTableModel(QAbstractTableModel):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.versions: list[ModelVersion] = []
+
+    def set_versions(self, versions: list[ModelVersion]) -> None:
+        self.beginResetModel()
+        self.versions = list(versions)
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.versions)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        m = self.versions[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            auroc = m.metrics.get("auroc")
+            return (
+                m.version,
+                STATUS_TEXT.get(m.status, m.status),
+                m.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+                f"{m.threshold:.3f}",
+                f"{auroc:.3f}" if isinstance(auroc, (int, float)) else "–",
+                percent(m.metrics.get("catch_rate")),
+                percent(m.metrics.get("false_reject_rate")),
+                training_size_text(m.report),
+            )[index.column()]
+        if m.status == "production":
+            if role == Qt.ItemDataRole.FontRole:
+                font = QFont()
+                font.setBold(True)
+                return font
+            if role == Qt.ItemDataRole.ForegroundRole and index.column() == 1:
+                return QColor(PASS)
+        return None
+
+
+class ModelsWorkspace(QWidget):
+    def __init__(self, context, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.context = context
+        root = QVBoxLayout(self)
+        title = QLabel("Models")
+        title.setStyleSheet("font-size: 24pt; font-weight: bold;")
+        root.addWidget(title)
+        self.summary = QLabel()
+        self.summary.setStyleSheet("font-size: 15pt;")
+        root.addWidget(self.summary)
+
+        self.table_model = ModelsTableModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.table_model)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(44)
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableView.SelectionMode.SingleSelection)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        root.addWidget(self.table, 2)
+
+        self.details = QLabel()
+        self.details.setWordWrap(True)
+        self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.details.setStyleSheet("font-size: 13pt;")
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        root.addWidget(self.details, 1)
+
+        buttons = QHBoxLayout()
+        self.deploy_button = QPushButton("Set as production")
+        self.deploy_button.setProperty("primary", True)
+        self.rollback_button = QPushButton("Roll back")
+        for b in (self.deploy_button, self.rollback_button):
+            b.setMinimumSize(240, 56)
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        root.addLayout(buttons)
+
+        self.deploy_button.clicked.connect(self.deploy_selected)
+        self.rollback_button.clicked.connect(self.roll_back)
+        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+        context.project_changed.connect(lambda _p: self.refresh())
+        context.models_changed.connect(self.refresh)
+        self.refresh()
+
+    def selected(self) -> ModelVersion | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.table_model.versions[rows[0].row()] if rows else None
+
+    def select_version(self, version: str) -> None:
+        for row, m in enumerate(self.table_model.versions):
+            if m.version == version:
+                self.table.selectRow(row)
+                return
+
+    def refresh(self) -> None:
+        project = self.context.project
+        previous = self.selected()
+        versions = project.models() if project is not None else []
+        self.table_model.set_versions(versions)
+        production = next((m for m in versions if m.status == "production"), None)
+        if project is None:
+            self.summary.setText("Open a project to see its models.")
+        elif not versions:
+            self.summary.setText("No models yet. Train one in Train.")
+        else:
+            self.summary.setText(
+                f"{len(versions)} versions. In production: {production.version if production else 'none'}."
+            )
+        if previous is not None:
+            self.select_version(previous.version)
+        elif versions:
+            self.table.selectRow(0)
+        self._selection_changed()
+
+    def _selection_changed(self, *_args) -> None:
+        m = self.selected()
+        self.deploy_button.setEnabled(m is not None and m.status != "production")
+        target = rollback_target(self.table_model.versions)
+        self.rollback_button.setEnabled(target is not None)
+        self.rollback_button.setText(f"Roll back to {target.version}" if target else "Roll back")
+        if m is None:
+            self.details.setText("")
+            return
+        lines = [f"<b>{m.version}</b> — {STATUS_TEXT.get(m.status, m.status)}, trained on {training_size_text(m.report)} images."]
+        for key, text in (("device", "Device"), ("elapsed_s", "Training time (s)"), ("epochs", "Epochs")):
+            if m.report.get(key) is not None:
+                lines.append(f"{text}: {m.report[key]}")
+        changes = changes_text(m.report)
+        if changes:
+            lines.append("<b>What changed since the previous version:</b><br>" + changes.replace("\n", "<br>"))
+        self.details.setText("<br>".join(lines))
+
+    def deploy_selected(self) -> bool:
+        m = self.selected()
+        if m is None or m.status == "production":
+            return False
+        return confirm_and_deploy(self, self.context, m.version, what="Deploy")
+
+    def roll_back(self) -> bool:
+        target = rollback_target(self.table_model.versions)
+        if target is None:
+            return False
+        return confirm_and_deploy(self, self.context, target.version, what="Roll back to")
