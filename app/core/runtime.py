@@ -1,0 +1,234 @@
+"""The line-side verdict: an exported ONNX model run with ONNX Runtime.
+
+Everything the runtime needs travels inside the .onnx file (class names, input size,
+threshold, drift reference in the `lineside` metadata entry), so a model copied out of
+a project onto a station works on its own. Torch is never imported on this path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from app.core.errors import LinesideError, ModelFileError
+from app.core.imageio import read_image, to_bgr8
+from app.core.preprocess import Letterbox, heatmap_to_image, letterbox
+
+if TYPE_CHECKING:  # the project store is only needed by load_inspector_for_project
+    from app.core.project import Project
+    from app.core.records import ModelVersion
+
+METADATA_KEY = "lineside"
+SUPPORTED_FORMAT = 1
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("score", "class_probs", "heatmap")
+# Used when a model knows only "ok" (a pure good/bad model with no named defects).
+GENERIC_DEFECT = "defect"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    class_names: list[str]
+    input_size: int
+    heatmap_stride: int
+    threshold: float
+    version: str | None
+    reference: dict | None
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    score: float
+    defect_class: str | None  # None when passed
+    class_probs: dict[str, float]
+    heatmap: np.ndarray  # float32 h x w, the model grid over the letterboxed input
+    box: Letterbox
+    latency_ms: float
+    threshold: float
+
+    @property
+    def label(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def heatmap_on_image(self) -> np.ndarray:
+        """The heatmap as float32 H x W over the original image (padding cut away)."""
+        return heatmap_to_image(self.heatmap, self.box)
+
+
+def _parse_model_info(meta_json: str | None, path: Path) -> ModelInfo:
+    if not meta_json:
+        raise ModelFileError(
+            f"{path}: this ONNX file is not a Lineside model (no '{METADATA_KEY}' metadata). "
+            "Use a model exported by Lineside (`lineside export`)."
+        )
+    try:
+        meta = json.loads(meta_json)
+        if meta.get("format") != SUPPORTED_FORMAT:
+            raise ModelFileError(
+                f"{path}: model format {meta.get('format')!r} is not supported by this version "
+                f"of Lineside (expected {SUPPORTED_FORMAT}). Update Lineside or re-export the model."
+            )
+        class_names = [str(c) for c in meta["class_names"]]
+        info = ModelInfo(
+            class_names=class_names,
+            input_size=int(meta["input_size"]),
+            heatmap_stride=int(meta.get("heatmap_stride", 16)),
+            threshold=float(meta["threshold"]),
+            version=None if meta.get("version") is None else str(meta["version"]),
+            reference=meta.get("reference") or None,
+        )
+    except ModelFileError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: the Lineside metadata in this model is damaged ({exc}).") from exc
+    if not class_names or class_names[0] != "ok" or info.input_size <= 0:
+        raise ModelFileError(f"{path}: the Lineside metadata in this model is inconsistent.")
+    return info
+
+
+def _choose_providers(requested: list[str] | None) -> list[str]:
+    import onnxruntime as ort
+
+    if not requested:
+        return ["CPUExecutionProvider"]
+    available = set(ort.get_available_providers())
+    # A station without a GPU still inspects: the CPU is always the last resort.
+    chosen = [p for p in requested if p in available and p != "CPUExecutionProvider"]
+    return chosen + ["CPUExecutionProvider"]
+
+
+class Inspector:
+    """Loads one Lineside ONNX model and turns part images into verdicts."""
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        threads: int = 1,
+        threshold: float | None = None,
+        providers: list[str] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.model_path = Path(model_path)
+        path = self.model_path
+        if not path.is_file():
+            raise ModelFileError(f"{path}: model file not found.")
+        if path.stat().st_size == 0:
+            raise ModelFileError(f"{path}: the model file is empty (0 bytes).")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # ORT warnings about unused initialisers are noise here
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=_choose_providers(providers)
+            )
+        except Exception as exc:  # ORT raises its own classes for truncated/garbage files
+            raise ModelFileError(
+                f"{path}: not a readable ONNX model (damaged, truncated or another kind of file)."
+            ) from exc
+        self._check_signature(path)
+        meta = self._session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        self.info = _parse_model_info(meta, path)
+        self.threshold = self.info.threshold if threshold is None else float(threshold)
+
+    def _check_signature(self, path: Path) -> None:
+        inputs = self._session.get_inputs()
+        outputs = {o.name for o in self._session.get_outputs()}
+        ok = (
+            len(inputs) == 1
+            and inputs[0].name == INPUT_NAME
+            and inputs[0].type == "tensor(uint8)"
+            and len(inputs[0].shape) == 4
+            and set(OUTPUT_NAMES) <= outputs
+        )
+        if not ok:
+            got = ", ".join(f"{i.name} {i.type}" for i in inputs)
+            raise ModelFileError(
+                f"{path}: this ONNX model does not have the Lineside inputs and outputs "
+                f"(expects input 'image' uint8 [N,S,S,3] and outputs {', '.join(OUTPUT_NAMES)}; "
+                f"has input {got})."
+            )
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        try:
+            score, probs, heat = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        except Exception as exc:
+            raise ModelFileError(f"{self.model_path}: the model failed to run ({exc}).") from exc
+        n = batch.shape[0]
+        return (
+            np.asarray(score, np.float32).reshape(n),
+            np.asarray(probs, np.float32).reshape(n, -1),
+            np.asarray(heat, np.float32).reshape(n, heat.shape[-2], heat.shape[-1]),
+        )
+
+    def _verdict(self, score: float, probs: np.ndarray, heat: np.ndarray, box: Letterbox, ms: float) -> Verdict:
+        names = self.info.class_names
+        class_probs = {name: float(p) for name, p in zip(names, probs)}
+        passed = score < self.threshold  # reject when score >= threshold (as evaluation)
+        defect_class = None
+        if not passed:
+            if len(probs) > 1 and len(names) > 1:
+                defect_class = names[1 + int(np.argmax(probs[1 : len(names)]))]
+            else:
+                defect_class = GENERIC_DEFECT
+        return Verdict(passed, score, defect_class, class_probs, heat, box, ms, self.threshold)
+
+    def inspect(self, image: np.ndarray) -> Verdict:
+        return self.inspect_batch([image])[0]
+
+    def inspect_batch(self, images: list[np.ndarray]) -> list[Verdict]:
+        """Inspect several parts in one model call; latency_ms is the batch time per part."""
+        if not images:
+            return []
+        start = time.perf_counter()
+        size = self.info.input_size
+        squares, boxes = [], []
+        for image in images:
+            square, box = letterbox(to_bgr8(image), size)
+            squares.append(square)
+            boxes.append(box)
+        scores, probs, heat = self._run(np.stack(squares))
+        ms = (time.perf_counter() - start) * 1000.0 / len(images)
+        return [
+            self._verdict(float(scores[i]), probs[i], heat[i], boxes[i], ms) for i in range(len(images))
+        ]
+
+    def inspect_file(self, path: Path | str) -> Verdict:
+        return self.inspect(read_image(path))
+
+    def warmup(self) -> None:
+        """Run once on a blank input so the first real part is not slowed by allocation."""
+        size = self.info.input_size
+        self._run(np.zeros((1, size, size, 3), np.uint8))
+
+
+def load_inspector_for_project(
+    project: "Project", version: str | None = None, threads: int = 1
+) -> tuple[Inspector, "ModelVersion"]:
+    """The project's production model (or *version*) ready to inspect."""
+    if version is None:
+        model = project.production_model()
+        if model is None:
+            raise LinesideError(
+                "no production model: deploy one with `lineside deploy PROJECT VERSION` "
+                "(or pass --model VERSION)."
+            )
+    else:
+        model = project.model(version)  # a LinesideError naming the known versions
+    # The project's threshold wins over the one baked into the file: it may have been
+    # tuned after the export.
+    inspector = Inspector(model.onnx_path, threads=threads, threshold=model.threshold)
+    return inspector, model
+
