@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 
 from app.core.atomic import write_text
 from app.ui.style import FAIL, PASS
+from app.ui.table_models import ListTableModel
 
 MAX_TABLE_ROWS = 500
 
@@ -81,29 +82,12 @@ def _time_text(at: float) -> str:
     return datetime.fromtimestamp(at).strftime("%H:%M:%S")
 
 
-class ResultsTableModel(QAbstractTableModel):
+class ResultsTableModel(ListTableModel):
     """Newest first; at most MAX_TABLE_ROWS rows."""
 
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self._rows: list[InspectionRecord] = []
+    columns = COLUMNS
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
-
-    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        rec = self._rows[index.row()]
-        col = index.column()
+    def cell(self, rec: InspectionRecord, col: int, role: Qt.ItemDataRole):
         if role == Qt.ItemDataRole.DisplayRole:
             return (
                 _time_text(rec.at),
@@ -119,20 +103,14 @@ class ResultsTableModel(QAbstractTableModel):
         return None
 
     def add_records(self, records: list[InspectionRecord]) -> None:
-        if not records:
-            return
-        newest_first = list(reversed(records))[:MAX_TABLE_ROWS]
-        self.beginResetModel()  # one reset per batch is cheaper than many row inserts
-        self._rows = (newest_first + self._rows)[:MAX_TABLE_ROWS]
-        self.endResetModel()
+        if records:
+            self.set_rows((list(reversed(records)) + self.rows)[:MAX_TABLE_ROWS])
 
     def clear(self) -> None:
-        self.beginResetModel()
-        self._rows = []
-        self.endResetModel()
+        self.set_rows([])
 
     def record(self, row: int) -> InspectionRecord:
-        return self._rows[row]
+        return self.rows[row]
 
 
 def records_to_csv(records: list[InspectionRecord]) -> str:

@@ -6,7 +6,7 @@ either changes what the line does with the next part.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from app.core.records import ModelVersion
 from app.ui.model_actions import confirm_and_deploy
 from app.ui.style import PASS
+from app.ui.table_models import ListTableModel
 from app.ui.train_summary import percent
 
 COLUMNS = ("Version", "Status", "Trained", "Threshold", "AUROC", "Defects caught", "Good rejected", "Training images")
@@ -58,31 +59,14 @@ def rollback_target(models: list[ModelVersion]) -> ModelVersion | None:
     return retired[0] if retired else None
 
 
-class ModelsTableModel(QAbstractTableModel):
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.versions: list[ModelVersion] = []
+class ModelsTableModel(ListTableModel):
+    columns = COLUMNS
 
-    def set_versions(self, versions: list[ModelVersion]) -> None:
-        self.beginResetModel()
-        self.versions = list(versions)
-        self.endResetModel()
+    @property
+    def versions(self) -> list[ModelVersion]:
+        return self.rows
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.versions)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
-
-    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        m = self.versions[index.row()]
+    def cell(self, m: ModelVersion, column: int, role: Qt.ItemDataRole):
         if role == Qt.ItemDataRole.DisplayRole:
             auroc = m.metrics.get("auroc")
             return (
@@ -94,13 +78,13 @@ class ModelsTableModel(QAbstractTableModel):
                 percent(m.metrics.get("catch_rate")),
                 percent(m.metrics.get("false_reject_rate")),
                 training_size_text(m.report),
-            )[index.column()]
+            )[column]
         if m.status == "production":
             if role == Qt.ItemDataRole.FontRole:
                 font = QFont()
                 font.setBold(True)
                 return font
-            if role == Qt.ItemDataRole.ForegroundRole and index.column() == 1:
+            if role == Qt.ItemDataRole.ForegroundRole and column == 1:
                 return QColor(PASS)
         return None
 
@@ -167,7 +151,7 @@ class ModelsWorkspace(QWidget):
         project = self.context.project
         previous = self.selected()
         versions = project.models() if project is not None else []
-        self.table_model.set_versions(versions)
+        self.table_model.set_rows(versions)
         production = next((m for m in versions if m.status == "production"), None)
         if project is None:
             self.summary.setText("Open a project to see its models.")
