@@ -76,8 +76,10 @@ class InspectWorker(QThread):
         self._trigger.set()
 
     def set_continuous(self, continuous: bool) -> None:
+        wake = continuous and not self._continuous
         self._continuous = continuous
-        self._trigger.set()  # wake the loop so the change applies at once
+        if wake:  # leave the trigger wait at once; it does not count as a trigger
+            self._trigger.set()
 
     def reload_model(self) -> None:
         """Load the project's production model again (a new one was deployed)."""

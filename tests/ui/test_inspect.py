@@ -1,0 +1,143 @@
+"""Inspect workspace: the production model judges simulated parts off the GUI thread."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from app.core.camera import Frame
+from app.ui.inspect_log import InspectionCounters, InspectionRecord
+from app.ui.inspect_panels import CorrectionDialog
+from app.ui.inspect_view import overlay_heatmap
+from app.ui.inspect_workspace import InspectWorkspace
+from tests.ui.workspace_fixtures import (  # noqa: F401  (fixtures)
+    answer_yes,
+    app_context,
+    project,
+    register_fixture_model,
+)
+
+
+@pytest.fixture
+def workspace(qtbot, app_context, project):
+    register_fixture_model(project)
+    app_context._set_project(project) if not hasattr(app_context, "set_project") else app_context.set_project(project)
+    ws = InspectWorkspace(app_context)
+    qtbot.addWidget(ws)
+    ws.resize(1280, 800)
+    ws.show()
+    yield ws
+    ws.shutdown()
+    assert not ws.is_running()
+
+
+def test_simulated_line_verdicts_counters_and_database(qtbot, workspace, project):
+    assert workspace.start("simulated")
+    qtbot.waitUntil(lambda: workspace.counters.parts >= 12, timeout=20_000)
+    workspace.stop()
+    c = workspace.counters
+    assert c.parts == len(workspace.session) == c.passed + c.failed
+    assert c.parts == workspace.table_model.rowCount()
+    assert workspace.banner.headline in ("PASS", "FAIL")
+    assert workspace.image_view.image() is not None and not workspace.image_view.image().isNull()
+    logged = project.inspections()
+    assert len(logged) == c.parts  # every verdict is in the project's log
+    assert sum(1 for row in logged if row["verdict"] == "PASS") == c.passed
+    assert {row["model_version"] for row in logged} == {"v1"}
+    assert all(r.truth in ("ok", "scratch", "spot", "chip") for r in workspace.session)
+
+
+def test_trigger_key_inspects_exactly_one_part(qtbot, workspace, project):
+    workspace.mode_combo.setCurrentIndex(1)  # "On trigger key"
+    assert not workspace.continuous()
+    assert workspace.start("simulated")
+    qtbot.wait(600)  # frames flow, but nothing is inspected without a trigger
+    assert workspace.counters.parts == 0
+    qtbot.waitUntil(lambda: workspace.context.frames.put_count > 0, timeout=10_000)
+    qtbot.keyClick(workspace.image_view, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: workspace.counters.parts == 1, timeout=10_000)
+    qtbot.wait(400)
+    assert workspace.counters.parts == 1
+    workspace.trigger_button.click()
+    qtbot.waitUntil(lambda: workspace.counters.parts == 2, timeout=10_000)
+    workspace.stop()
+    assert len(project.inspections()) == 2
+
+
+def test_wrong_verdict_goes_back_to_labeling(qtbot, workspace, project):
+    assert workspace.start("simulated")
+    qtbot.waitUntil(lambda: workspace.latest is not None, timeout=20_000)
+    workspace.stop()
+    before = len(project.images())
+    with qtbot.waitSignal(workspace.context.labels_changed, timeout=5000) as blocker:
+        image_id = workspace.correct_current("scratch")
+    assert blocker.args == [image_id]
+    assert len(project.images()) == before + 1
+    record = project.image(image_id)
+    assert record.source == "line"
+    assert project.label(image_id).verdict == "scratch"
+    assert np.array_equal(project.load_image(image_id), workspace.latest.image)
+
+
+def test_correction_dialog_offers_ok_and_every_class(qtbot, project):
+    project.add_class("scratch")
+    project.add_class("dent")
+    dialog = CorrectionDialog(project.classes(), "PASS")
+    qtbot.addWidget(dialog)
+    assert set(dialog.buttons) == {"ok", "scratch", "dent"}
+    dialog.buttons["dent"].click()
+    assert dialog.choice == "dent"
+    assert dialog.result() == CorrectionDialog.DialogCode.Accepted
+
+
+def test_export_log_to_csv(qtbot, workspace, tmp_path):
+    assert workspace.start("simulated")
+    qtbot.waitUntil(lambda: workspace.counters.parts >= 5, timeout=20_000)
+    workspace.stop()
+    out = workspace.export_log(tmp_path / "log" / "inspections.csv")
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == workspace.counters.parts
+    assert {r["verdict"] for r in rows} <= {"PASS", "FAIL"}
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_no_production_model_says_what_to_do(qtbot, app_context, project):
+    register_fixture_model(project, deploy=False)
+    app_context._set_project(project)
+    ws = InspectWorkspace(app_context)
+    qtbot.addWidget(ws)
+    assert ws._stack.currentWidget() is ws.no_model
+    assert not ws.start("simulated")
+    with qtbot.waitSignal(ws.navigate_requested, timeout=1000) as blocker:
+        ws.no_model.findChildren(type(ws.start_button))[0].click()
+    assert blocker.args == ["train"]
+    project.deploy("v1")
+    app_context.models_changed.emit()
+    assert ws._stack.currentIndex() == 1
+
+
+def test_counters_and_overlay_units():
+    c = InspectionCounters()
+    for label, cls in (("PASS", None), ("FAIL", "scratch"), ("FAIL", "scratch"), ("FAIL", "spot")):
+        c.add(InspectionRecord(0.0, 1, "t", label, cls, 0.5, 4.0, "v1"))
+    assert (c.parts, c.passed, c.failed, c.yield_percent) == (4, 1, 3, 25.0)
+    assert c.failed_by_class == {"scratch": 2, "spot": 1}
+    image = np.full((300, 500, 3), 100, np.uint8)
+    heat = np.zeros((8, 8), np.float32)
+    heat[0, 0] = 1.0
+    out = overlay_heatmap(image, heat, max_side=250)
+    assert out.shape == (150, 250, 3)
+    assert np.array_equal(out[-1, -1], image[0, 0])  # no heat: the part is untouched
+    assert not np.array_equal(out[0, 0], image[0, 0])
+
+
+def test_bad_frame_does_not_stop_the_line(qtbot, workspace):
+    assert workspace.start("simulated")
+    qtbot.waitUntil(lambda: workspace.counters.parts >= 1, timeout=20_000)
+    workspace.context.frames.put(Frame(np.zeros((0, 0, 3), np.uint8), -1, 0.0, "broken"))
+    n = workspace.counters.parts
+    qtbot.waitUntil(lambda: workspace.counters.parts >= n + 3, timeout=20_000)
+    assert workspace.is_running()
