@@ -338,6 +338,20 @@ class CaptureThread(threading.Thread):
         self.state = ""
         self.reconnects = 0
         self._stop_event = threading.Event()
+        self._calls: deque[Callable[[], None]] = deque()
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run fn() on the capture thread between two reads (camera settings: drivers
+        are not safe to configure from another thread while a read is in progress)."""
+        self._calls.append(fn)
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            fn = self._calls.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("camera setting failed")
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop_event.set()
@@ -388,6 +402,7 @@ class CaptureThread(threading.Thread):
                 return
             failures = 0
             while not self._stop_event.is_set():
+                self._run_calls()
                 try:
                     frame = self.source.read()
                     failed = frame is None and self.source.none_means_lost

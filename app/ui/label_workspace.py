@@ -1,0 +1,323 @@
+"""Labeling: the filmstrip, the canvas, the class bar; keyboard first.
+
+Keys: 0 or G = OK, 1-9 = the defect class with that key, arrows = previous/next image,
+Ctrl+Z = undo the last label change, B/E/P/H = brush, eraser, polygon, pan,
+[ and ] = brush size, F = fit. Every label is saved (set_label commits) before the
+"Saved" line says so; a failure says "NOT saved" in red and nothing shows as done.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QColorDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.errors import LinesideError
+from app.core.records import OK
+from app.ui.filmstrip import Filmstrip
+from app.ui.label_canvas import LabelCanvas
+from app.ui.style import FAIL, PASS, readable_text_on
+
+log = logging.getLogger(__name__)
+
+TOOL_KEYS = {"brush": "B", "eraser": "E", "polygon": "P", "pan": "H"}
+
+
+class LabelWorkspace(QWidget):
+    def __init__(self, context, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.context = context
+        self.project = None
+        self.image_id: int | None = None
+        self.verdict: str | None = None
+        self.paint_class: str | None = None  # the class a stroke on an unlabeled image gets
+        self.classes: list = []
+        self.advance_after_ok = str(context.settings.value("label/advance_after_ok", "true")).lower() == "true"
+        self._history: list[int] = []  # image ids in the order they were labeled: Ctrl+Z walks back
+        self._shortcuts: list[QShortcut] = []
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.class_bar = QHBoxLayout()
+        layout.addLayout(self.class_bar)
+
+        tools = QHBoxLayout()
+        self.tool_group = QButtonGroup(self)
+        self.tool_buttons: dict[str, QPushButton] = {}
+        for tool, key in TOOL_KEYS.items():
+            button = QPushButton(f"{tool.capitalize()}  ({key})")
+            button.setCheckable(True)
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.clicked.connect(lambda _c=False, t=tool: self.set_tool(t))
+            self.tool_group.addButton(button)
+            self.tool_buttons[tool] = button
+            tools.addWidget(button)
+        self.tool_buttons["brush"].setChecked(True)
+        tools.addWidget(QLabel("Size"))
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(1, 200)
+        self.size_spin.setValue(12)
+        self.size_spin.setSuffix(" px")
+        self.size_spin.valueChanged.connect(lambda v: self.canvas.set_brush_radius(v))
+        tools.addWidget(self.size_spin)
+        self.clear_button = QPushButton("Clear mask")
+        self.fit_button = QPushButton("Fit  (F)")
+        for button in (self.clear_button, self.fit_button):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            tools.addWidget(button)
+        tools.addStretch(1)
+        layout.addLayout(tools)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.filmstrip = Filmstrip()
+        self.filmstrip.setMinimumWidth(150)
+        self.canvas = LabelCanvas()
+        split.addWidget(self.filmstrip)
+        split.addWidget(self.canvas)
+        split.setStretchFactor(1, 1)
+        split.setSizes([300, 900])
+        layout.addWidget(split, 1)
+
+        self.info = QLabel("")
+        self.info.setProperty("role", "hint")
+        self.saved = QLabel("")
+        self.saved.setStyleSheet("font-size: 14pt; font-weight: 700;")
+        status = QHBoxLayout()
+        status.addWidget(self.info, 1)
+        status.addWidget(self.saved)
+        layout.addLayout(status)
+
+        self.filmstrip.image_selected.connect(self.show_image)
+        self.canvas.mask_edited.connect(self._mask_edited)
+        self.clear_button.clicked.connect(self.canvas.clear_mask)
+        self.fit_button.clicked.connect(self.canvas.fit)
+        context.project_changed.connect(self.set_project)
+        self.install_shortcuts(self)
+        self.set_project(context.project)
+
+    # -- keyboard -------------------------------------------------------------------
+
+    def install_shortcuts(self, host: QWidget) -> None:
+        """Bind the labeling keys on *host* (the whole Capture & Label tab)."""
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(False)
+            shortcut.deleteLater()
+        bindings = [("0", lambda: self.label_current(OK)), ("G", lambda: self.label_current(OK)),
+                    ("Left", lambda: self.move(-1)), ("Up", lambda: self.move(-1)),
+                    ("Right", lambda: self.move(1)), ("Down", lambda: self.move(1)),
+                    (QKeySequence.StandardKey.Undo, self.undo), ("[", lambda: self._grow_brush(-2)),
+                    ("]", lambda: self._grow_brush(2)), ("F", self.canvas.fit)]  # fmt: skip
+        bindings += [(str(k), lambda k=k: self.label_with_key(k)) for k in range(1, 10)]
+        bindings += [(key, lambda t=tool: self.set_tool(t)) for tool, key in TOOL_KEYS.items()]
+        self._shortcuts = []
+        for key, slot in bindings:
+            shortcut = QShortcut(QKeySequence(key), host)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(slot)
+            self._shortcuts.append(shortcut)
+
+    def set_shortcuts_enabled(self, on: bool) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(on)
+
+    # -- project and classes ----------------------------------------------------------
+
+    def set_project(self, project) -> None:
+        self.project = project
+        self.image_id, self.verdict, self._history = None, None, []
+        self.canvas.set_image(None)
+        self.saved.setText("")
+        self.reload_classes()
+        self.filmstrip.set_project(project)
+        if project is not None and self.filmstrip.ids():
+            self.filmstrip.select(self.filmstrip.ids()[-1])
+
+    def reload_classes(self) -> None:
+        while self.class_bar.count():
+            widget = self.class_bar.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+        self.classes = self.project.classes() if self.project is not None else []
+        if self.paint_class not in {c.name for c in self.classes}:
+            self.paint_class = self.classes[0].name if self.classes else None
+        self.class_buttons: dict[str, QPushButton] = {}
+        ok = QPushButton("OK  (0 / G)")
+        ok.setStyleSheet(f"background: {PASS}; color: white; font-size: 15pt;")
+        ok.clicked.connect(lambda: self.label_current(OK))
+        self.class_buttons[OK] = ok
+        for cls in self.classes:
+            key = f"{cls.key}  " if cls.key else ""
+            button = QPushButton(f"{key}{cls.name}")
+            button.setStyleSheet(f"background: {cls.color}; color: {readable_text_on(cls.color)}; font-size: 15pt;")
+            button.clicked.connect(lambda _c=False, name=cls.name: self.label_current(name))
+            self.class_buttons[cls.name] = button
+        add = QPushButton("+ Add class")
+        add.clicked.connect(self.add_class_dialog)
+        self.class_buttons["+"] = add
+        for button in self.class_buttons.values():
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.setMinimumHeight(56)
+            self.class_bar.addWidget(button)
+        self.class_bar.addStretch(1)
+
+    def add_class_dialog(self) -> None:
+        if self.project is None:
+            return
+        name, ok = QInputDialog.getText(self, "Add a defect class", "Name of the defect (e.g. scratch, crack, dent):")
+        if not ok or not name.strip():
+            return
+        color = QColorDialog.getColor(parent=self, title=f"Colour for {name.strip()}")
+        try:
+            cls = self.project.add_class(name, color.name() if color.isValid() else None)
+        except LinesideError as exc:
+            self._show_saved(str(exc), ok=False)
+            return
+        self.paint_class = cls.name
+        self.reload_classes()
+        self.filmstrip.reload(select_id=self.image_id)
+
+    def class_color(self, name: str | None) -> str:
+        for cls in self.classes:
+            if cls.name == name:
+                return cls.color
+        return FAIL
+
+    # -- showing --------------------------------------------------------------------
+
+    def show_image(self, image_id: int) -> None:
+        if self.project is None:
+            return
+        try:
+            image = self.project.load_image(image_id)
+            label = self.project.label(image_id)
+            mask = self.project.load_mask(label) if label is not None else None
+        except LinesideError as exc:
+            self.canvas.set_image(None)
+            self.canvas.placeholder = str(exc)
+            self.image_id = None
+            return
+        self.image_id = image_id
+        self.verdict = label.verdict if label else None
+        self.canvas.set_image(image, mask, self.class_color(self.verdict if self.verdict != OK else self.paint_class))
+        if self.filmstrip.current_id() != image_id:
+            self.filmstrip.select(image_id, emit=False)
+        self._update_info()
+
+    def _update_info(self) -> None:
+        if self.image_id is None or self.project is None:
+            self.info.setText("")
+            return
+        record = self.project.image(self.image_id)
+        verdict = self.verdict or "unlabeled"
+        self.info.setText(f"Image #{record.id} · {record.width}×{record.height} · {record.source} · {verdict}")
+        for name, button in self.class_buttons.items():
+            button.setText(button.text().replace("  ✓", "") + ("  ✓" if name == self.verdict else ""))
+
+    def select(self, image_id: int) -> None:
+        """Show *image_id*, switching the filmstrip filter to All if it is hidden."""
+        if not self.filmstrip.select(image_id, emit=False):
+            self.filmstrip.reload()
+            if not self.filmstrip.select(image_id, emit=False):
+                self.filmstrip.set_filter("all")
+                self.filmstrip.select(image_id, emit=False)
+        self.show_image(image_id)
+
+    def move(self, delta: int) -> None:
+        image_id = self.filmstrip.move(delta)
+        if image_id is not None and image_id != self.image_id:
+            self.show_image(image_id)
+
+    def set_tool(self, tool: str) -> None:
+        self.canvas.set_tool(tool)
+        self.tool_buttons[tool].setChecked(True)
+
+    def _grow_brush(self, step: int) -> None:
+        self.size_spin.setValue(self.size_spin.value() + step)
+
+    # -- labeling ---------------------------------------------------------------------
+
+    def label_with_key(self, key: int) -> None:
+        for cls in self.classes:
+            if cls.key == key:
+                self.label_current(cls.name)
+                return
+        self.context.status_message.emit(f"No defect class on key {key}. Add one with '+ Add class'.")
+
+    def label_current(self, verdict: str) -> None:
+        if self.image_id is None or self.project is None:
+            return
+        mask = None
+        if verdict != OK:
+            self.paint_class = verdict
+            mask = self.canvas.mask if self.canvas.mask is not None and self.canvas.mask.any() else None
+        if self._save(verdict, mask) and verdict == OK:
+            self.canvas.set_mask(None)
+            if self.advance_after_ok:
+                self.move(1)
+
+    def _mask_edited(self, mask: np.ndarray) -> None:
+        if self.image_id is None or self.project is None:
+            return
+        verdict = self.verdict if self.verdict not in (None, OK) else self.paint_class
+        if verdict is None:
+            self._show_saved("Add a defect class first: a painted region needs a class.", ok=False)
+            self.canvas.set_mask(None)
+            return
+        self._save(verdict, mask)
+
+    def _save(self, verdict: str, mask: np.ndarray | None) -> bool:
+        image_id = self.image_id
+        assert image_id is not None and self.project is not None
+        try:
+            label = self.project.set_label(image_id, verdict, mask=mask, author=self._author())
+        except LinesideError as exc:
+            self._show_saved(f"NOT saved: {exc}", ok=False)
+            return False
+        self.verdict = label.verdict
+        self._history.append(image_id)
+        self.canvas.set_color(self.class_color(self.verdict if self.verdict != OK else self.paint_class))
+        painted = " with region" if label.mask_path is not None else ""
+        self._show_saved(f"Saved ✓  #{image_id} → {label.verdict}{painted}", ok=True)
+        self._after_change(image_id)
+        return True
+
+    def undo(self) -> None:
+        if self.project is None:
+            return
+        image_id = self._history.pop() if self._history else self.image_id
+        if image_id is None:
+            return
+        try:
+            label = self.project.undo_label(image_id)
+        except LinesideError as exc:
+            self._show_saved(f"NOT undone: {exc}", ok=False)
+            return
+        self._after_change(image_id)
+        self.select(image_id)
+        self._show_saved(f"Undone ✓  #{image_id} is {label.verdict if label else 'unlabeled'} again", ok=True)
+
+    def _after_change(self, image_id: int) -> None:
+        self.filmstrip.update_image(image_id)
+        self._update_info()
+        self.context.labels_changed.emit(image_id)
+
+    def _show_saved(self, text: str, ok: bool) -> None:
+        self.saved.setText(text)
+        self.saved.setStyleSheet(f"font-size: 14pt; font-weight: 700; color: {PASS if ok else FAIL};")
+
+    def _author(self) -> str:
+        return str(self.context.settings.value("label/author", ""))

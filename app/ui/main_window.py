@@ -1,0 +1,234 @@
+"""The main window: the start page, then four workspaces in a big tab bar.
+
+Capture & Label, Train, Inspect, Models. A workspace is told when it is shown or
+hidden (activate/deactivate) so it can stop timers and workers it does not need. The
+status bar shows the camera state, the model at the line and the training device.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QStackedWidget, QTabWidget, QWidget
+
+from app.core.errors import LinesideError
+from app.ui.capture_workspace import CaptureWorkspace
+from app.ui.context import AppContext
+from app.ui.start_page import StartPage
+from app.ui.style import FAIL, PASS, WARN
+from app.ui.workers import run_in_background, wait_for_background_work
+
+log = logging.getLogger(__name__)
+
+# (tab title, module, class) of the workspaces after Capture & Label.
+OTHER_WORKSPACES = [
+    ("Train", "app.ui.train_workspace", "TrainWorkspace"),
+    ("Inspect", "app.ui.inspect_workspace", "InspectWorkspace"),
+    ("Models", "app.ui.models_workspace", "ModelsWorkspace"),
+]
+STATUS_MESSAGE_MS = 8000
+
+
+def _load_workspace(title: str, module_name: str, class_name: str, context: AppContext) -> QWidget:
+    """The workspace, or a plain placeholder while its module is not there."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        placeholder = QLabel(f"{title} is not available in this build.")
+        placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        placeholder.setProperty("role", "subtitle")
+        return placeholder
+    return getattr(module, class_name)(context)
+
+
+class MainWindow(QMainWindow):
+    def __init__(
+        self,
+        context: AppContext | None = None,
+        demo_path: Path | None = None,
+        prepare_demo: Callable[[Path], object] | None = None,
+    ) -> None:
+        """*prepare_demo(demo_path)* creates the demo project when missing; it is passed in
+        (not imported) because generating it belongs to the command-line side."""
+        super().__init__()
+        self.context = context or AppContext(QSettings())
+        self.demo_path, self.prepare_demo = demo_path, prepare_demo
+        self.setWindowTitle("Lineside")
+        self.resize(1500, 950)
+        self._closed = False
+
+        self.stack = QStackedWidget()
+        self.setCentralWidget(self.stack)
+        self.start_page = StartPage()
+        self.start_page.demo_button.setVisible(demo_path is not None)
+        self.stack.addWidget(self.start_page)
+
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.capture = CaptureWorkspace(self.context)
+        self.tabs.addTab(self.capture, "Capture && Label")
+        self.workspaces: list[QWidget] = [self.capture]
+        for title, module_name, class_name in OTHER_WORKSPACES:
+            widget = _load_workspace(title, module_name, class_name, self.context)
+            self.tabs.addTab(widget, title)
+            self.workspaces.append(widget)
+            navigate = getattr(widget, "navigate_requested", None)
+            if navigate is not None:
+                navigate.connect(self.show_workspace)
+        self.stack.addWidget(self.tabs)
+        self._active: QWidget | None = None
+        self.tabs.currentChanged.connect(self._tab_changed)
+
+        self._build_status_bar()
+        self._build_menu()
+        self.start_page.open_requested.connect(self.open_project)
+        self.start_page.create_requested.connect(self.create_project)
+        self.start_page.demo_requested.connect(self.open_demo)
+        self.context.project_changed.connect(self._project_changed)
+        self.context.models_changed.connect(self._update_model_status)
+        self.context.camera_state.connect(self._update_camera_status)
+        self.context.status_message.connect(lambda text: self.statusBar().showMessage(text, STATUS_MESSAGE_MS))
+        self.context.training_device_changed.connect(self._update_device_status)
+        self._project_changed(self.context.project)
+
+    # -- chrome -----------------------------------------------------------------------
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.camera_label = QLabel("Camera: stopped")
+        self.model_label = QLabel("Model at the line: none")
+        self.device_label = QLabel("")
+        for label in (self.camera_label, self.model_label, self.device_label):
+            bar.addPermanentWidget(label)
+        self._update_device_status(self.context.training_device())
+
+    def _build_menu(self) -> None:
+        menu = self.menuBar().addMenu("&Project")
+        for text, shortcut, slot in (
+            ("Start page…", "Ctrl+Shift+O", self.show_start_page),
+            ("Close project", "Ctrl+W", self.close_project),
+            ("Quit", "Ctrl+Q", self.close),
+        ):
+            action = QAction(text, self)
+            action.setShortcut(QKeySequence(shortcut))
+            action.triggered.connect(slot)
+            menu.addAction(action)
+        self.addActions(menu.actions())
+
+    def _update_camera_status(self, state: str) -> None:
+        color = FAIL if state.startswith("lost") else (PASS if state.startswith("connected") else "")
+        self.camera_label.setText(f"Camera: {state}")
+        self.camera_label.setStyleSheet(f"color: {color}; font-weight: 700;" if color else "")
+
+    def _update_model_status(self) -> None:
+        project = self.context.project
+        model = project.production_model() if project is not None else None
+        self.model_label.setText(f"Model at the line: {model.version}" if model else "Model at the line: none")
+        self.model_label.setStyleSheet("" if model else f"color: {WARN};")
+
+    def _update_device_status(self, device: str) -> None:
+        self.device_label.setText(f"Training on: {device}")
+
+    # -- workspaces ---------------------------------------------------------------------
+
+    def show_workspace(self, name: str) -> None:
+        for index in range(self.tabs.count()):
+            if self.tabs.tabText(index).replace("&&", "&").lower().startswith(str(name).lower()):
+                self.tabs.setCurrentIndex(index)
+                return
+
+    def _tab_changed(self, index: int) -> None:
+        new = self.tabs.widget(index) if self.stack.currentWidget() is self.tabs else None
+        if new is self._active:
+            return
+        for widget, method in ((self._active, "deactivate"), (new, "activate")):
+            call = getattr(widget, method, None)
+            if callable(call):
+                call()
+        self._active = new
+
+    def _project_changed(self, project) -> None:
+        if project is None:
+            self.show_start_page()
+            self.setWindowTitle("Lineside")
+        else:
+            self.setWindowTitle(f"Lineside — {project.name}")
+            self.stack.setCurrentWidget(self.tabs)
+            self._tab_changed(self.tabs.currentIndex())
+        self._update_model_status()
+
+    def show_start_page(self) -> None:
+        self.start_page.set_recent(self.context.recent_projects())
+        self.stack.setCurrentWidget(self.start_page)
+        self._tab_changed(-1)
+
+    # -- opening projects -------------------------------------------------------------------
+
+    def _guarded(self, action, what: str) -> bool:
+        try:
+            action()
+            return True
+        except LinesideError as exc:
+            QMessageBox.warning(self, f"Cannot {what}", str(exc))
+            return False
+
+    def open_project(self, path: str) -> bool:
+        ok = self._guarded(lambda: self.context.open_project(path), "open the project")
+        if not ok and path in self.context.recent_projects() and not Path(path).exists():
+            self.context.forget_recent(path)
+            self.start_page.set_recent(self.context.recent_projects())
+        return ok
+
+    def create_project(self, path: str) -> bool:
+        return self._guarded(lambda: self.context.create_project(path), "create the project")
+
+    def close_project(self) -> None:
+        self.context.close_project()
+
+    def open_demo(self, start_camera: bool = True) -> None:
+        """Open the demo project (generated in the background on first use)."""
+        if self.demo_path is None:
+            return
+        path, prepare = self.demo_path, self.prepare_demo or (lambda _p: None)
+        self.start_page.set_busy("Preparing the demo project (generated parts, first time only)…")
+
+        def done(_result) -> None:
+            self.start_page.set_busy("")
+            if self.open_project(str(path)) and start_camera:
+                self.capture.camera_panel.select_source("sim")
+                self.capture.camera_panel.start_button.click()
+
+        def failed(exc: Exception) -> None:
+            self.start_page.set_busy("")
+            QMessageBox.warning(self, "Cannot prepare the demo project", str(exc))
+
+        run_in_background(lambda: prepare(path), done, failed, owner=self)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop every camera thread, worker and child process; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for widget in self.workspaces:
+            for method in ("deactivate", "shutdown"):
+                call = getattr(widget, method, None)
+                if callable(call):
+                    try:
+                        call()
+                    except Exception:  # closing must finish even if one workspace fails
+                        log.exception("%s.%s failed", type(widget).__name__, method)
+        self.context.shutdown()
+        wait_for_background_work(15000)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        super().closeEvent(event)
