@@ -1,0 +1,60 @@
+"""Models workspace: the versions table, deploy with confirmation, roll back."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtWidgets import QMessageBox
+
+from app.ui.models_workspace import ModelsWorkspace, changes_text, rollback_target, training_size_text
+from tests.ui.workspace_fixtures import answer_yes, app_context, project, register_fixture_model  # noqa: F401
+
+
+@pytest.fixture
+def models_ws(qtbot, app_context, project):
+    for version in ("v1", "v2", "v3"):
+        register_fixture_model(project, version, deploy=False)
+    project.deploy("v1")
+    project.deploy("v2")  # v1 retired, v2 production, v3 candidate
+    app_context._set_project(project)
+    ws = ModelsWorkspace(app_context)
+    qtbot.addWidget(ws)
+    return ws
+
+
+def test_table_lists_versions_with_metrics_and_data(models_ws):
+    model = models_ws.table_model
+    assert [m.version for m in model.versions] == ["v3", "v2", "v1"]
+    texts = [[model.index(r, c).data() for c in range(model.columnCount())] for r in range(model.rowCount())]
+    assert texts[1][:2] == ["v2", "In production"]
+    assert texts[0][1] == "Candidate" and texts[2][1] == "Retired"
+    assert texts[0][4] == "0.900" and texts[0][5] == "80.0 %" and texts[0][6] == "5.0 %"
+    assert texts[0][7] == "40 (ok 30, scratch 10)"
+    assert "first model" in models_ws.details.text()
+
+
+def test_deploy_selected_asks_first(models_ws, project, monkeypatch, qtbot):
+    models_ws.select_version("v3")
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Cancel))
+    assert not models_ws.deploy_selected()
+    assert project.production_model().version == "v2"
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes))
+    with qtbot.waitSignal(models_ws.context.models_changed, timeout=1000):
+        models_ws.deploy_button.click()
+    assert project.production_model().version == "v3"
+    assert models_ws.table_model.versions[0].status == "production"
+    assert not models_ws.deploy_button.isEnabled()  # v3 is still selected and now in production
+
+
+def test_roll_back_to_previous_retired(models_ws, project, answer_yes):
+    assert models_ws.rollback_button.text() == "Roll back to v1"
+    assert models_ws.roll_back()
+    assert project.production_model().version == "v1"
+    assert {m.version: m.status for m in project.models()} == {"v3": "candidate", "v2": "retired", "v1": "production"}
+
+
+def test_report_texts():
+    assert training_size_text({}) == "–"
+    assert training_size_text({"n_train": 5, "per_class": {"ok": 3, "dent": 2}}) == "5 (ok 3, dent 2)"
+    assert changes_text({"changes": ["+3 dent"]}) == "• +3 dent"
+    assert changes_text({"changes": {"dent": "+3"}}) == "• dent: +3"
+    assert rollback_target([]) is None

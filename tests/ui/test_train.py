@@ -1,0 +1,163 @@
+"""Train workspace and the trainer child process.
+
+The protocol edge cases (output split mid-line, noise, error event, a child that ignores
+SIGTERM) run against tests/ui/fake_trainer.py; retraining, cancelling and deploying run
+the real trainer on a tiny generated project.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QProcess
+
+from app.ui.train_workspace import TrainWorkspace, overall_fraction, phase_text
+from app.ui.trainer_process import TrainerProcess
+from tests.ui.workspace_fixtures import (  # noqa: F401  (fixtures)
+    add_labeled_parts,
+    answer_yes,
+    app_context,
+    project,
+)
+
+FAKE = [sys.executable, str(Path(__file__).with_name("fake_trainer.py"))]
+HAS_TRAINER = importlib.util.find_spec("app.cli.train") is not None and importlib.util.find_spec("torch") is not None
+
+
+def collect(trainer: TrainerProcess) -> list[tuple]:
+    events: list[tuple] = []
+    for name in ("started_training", "progress", "epoch_finished", "done", "failed", "log_line"):
+        getattr(trainer, name).connect(lambda *a, n=name: events.append((n, *a)))
+    trainer.cancelled.connect(lambda: events.append(("cancelled",)))
+    trainer.finished.connect(lambda code: events.append(("finished", code)))
+    return events
+
+
+def test_protocol_events_with_split_lines_and_noise(qtbot):
+    trainer = TrainerProcess()
+    events = collect(trainer)
+    with qtbot.waitSignal(trainer.finished, timeout=20_000):
+        trainer.start("unused", command=FAKE + ["ok"])
+    kinds = [e[0] for e in events]
+    assert kinds[0] == "started_training"
+    assert kinds.count("progress") == 8 and kinds.count("epoch_finished") == 2
+    assert kinds[-2:] == ["done", "finished"]
+    assert events[-2][1]["version"] == "v9" and events[-1][1] == 0
+    logs = [e[1] for e in events if e[0] == "log_line"]
+    assert "not json at all" in logs and "a warning from some library" in logs
+    assert not trainer.is_running()
+
+
+@pytest.mark.parametrize(
+    "mode, expected", [("error", "scratch: 0 labeled images"), ("crash", "Traceback: something broke")]
+)
+def test_failures_are_reported_once(qtbot, mode, expected):
+    trainer = TrainerProcess()
+    events = collect(trainer)
+    with qtbot.waitSignal(trainer.finished, timeout=20_000):
+        trainer.start("unused", command=FAKE + [mode])
+    failures = [e[1] for e in events if e[0] == "failed"]
+    assert len(failures) == 1 and expected in failures[0]
+    assert not [e for e in events if e[0] in ("done", "cancelled")]
+
+
+def test_cancel_kills_a_trainer_that_ignores_sigterm(qtbot):
+    trainer = TrainerProcess(cancel_grace_ms=500)
+    events = collect(trainer)
+    trainer.start("unused", command=FAKE + ["hang", "0.5"])
+    qtbot.waitUntil(lambda: any(e[0] == "progress" for e in events), timeout=20_000)
+    pid = trainer.pid()
+    with qtbot.waitSignal(trainer.finished, timeout=10_000):
+        trainer.cancel()
+    assert [e[0] for e in events][-2:] == ["cancelled", "finished"]
+    assert not trainer.is_running()
+    assert not Path(f"/proc/{pid}").exists() or sys.platform != "linux"
+
+
+def test_workspace_with_protocol_trainer(qtbot, app_context, project, answer_yes):
+    add_labeled_parts(project, 3, {"scratch": 2})
+    app_context._set_project(project)
+    ws = TrainWorkspace(app_context)
+    qtbot.addWidget(ws)
+    assert "ok</b>: 3" in ws.data_label.text() and "scratch</b>: 2" in ws.data_label.text()
+    ws.command_override = FAKE + ["ok", "0.02"]
+    with qtbot.waitSignal(ws.trainer.finished, timeout=20_000):
+        ws.retrain_button.click()
+        assert not ws.retrain_button.isEnabled() and ws.cancel_button.isEnabled()
+    assert len(ws.loss_chart.points("training")) == 8
+    assert [p[1] for p in ws.quality_chart.points("AUROC")] == pytest.approx([0.85, 0.9])
+    assert ws.summary.isVisibleTo(ws) and ws.summary.version == "v9"
+    assert "crack: 3 labeled images" in ws.summary.shortfalls.text()
+    assert ws.retrain_button.isEnabled() and not ws.cancel_button.isEnabled()
+
+
+def test_progress_helpers():
+    assert overall_fraction({"phase": "cache", "step": 5, "steps": 10}) == pytest.approx(0.05)
+    assert overall_fraction({"phase": "train", "epoch": 2, "epochs": 2, "step": 5, "steps": 10}) == pytest.approx(0.1 + 0.8 * 0.75)
+    assert overall_fraction({"phase": "evaluate", "step": 1, "steps": 1}) == pytest.approx(1.0)
+    assert phase_text({"phase": "train", "epoch": 1, "epochs": 3, "loss": 0.25}) == "Training — epoch 1 of 3, loss 0.250"
+
+
+# -- the real trainer ---------------------------------------------------------------
+
+needs_trainer = pytest.mark.skipif(not HAS_TRAINER, reason="the trainer (torch, `lineside train`) is not installed")
+
+
+@pytest.fixture
+def tiny_project(app_context, project):
+    add_labeled_parts(project, 14, {"scratch": 8}, seed=3)
+    app_context._set_project(project)
+    return project
+
+
+@pytest.mark.slow
+@needs_trainer
+def test_retrain_for_real_then_deploy_and_inspect(qtbot, app_context, tiny_project, answer_yes):
+    ws = TrainWorkspace(app_context)
+    qtbot.addWidget(ws)
+    ws.epochs_spin.setValue(1)
+    events = collect(ws.trainer)
+    with qtbot.waitSignal(ws.trainer.finished, timeout=300_000):
+        ws.retrain_button.click()
+    done = [e[1] for e in events if e[0] == "done"]
+    assert done, f"the trainer did not finish: {[e for e in events if e[0] in ('failed', 'log_line')][-5:]}"
+    version = done[0]["version"]
+    assert [m.version for m in tiny_project.models()] == [version]
+    assert ws.summary.isVisibleTo(ws) and ws.loss_chart.points("training")
+    with qtbot.waitSignal(app_context.models_changed, timeout=2000):
+        ws.summary.deploy_button.click()
+    assert tiny_project.production_model().version == version
+    assert not ws.summary.deploy_button.isEnabled()
+
+    from app.ui.inspect_workspace import InspectWorkspace
+
+    inspect = InspectWorkspace(app_context)
+    qtbot.addWidget(inspect)
+    assert inspect.start("simulated")
+    try:
+        qtbot.waitUntil(lambda: inspect.counters.parts >= 3, timeout=60_000)
+    finally:
+        inspect.stop()
+    assert {row["model_version"] for row in tiny_project.inspections()} == {version}
+
+
+@pytest.mark.slow
+@needs_trainer
+def test_cancel_a_real_retrain_leaves_nothing(qtbot, app_context, tiny_project):
+    ws = TrainWorkspace(app_context)
+    qtbot.addWidget(ws)
+    ws.epochs_spin.setValue(50)
+    events = collect(ws.trainer)
+    ws.retrain_button.click()
+    qtbot.waitUntil(lambda: any(e[0] == "progress" for e in events), timeout=120_000)
+    with qtbot.waitSignal(ws.trainer.finished, timeout=60_000):
+        ws.cancel_button.click()
+    assert ("cancelled",) in events and not any(e[0] == "done" for e in events)
+    assert ws.trainer._process.state() == QProcess.ProcessState.NotRunning
+    assert tiny_project.models() == []
+    assert not list(tiny_project.models_dir.rglob("model.onnx"))
+    assert not [p for p in tiny_project.path.rglob("*.tmp")]
+    assert "Cancelled" in ws.phase_label.text()
