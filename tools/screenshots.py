@@ -1,0 +1,128 @@
+"""Save a screenshot of every workspace of the desktop app into docs/screenshots/.
+
+Builds a demo project of generated parts in a temporary folder, opens the main window
+offscreen, trains a model with the real trainer (a short run), deploys it, inspects
+parts from the simulated line, and grabs each screen on the way.
+
+    python tools/screenshots.py [--out docs/screenshots] [--epochs 2] [--no-train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+WINDOW_SIZE = (1500, 950)
+
+
+def build_demo_project(path: Path, n_ok: int = 40, n_per_defect: int = 12):
+    """A project of generated washers, labeled, with defect masks."""
+    import numpy as np
+
+    from app.core.project import Project
+    from app.core.synthetic import DEFECT_KINDS, generate_part
+
+    project = Project.create(path, name="Demo line")
+    rng = np.random.default_rng(7)
+    for defect in (None, *DEFECT_KINDS):
+        for _ in range(n_ok if defect is None else n_per_defect):
+            image, mask = generate_part(rng, defect)
+            record, _ = project.add_image_array(image, source="demo")
+            project.set_label(record.id, defect or "ok", mask=mask if defect else None, author="demo")
+    for _ in range(6):  # a few parts still waiting for a label
+        project.add_image_array(generate_part(rng, None)[0], source="demo")
+    return project
+
+
+def pump(app, seconds: float, until=None) -> bool:
+    """Run the event loop for up to *seconds*, or until *until()* is true."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        app.processEvents()
+        if until is not None and until():
+            return True
+        time.sleep(0.02)
+    app.processEvents()
+    return until is None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "screenshots")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--no-train", action="store_true", help="skip training (Train and Inspect show their empty states)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    work = Path(tempfile.mkdtemp(prefix="lineside-screens-"))
+    os.environ["LINESIDE_HOME"] = str(work / "home")  # keep the user's own settings out of it
+
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.ui.app import create_application
+    from app.ui.context import AppContext
+    from app.ui.main_window import MainWindow
+
+    app = create_application([])
+    # The screenshots must not wait for a person: confirmations answer Yes.
+    QMessageBox.question = staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes)
+    context = AppContext(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat))
+    window = MainWindow(context)
+    window.resize(*WINDOW_SIZE)
+    window.show()
+    pump(app, 0.5)
+
+    def shot(name: str) -> None:
+        pump(app, 0.3)
+        path = args.out / f"{name}.png"
+        window.grab().save(str(path))
+        print(f"saved {path}")
+
+    shot("start-page")
+    project_path = work / "demo"
+    build_demo_project(project_path).close()
+    context.open_project(project_path)
+    window.show_workspace("capture")
+    shot("capture-label")
+
+    train = window.workspaces[1]
+    window.show_workspace("train")
+    shot("train-before")
+    if not args.no_train and hasattr(train, "trainer"):
+        train.epochs_spin.setValue(args.epochs)
+        train.retrain_button.click()
+        pump(app, 30, until=lambda: bool(train.loss_chart.points("training")))
+        shot("train-running")
+        pump(app, 1200, until=lambda: not train.trainer.is_running())
+        shot("train-result")
+        if train.summary.version:
+            train.summary.deploy_button.click()
+
+    inspect = window.workspaces[2]
+    window.show_workspace("inspect")
+    if hasattr(inspect, "start") and inspect.start("simulated"):
+        # A failed part says more about the screen than a pass does.
+        pump(app, 20, until=lambda: inspect.counters.parts >= 20 and inspect.banner.headline == "FAIL")
+        shot("inspect")
+        inspect.stop()
+    else:
+        shot("inspect")
+
+    window.show_workspace("models")
+    shot("models")
+    window.close()
+    app.processEvents()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
