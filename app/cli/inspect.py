@@ -1,0 +1,281 @@
+"""`lineside inspect` and `lineside evaluate`: the line-side verdict from the command line.
+
+This path runs on inspection stations that have no torch installed: only app.core,
+ONNX Runtime and OpenCV are imported, and only inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.core.errors import LinesideError
+
+if TYPE_CHECKING:
+    from app.core.monitoring import DriftMonitor
+    from app.core.project import Project
+    from app.core.records import ModelVersion
+    from app.core.runtime import Inspector
+
+# A file whose size did not change over this many polls is complete.
+STABLE_POLLS = 2
+# An empty file is usually one being created; only report it once it stays empty.
+EMPTY_FILE_POLLS = 10
+
+
+def _add_project_and_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project", type=Path, help="the project folder")
+    parser.add_argument("--model", metavar="VERSION", help="a model version instead of the production model")
+    parser.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads for the model (default 1)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    inspect = subparsers.add_parser(
+        "inspect",
+        help="inspect part images with the production model",
+        description="Inspect part images with the project's production model; one line per part. "
+        "Exit status 0 when every file was inspected, 2 when any could not be read.",
+    )
+    _add_project_and_model(inspect)
+    inspect.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
+    inspect.add_argument("--watch", metavar="DIR", type=Path, help="inspect image files that appear in DIR until Ctrl+C")
+    inspect.add_argument("--max-files", type=int, help=argparse.SUPPRESS)  # lets tests end --watch
+    inspect.add_argument("--poll-interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    inspect.set_defaults(handler=run_inspect)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="measure a model on a labelled folder",
+        description="Measure a model on a folder of labelled images (good/ for OK parts, one folder "
+        "per defect class): catch rate, false rejects, AUROC, per class.",
+    )
+    _add_project_and_model(evaluate)
+    evaluate.add_argument("source", type=Path, help="folder with one sub-folder per class")
+    evaluate.add_argument("--json", action="store_true", help="print the full result as JSON")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def _image_files(paths: list[Path]) -> list[Path]:
+    from app.core.imageio import is_image_file
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        else:
+            files.append(path)  # a missing or odd file is reported when it is read
+    return files
+
+
+class HotFolder:
+    """New image files in a folder, each handed out once, never while still being written.
+
+    Files already there when watching starts are left alone: they were delivered before
+    (and presumably inspected by an earlier run).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        from app.core.imageio import is_image_file
+
+        if not folder.is_dir():
+            raise LinesideError(f"{folder}: the folder to watch does not exist.")
+        self.folder = folder
+        self._is_image = is_image_file
+        self._seen: set[str] = set(self._sizes())
+        self._pending: dict[str, tuple[int, int]] = {}  # name -> (size, polls unchanged)
+
+    def _sizes(self) -> dict[str, int]:
+        sizes = {}
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_file() and self._is_image(Path(entry.name)):
+                            sizes[entry.name] = entry.stat().st_size
+                    except OSError:  # deleted between listing and stat
+                        continue
+        except OSError as exc:
+            raise LinesideError(f"{self.folder}: the watched folder cannot be read ({exc.strerror or exc}).") from exc
+        return sizes
+
+    def poll(self) -> list[Path]:
+        """Files whose size has stayed the same for STABLE_POLLS polls, in name order."""
+        sizes = self._sizes()
+        ready = []
+        for name in sorted(sizes):
+            if name in self._seen:
+                continue
+            size = sizes[name]
+            last_size, unchanged = self._pending.get(name, (-1, -1))
+            unchanged = unchanged + 1 if size == last_size else 0
+            self._pending[name] = (size, unchanged)
+            if unchanged >= (STABLE_POLLS if size > 0 else EMPTY_FILE_POLLS):
+                ready.append(self.folder / name)
+                self._seen.add(name)
+                del self._pending[name]
+        for name in list(self._pending):
+            if name not in sizes:  # removed before it was complete
+                del self._pending[name]
+        return ready
+
+
+class _LineSession:
+    """One inspection run: inspect, print, record, watch for drift."""
+
+    def __init__(self, project: "Project", inspector: "Inspector", model: "ModelVersion") -> None:
+        from app.core.monitoring import DriftMonitor
+
+        self.project, self.inspector, self.model = project, inspector, model
+        self.monitor: DriftMonitor = DriftMonitor(inspector.info.reference)
+        self.counts = {"PASS": 0, "FAIL": 0, "ERROR": 0}
+        self._drifting = False
+
+    def inspect_file(self, path: Path) -> None:
+        from app.core.imageio import decode_image
+        from app.core.monitoring import image_stats
+
+        try:
+            data = path.read_bytes()
+            image = decode_image(data, str(path))
+        except OSError as exc:
+            return self._error(path, f"cannot be read ({exc.strerror or exc})")
+        except LinesideError as exc:
+            return self._error(path, str(exc).removeprefix(f"{path}: "))
+        verdict = self.inspector.inspect(image)
+        self.counts[verdict.label] += 1
+        cls = verdict.defect_class or "-"
+        print(f"{verdict.label}  {cls}  score={verdict.score:.3f}  {verdict.latency_ms:.1f} ms  {path}", flush=True)
+        sha = hashlib.sha256(data).hexdigest()
+        known = self.project.find_image(sha)
+        self.project.record_inspection(
+            model_version=self.model.version,
+            verdict=verdict.label,
+            score=verdict.score,
+            defect_class=verdict.defect_class,
+            latency_ms=verdict.latency_ms,
+            source=str(path),
+            image_id=None if known is None else known.id,
+            image_sha=sha,
+        )
+        self.monitor.update(image_stats(image), verdict.score)
+        self._report_drift()
+
+    def _error(self, path: Path, reason: str) -> None:
+        self.counts["ERROR"] += 1
+        print(f"ERROR {path}: {reason}", flush=True)
+
+    def _report_drift(self) -> None:
+        status = self.monitor.status()
+        if status["drifting"] and not self._drifting:
+            print(f"lineside: WARNING the line drifts from the training images: {'; '.join(status['reasons'])}. "
+                  "Check lighting and focus, or label recent parts and retrain.", file=sys.stderr, flush=True)  # fmt: skip
+        elif self._drifting and not status["drifting"]:
+            print("lineside: the line is back within the training range.", file=sys.stderr, flush=True)
+        self._drifting = status["drifting"]
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        c = self.counts
+        parts = c["PASS"] + c["FAIL"]
+        errors = f", {c['ERROR']} unreadable" if c["ERROR"] else ""
+        return (
+            f"{parts} part{'' if parts == 1 else 's'} inspected: {c['PASS']} PASS, {c['FAIL']} FAIL{errors} "
+            f"(model {self.model.version})"
+        )
+
+
+def _open(args: argparse.Namespace) -> tuple["Project", "Inspector", "ModelVersion"]:
+    from app.core.project import Project
+    from app.core.runtime import load_inspector_for_project
+
+    project = Project.open(args.project)
+    try:
+        inspector, model = load_inspector_for_project(project, args.model, threads=args.threads)
+    except BaseException:
+        project.close()
+        raise
+    return project, inspector, model
+
+
+def _watch(session: _LineSession, folder: Path, interval: float, max_files: int | None) -> None:
+    hot = HotFolder(folder)
+    print(f"lineside: watching {folder} for new images (Ctrl+C to stop)", file=sys.stderr, flush=True)
+    while max_files is None or session.done < max_files:
+        for path in hot.poll():
+            session.inspect_file(path)
+            if max_files is not None and session.done >= max_files:
+                return
+        time.sleep(interval)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    if not args.paths and args.watch is None:
+        raise LinesideError("nothing to inspect: give image files or folders, or --watch DIR.")
+    project, inspector, model = _open(args)
+    with project:
+        session = _LineSession(project, inspector, model)
+        inspector.warmup()  # the first part's latency should be the line's, not the allocator's
+        try:
+            for path in _image_files(args.paths):
+                session.inspect_file(path)
+            if args.watch is not None:
+                _watch(session, args.watch, args.poll_interval, args.max_files)
+        except KeyboardInterrupt:  # the way to end --watch; not an error
+            pass
+        print(session.summary(), file=sys.stderr)
+    return 2 if session.counts["ERROR"] else 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from app.core.evaluation import evaluate_folder
+
+    project, inspector, model = _open(args)
+    with project:
+        show_progress = sys.stderr.isatty() and not args.json
+
+        def progress(done: int, total: int) -> None:
+            if show_progress:
+                print(f"\r{done}/{total} images", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+        result = evaluate_folder(inspector, args.source, on_progress=progress)
+    result["model_version"] = model.version
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f} %"
+
+
+def format_report(result: dict) -> str:
+    """The evaluate_folder result as a short text report for the terminal."""
+    auroc = "n/a" if result["auroc"] is None else f"{result['auroc']:.3f}"
+    lines = [
+        f"Model {result['model_version']} on {result['source']}: {result['n_images']} images "
+        f"({result['n_ok']} OK, {result['n_defect']} defective)",
+        f"  AUROC                        {auroc}",
+        f"  caught at 1 % false rejects  {_pct(result['catch_at_1pct_false_reject'])}",
+        f"  at threshold {result['threshold']:.3f}:  caught {_pct(result['catch_rate'])},"
+        f"  false rejects {_pct(result['false_reject_rate'])}",
+        f"  latency per part             {result['latency_ms_p50']:.1f} ms (p95 {result['latency_ms_p95']:.1f} ms)",
+        "  per class:",
+    ]
+    for cls, row in result["per_class"].items():
+        verb = "rejected" if cls == "ok" else "caught"
+        seen_as = ", ".join(f"{name} {n}" for name, n in sorted(row["classified_as"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"    {cls:<14} n={row['n']:<5} {verb} {_pct(row['caught']):>8}   seen as: {seen_as}")
+    for skipped in result["skipped"]:
+        lines.append(f"  skipped {skipped['path']}: {skipped['reason']}")
+    return "\n".join(lines)
