@@ -69,6 +69,7 @@ def test_same_line_does_not_drift(reference, line_parts):
     status = _run(reference, line_parts, lambda img: img)
     assert status["ready"] and status["n"] == N_STREAM
     assert not status["drifting"], status["reasons"]
+    assert status["reasons"] == [] and status["message"] == ""
     assert set(status["per_stat"]) == {"brightness", "contrast", "sharpness", "saturation", "score"}
     assert all(abs(s["z"]) < 2 for s in status["per_stat"].values()), status["per_stat"]
 
@@ -78,6 +79,7 @@ def test_darker_line_drifts(reference, line_parts):
     assert status["drifting"]
     assert any(r.startswith("brightness") and "below training" in r for r in status["reasons"]), status["reasons"]
     assert status["per_stat"]["brightness"]["change"] == pytest.approx(-0.4, abs=0.05)
+    assert status["message"] == "; ".join(status["reasons"]) and "brightness" in status["message"]
 
 
 def test_brighter_line_drifts(reference, line_parts):

@@ -126,7 +126,11 @@ class DriftMonitor:
         return f"{name} {abs(cmp['change']):.0%} {direction} training"
 
     def status(self) -> dict:
-        """{"drifting", "n", "reasons", "per_stat", "ready"}; never drifting before min_samples."""
+        """{"drifting", "n", "ready", "reasons", "message", "per_stat"}.
+
+        Never drifting before min_samples parts; "message" is the reasons in one line
+        (empty when not drifting), ready to show at the line.
+        """
         ready = self.has_reference and self._n >= self.min_samples
         per_stat, reasons = {}, []
         for name in self._recent:
@@ -143,6 +147,7 @@ class DriftMonitor:
             "n": min(self._n, self._window),
             "ready": ready,
             "reasons": reasons,
+            "message": "; ".join(reasons),
             "per_stat": per_stat,
         }
 
