@@ -275,7 +275,7 @@ def format_report(result: dict) -> str:
     for cls, row in result["per_class"].items():
         verb = "rejected" if cls == "ok" else "caught"
         seen_as = ", ".join(f"{name} {n}" for name, n in sorted(row["classified_as"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"    {cls:<14} n={row['n']:<5} {verb} {_pct(row['caught']):>8}   seen as: {seen_as}")
+        lines.append(f"    {cls:<14} n={row['n']:<5} {verb:<8} {_pct(row['caught']):>8}   seen as: {seen_as}")
     for skipped in result["skipped"]:
         lines.append(f"  skipped {skipped['path']}: {skipped['reason']}")
     return "\n".join(lines)
