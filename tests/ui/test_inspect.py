@@ -141,3 +141,55 @@ def test_bad_frame_does_not_stop_the_line(qtbot, workspace):
     n = workspace.counters.parts
     qtbot.waitUntil(lambda: workspace.counters.parts >= n + 3, timeout=20_000)
     assert workspace.is_running()
+
+
+def _reference_from(images: list[np.ndarray]) -> dict:
+    from app.core.monitoring import build_reference, image_stats
+
+    return build_reference([image_stats(im) for im in images], [])  # image looks only, no scores
+
+
+def test_drift_banner_when_the_line_looks_different(qtbot, app_context, project):
+    from app.core.synthetic import generate_part
+
+    rng = np.random.default_rng(0)
+    # The "training" images were much darker than the simulated line: drift.
+    dark = [(generate_part(rng, None, size=128)[0] * 0.3).astype(np.uint8) for _ in range(20)]
+    register_fixture_model(project, reference=_reference_from(dark))
+    app_context._set_project(project)
+    ws = InspectWorkspace(app_context)
+    qtbot.addWidget(ws)
+    ws.show()
+    assert ws.start("simulated")
+    try:
+        qtbot.waitUntil(lambda: ws.notice.isVisible(), timeout=30_000)
+    finally:
+        ws.stop()
+    assert "brightness" in ws.notice.text()
+    assert ws.counters.parts >= 30  # the monitor waits for enough parts before it warns
+
+
+def test_no_drift_banner_on_the_training_look(qtbot, app_context, project):
+    from app.core.synthetic import PartStream
+
+    stream = PartStream(seed=1)
+    register_fixture_model(project, reference=_reference_from([stream.next_frame()[0] for _ in range(40)]))
+    app_context._set_project(project)
+    ws = InspectWorkspace(app_context)
+    qtbot.addWidget(ws)
+    ws.show()
+    assert ws.start("simulated")
+    try:
+        qtbot.waitUntil(lambda: ws.counters.parts >= 40, timeout=30_000)
+    finally:
+        ws.stop()
+    assert not ws.notice.isVisible(), ws.notice.text()
+
+
+def test_navigate_from_inspect_to_train_in_the_main_window(qtbot, main_window):
+    window = main_window()
+    window.show_workspace("inspect")
+    inspect = window.tabs.currentWidget()
+    assert isinstance(inspect, InspectWorkspace)
+    inspect.no_model.findChildren(type(inspect.start_button))[0].click()
+    assert window.tabs.tabText(window.tabs.currentIndex()) == "Train"
