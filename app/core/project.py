@@ -23,9 +23,9 @@ from app.core.errors import BadImageError, DiskFullError, LinesideError, NotAPro
 from app.core.imageio import IMAGE_SUFFIXES, decode_image, encode_png, read_image, to_bgr8
 from app.core.project_labels import LabelStoreMixin, current_labels
 from app.core.project_models import ModelStoreMixin
-from app.core.records import OK, DefectClass, ImageRecord, Label, ModelVersion
+from app.core.records import OK, DefectClass, ImageRecord, Label, ModelVersion, PreparedImage
 
-__all__ = ["OK", "DefectClass", "ImageRecord", "Label", "ModelVersion", "Project"]
+__all__ = ["OK", "DefectClass", "ImageRecord", "Label", "ModelVersion", "PreparedImage", "Project"]
 
 DB_NAME = "project.db"
 SPLITS = ("train", "val", "test")
@@ -53,6 +53,17 @@ def _stored_suffix(filename: str, data: bytes) -> str:
         if data.startswith(magic):
             return guessed
     return ".img"
+
+
+def read_source_file(path: Path) -> tuple[bytes, datetime]:
+    """The bytes of an image file to import, and when it was taken (BadImageError if unreadable)."""
+    try:
+        data = path.read_bytes()
+        # The file's time is closer to when the part was photographed than now is.
+        captured_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    except OSError as exc:
+        raise BadImageError(f"{path}: cannot be read ({exc.strerror or exc}).") from exc
+    return data, captured_at
 
 
 class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
@@ -149,29 +160,46 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
         captured_at: datetime | None = None,
     ) -> tuple[ImageRecord, bool]:
         """Store encoded image bytes as they are; returns (record, newly stored)."""
-        sha = hashlib.sha256(data).hexdigest()
-        existing = self.find_image(sha)
+        existing = self.find_image(hashlib.sha256(data).hexdigest())
         if existing is not None:
             return existing, False
-        image = decode_image(data, filename)  # BadImageError names the file
-        rel = Path("images") / sha[:2] / f"{sha}{_stored_suffix(filename, data)}"
+        return self.add_prepared_image(self.prepare_image(data, filename), source, tags, captured_at)
+
+    def prepare_image(self, data: bytes, filename: str) -> PreparedImage:
+        """Check the bytes decode (BadImageError naming *filename*) and store the file.
+
+        Touches no database, so a bulk import can prepare many images on worker
+        threads and record them with add_prepared_image in one transaction.
+        """
+        image = decode_image(data, filename)
+        sha = hashlib.sha256(data).hexdigest()
+        rel = f"images/{sha[:2]}/{sha}{_stored_suffix(filename, data)}"
+        # The file is complete on disk before any row points at it.
+        if not (self.path / rel).is_file():
+            atomic.write_bytes(self.path / rel, data)
+        return PreparedImage(sha, rel, Path(filename).name, int(image.shape[1]), int(image.shape[0]))
+
+    def add_prepared_image(
+        self,
+        prepared: PreparedImage,
+        source: str = "import",
+        tags: dict | None = None,
+        captured_at: datetime | None = None,
+    ) -> tuple[ImageRecord, bool]:
         with self._write() as conn:
-            # Checked again under the write lock: another thread may have stored it.
-            existing = self.find_image(sha)
+            # Checked under the write lock: another thread may have recorded it.
+            existing = self.find_image(prepared.sha256)
             if existing is not None:
                 return existing, False
-            # The file is complete on disk before the row that points at it commits.
-            if not (self.path / rel).is_file():
-                atomic.write_bytes(self.path / rel, data)
             image_id = conn.execute(
                 db.images.insert().values(
-                    sha256=sha,
-                    path=rel.as_posix(),
-                    filename=Path(filename).name,
+                    sha256=prepared.sha256,
+                    path=prepared.rel_path,
+                    filename=prepared.filename,
                     source=source,
                     captured_at=captured_at or _now(),
-                    width=int(image.shape[1]),
-                    height=int(image.shape[0]),
+                    width=prepared.width,
+                    height=prepared.height,
                 )
             ).inserted_primary_key[0]
             if tags:
@@ -181,14 +209,8 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
     def add_image_file(
         self, path: Path | str, source: str = "import", tags: dict | None = None
     ) -> tuple[ImageRecord, bool]:
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-            # The file's time is closer to when the part was photographed than now is.
-            captured_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-        except OSError as exc:
-            raise BadImageError(f"{path}: cannot be read ({exc.strerror or exc}).") from exc
-        return self.add_image_bytes(data, path.name, source, tags, captured_at)
+        data, captured_at = read_source_file(Path(path))
+        return self.add_image_bytes(data, Path(path).name, source, tags, captured_at)
 
     def add_image_array(
         self, image: np.ndarray, source: str = "camera", tags: dict | None = None

@@ -118,6 +118,21 @@ class LabelStoreMixin:
             created_at=row["created_at"],
         )
 
+    def write_mask_file(self, mask: np.ndarray) -> str | None:
+        """Store a 2-D mask (nonzero = defect) by content; its path relative to the project.
+
+        None when nothing is painted. Touches no database: a bulk import writes masks
+        from worker threads, and set_label then finds the same mask already stored.
+        """
+        if not mask.any():
+            return None  # a defect without a marked region
+        png = encode_png(np.where(mask > 0, 255, 0).astype(np.uint8))
+        sha = hashlib.sha256(png).hexdigest()
+        rel = f"masks/{sha[:2]}/{sha}.png"
+        if not (self.path / rel).is_file():
+            atomic.write_bytes(self.path / rel, png)
+        return rel
+
     def _store_mask(self, mask: np.ndarray, image: ImageRecord) -> str | None:
         mask = np.asarray(mask)
         if mask.ndim == 3:
@@ -127,14 +142,7 @@ class LabelStoreMixin:
                 f"The mask is {mask.shape[1] if mask.ndim > 1 else '?'}x{mask.shape[0]} but the image "
                 f"{image.filename} is {image.width}x{image.height}; paint the mask on the image itself."
             )
-        if not mask.any():
-            return None  # nothing painted: a defect without a marked region
-        png = encode_png(np.where(mask > 0, 255, 0).astype(np.uint8))
-        sha = hashlib.sha256(png).hexdigest()
-        rel = f"masks/{sha[:2]}/{sha}.png"
-        if not (self.path / rel).is_file():
-            atomic.write_bytes(self.path / rel, png)
-        return rel
+        return self.write_mask_file(mask)
 
     def _append_label(self, conn: sa.Connection, image_id: int, verdict: str | None,
                       mask_rel: str | None, author: str, undoes: int | None = None) -> int:  # fmt: skip

@@ -24,6 +24,17 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class PreparedImage:
+    """An image file already stored by content but not yet recorded in the database."""
+
+    sha256: str
+    rel_path: str  # relative to the project folder
+    filename: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class Label:
     id: int
     image_id: int

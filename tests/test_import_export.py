@@ -1,0 +1,198 @@
+"""Importing class-folder and MVTec layouts, and the export round trip, on real files."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core import atomic
+from app.core.errors import DiskFullError, LinesideError
+from app.core.exporter import export_data
+from app.core.importer import import_folder
+from app.core.project import OK, Project
+from tests.store_fixtures import defect_mask, part_image, write_image
+
+DATASET = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "magnetic-tile"
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    with Project.create(tmp_path / "proj") as proj:
+        yield proj
+
+
+def _bad_files(folder: Path) -> None:
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
+    (folder / "notes.txt").write_text("not an image, ignored")
+
+
+def make_class_folders(root: Path) -> dict[str, bytes]:
+    """good/ (with a duplicate and bad files), Scratch/ with masks, dent/ without."""
+    data = {
+        "good/a.png": write_image(root / "good" / "a.png", part_image(1)),
+        "good/b.jpg": write_image(root / "good" / "b.jpg", part_image(2)),
+        "Scratch/s1.png": write_image(root / "Scratch" / "s1.png", part_image(3, defect=True)),
+        "Scratch/s2.png": write_image(root / "Scratch" / "s2.png", part_image(4, defect=True)),
+        "dent/d1.bmp": write_image(root / "dent" / "sub" / "d1.bmp", part_image(5, defect=True)),
+    }
+    shutil.copy(root / "good" / "a.png", root / "good" / "z-copy.png")  # same bytes
+    _bad_files(root / "good")
+    write_image(root / "masks" / "Scratch" / "s1.png", defect_mask())
+    write_image(root / "masks" / "Scratch" / "s2.png", np.full((10, 10), 255, np.uint8))  # wrong size
+    return data
+
+
+def test_class_folders_import_with_bad_files_and_duplicate(project: Project, tmp_path: Path):
+    source = tmp_path / "src"
+    data = make_class_folders(source)
+    progress: list[tuple[int, int]] = []
+    report = import_folder(project, source, on_progress=lambda done, total: progress.append((done, total)))
+
+    assert report.layout == "class-folders"
+    assert (report.added, report.duplicates, report.labeled, report.masks) == (5, 1, 5, 1)
+    skipped = dict(report.skipped)
+    assert skipped[str(source / "good" / "empty.jpg")] == "the file is empty (0 bytes)."
+    assert "not a readable image" in skipped[str(source / "good" / "corrupt.png")]
+    assert "mask is 10x10 but the image is 64x48" in skipped[str(source / "masks" / "Scratch" / "s2.png")]
+    assert len(report.skipped) == 3
+    assert progress[-1] == (8, 8)
+
+    assert project.label_counts() == {OK: 2, "Scratch": 2, "dent": 1, "unlabeled": 0}
+    by_name = {r.filename: r for r in project.images()}
+    assert set(by_name) == {"a.png", "b.jpg", "s1.png", "s2.png", "d1.bmp"}
+    for key, raw in data.items():
+        record = by_name[Path(key).name]
+        assert record.path.read_bytes() == raw  # the original bytes, untouched
+        assert record.tags == {"import_folder": key.split("/")[0]}
+    s1 = project.label(by_name["s1.png"].id)
+    assert s1.author == "import" and np.array_equal(project.load_mask(s1), defect_mask())
+    assert project.label(by_name["s2.png"].id).mask_path is None
+
+
+def test_importing_again_adds_nothing_and_keeps_changed_labels(project: Project, tmp_path: Path):
+    source = tmp_path / "src"
+    make_class_folders(source)
+    import_folder(project, source)
+    changed = next(r for r in project.images() if r.filename == "b.jpg")
+    project.set_label(changed.id, "dent", author="anna")
+    again = import_folder(project, source)
+    assert (again.added, again.duplicates, again.labeled) == (0, 6, 0)
+    assert project.label(changed.id).verdict == "dent"
+    assert len(project.label_history(changed.id)) == 2
+
+
+def test_class_folders_nested_in_images_folder(project: Project, tmp_path: Path):
+    source = tmp_path / "dataset"
+    write_image(source / "images" / "good" / "g.png", part_image(1))
+    write_image(source / "images" / "crack" / "c.png", part_image(2, defect=True))
+    write_image(source / "masks" / "crack" / "c.png", defect_mask())
+    write_image(source / "masks" / "good" / "g.png", np.zeros((48, 64), np.uint8))
+    (source / "split.csv").write_text("path,label\n")
+    report = import_folder(project, source)
+    assert (report.added, report.labeled, report.masks, report.skipped) == (2, 2, 1, [])
+    assert project.label_counts() == {OK: 1, "crack": 1, "unlabeled": 0}
+
+
+def test_mvtec_layout(project: Project, tmp_path: Path):
+    source = tmp_path / "bottle"
+    write_image(source / "train" / "good" / "000.png", part_image(1))
+    write_image(source / "train" / "good" / "001.png", part_image(2))
+    _bad_files(source / "train" / "good")
+    write_image(source / "test" / "good" / "001.png", part_image(3))
+    shutil.copy(source / "train" / "good" / "000.png", source / "test" / "good" / "000.png")
+    write_image(source / "test" / "broken_large" / "000.png", part_image(4, defect=True))
+    write_image(source / "test" / "broken_large" / "001.png", part_image(5, defect=True))
+    write_image(source / "ground_truth" / "broken_large" / "000_mask.png", defect_mask())
+    (source / "license.txt").write_text("CC BY-NC-SA")
+
+    report = import_folder(project, source)
+    assert report.layout == "mvtec"
+    assert (report.added, report.duplicates, report.labeled, report.masks) == (5, 1, 5, 1)
+    assert sorted(Path(p).name for p, _ in report.skipped) == ["corrupt.png", "empty.jpg"]
+    assert project.label_counts() == {OK: 3, "broken_large": 2, "unlabeled": 0}
+    tags = sorted((r.tags["import_folder"], r.tags["mvtec_split"]) for r in project.images())
+    assert tags == [("broken_large", "test")] * 2 + [("good", "test"), ("good", "train"), ("good", "train")]
+    masked = [lab for _, lab in project.labeled() if lab.mask_path is not None]
+    assert len(masked) == 1 and np.array_equal(project.load_mask(masked[0]), defect_mask())
+
+
+def test_missing_or_unusable_source_names_it(project: Project, tmp_path: Path):
+    with pytest.raises(LinesideError, match="nowhere"):
+        import_folder(project, tmp_path / "nowhere")
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(LinesideError, match="file.png"):
+        import_folder(project, tmp_path / "file.png")
+    assert project.images() == []
+
+
+def test_export_round_trip_gives_the_same_labels(project: Project, tmp_path: Path):
+    source = tmp_path / "src"
+    make_class_folders(source)
+    import_folder(project, source)
+    relabeled = next(r for r in project.images() if r.filename == "a.png")
+    project.set_label(relabeled.id, "dent", mask=defect_mask(), author="anna")
+    extra, _ = project.add_image_array(part_image(9))  # unlabeled: not exported
+
+    counts = export_data(project, tmp_path / "out")
+    assert counts == {OK: 1, "Scratch": 2, "dent": 2, "masks": 2}
+    sha8 = relabeled.sha256[:8]
+    assert (tmp_path / "out" / "dent" / f"{sha8}_a.png").read_bytes() == relabeled.path.read_bytes()
+    assert (tmp_path / "out" / "masks" / "dent" / f"{sha8}_a.png").is_file()
+
+    with Project.create(tmp_path / "copy") as other:
+        report = import_folder(other, tmp_path / "out")
+        assert report.skipped == [] and report.added == 5
+
+        def labels(p: Project) -> dict[str, tuple]:
+            return {
+                rec.sha256: (lab.verdict, None if lab.mask_path is None else p.load_mask(lab).tobytes())
+                for rec, lab in p.labeled()
+            }
+
+        assert labels(other) == labels(project)
+        assert other.find_image(extra.sha256) is None
+
+
+def test_export_refuses_non_empty_or_inside_project(project: Project, tmp_path: Path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    with pytest.raises(LinesideError, match="not empty"):
+        export_data(project, tmp_path / "busy")
+    with pytest.raises(LinesideError, match="inside the project"):
+        export_data(project, project.path / "export")
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+
+
+def test_export_on_full_disk_leaves_no_half_files(project: Project, tmp_path: Path, monkeypatch):
+    for seed in range(3):
+        record, _ = project.add_image_array(part_image(seed))
+        project.set_label(record.id, OK)
+
+    def no_space(src, dst, *args, **kwargs):
+        Path(dst).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.shutil, "copyfile", no_space)
+    with pytest.raises(DiskFullError, match="disk is full"):
+        export_data(project, tmp_path / "out")
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.dataset
+@pytest.mark.skipif(not DATASET.is_dir(), reason="the magnetic-tile dataset is not present")
+def test_real_dataset_imports_in_seconds(project: Project):
+    started = time.monotonic()
+    report = import_folder(project, DATASET)
+    elapsed = time.monotonic() - started
+    assert report.layout == "class-folders" and report.skipped == []
+    assert report.added == report.labeled == 1344
+    assert report.masks > 0
+    counts = project.label_counts()
+    assert counts[OK] == 952 and counts["unlabeled"] == 0 and len(counts) == 7
+    assert elapsed < 45, f"import took {elapsed:.1f}s"
