@@ -97,22 +97,6 @@ def run_for(app, seconds: float, until=None) -> None:
     loop.exec()
 
 
-def build_project(path: Path, n_ok: int = 30, n_per_defect: int = 10):
-    import numpy as np
-
-    from app.core.project import Project
-    from app.core.synthetic import DEFECT_KINDS, generate_part
-
-    project = Project.create(path, name="Benchmark")
-    rng = np.random.default_rng(11)
-    for defect in (None, *DEFECT_KINDS):
-        for _ in range(n_ok if defect is None else n_per_defect):
-            image, mask = generate_part(rng, defect)
-            record, _ = project.add_image_array(image, source="benchmark")
-            project.set_label(record.id, defect or "ok", mask=mask if defect else None, author="benchmark")
-    return project
-
-
 def machine_info() -> list[str]:
     import onnxruntime
     import PySide6
@@ -187,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(summarize("(a) idle", heartbeat.stop()))
 
     print("building the benchmark project…")
-    project = build_project(work / "project")
+    from tools.screenshots import build_demo_project
+
+    project = build_demo_project(work / "project", n_ok=30, n_per_defect=10)
     context.open_project(project.path)
     project.close()
     train = TrainWorkspace(context)

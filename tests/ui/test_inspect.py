@@ -143,10 +143,22 @@ def test_bad_frame_does_not_stop_the_line(qtbot, workspace):
     assert workspace.is_running()
 
 
-def _reference_from(images: list[np.ndarray]) -> dict:
+def _inspect_with_reference(qtbot, app_context, project, reference_images, until) -> InspectWorkspace:
+    """Inspect the simulated line with a model whose drift reference is *reference_images*."""
     from app.core.monitoring import build_reference, image_stats
 
-    return build_reference([image_stats(im) for im in images], [])  # image looks only, no scores
+    reference = build_reference([image_stats(im) for im in reference_images], [])  # looks only, no scores
+    register_fixture_model(project, reference=reference)
+    app_context._set_project(project)
+    ws = InspectWorkspace(app_context)
+    qtbot.addWidget(ws)
+    ws.show()
+    assert ws.start("simulated")
+    try:
+        qtbot.waitUntil(lambda: until(ws), timeout=30_000)
+    finally:
+        ws.stop()
+    return ws
 
 
 def test_drift_banner_when_the_line_looks_different(qtbot, app_context, project):
@@ -155,16 +167,7 @@ def test_drift_banner_when_the_line_looks_different(qtbot, app_context, project)
     rng = np.random.default_rng(0)
     # The "training" images were much darker than the simulated line: drift.
     dark = [(generate_part(rng, None, size=128)[0] * 0.3).astype(np.uint8) for _ in range(20)]
-    register_fixture_model(project, reference=_reference_from(dark))
-    app_context._set_project(project)
-    ws = InspectWorkspace(app_context)
-    qtbot.addWidget(ws)
-    ws.show()
-    assert ws.start("simulated")
-    try:
-        qtbot.waitUntil(lambda: ws.notice.isVisible(), timeout=30_000)
-    finally:
-        ws.stop()
+    ws = _inspect_with_reference(qtbot, app_context, project, dark, lambda w: w.notice.isVisible())
     assert "brightness" in ws.notice.text()
     assert ws.counters.parts >= 30  # the monitor waits for enough parts before it warns
 
@@ -173,16 +176,8 @@ def test_no_drift_banner_on_the_training_look(qtbot, app_context, project):
     from app.core.synthetic import PartStream
 
     stream = PartStream(seed=1)
-    register_fixture_model(project, reference=_reference_from([stream.next_frame()[0] for _ in range(40)]))
-    app_context._set_project(project)
-    ws = InspectWorkspace(app_context)
-    qtbot.addWidget(ws)
-    ws.show()
-    assert ws.start("simulated")
-    try:
-        qtbot.waitUntil(lambda: ws.counters.parts >= 40, timeout=30_000)
-    finally:
-        ws.stop()
+    same_look = [stream.next_frame()[0] for _ in range(40)]
+    ws = _inspect_with_reference(qtbot, app_context, project, same_look, lambda w: w.counters.parts >= 40)
     assert not ws.notice.isVisible(), ws.notice.text()
 
 
