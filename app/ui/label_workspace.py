@@ -106,6 +106,8 @@ class LabelWorkspace(QWidget):
         self.clear_button.clicked.connect(self.canvas.clear_mask)
         self.fit_button.clicked.connect(self.canvas.fit)
         context.project_changed.connect(self.set_project)
+        context.images_changed.connect(lambda: self.filmstrip.reload(select_id=self.image_id))
+        context.labels_changed.connect(self._label_changed_elsewhere)
         self.install_shortcuts(self)
         self.set_project(context.project)
 
@@ -311,9 +313,16 @@ class LabelWorkspace(QWidget):
         self._show_saved(f"Undone ✓  #{image_id} is {label.verdict if label else 'unlabeled'} again", ok=True)
 
     def _after_change(self, image_id: int) -> None:
-        self.filmstrip.update_image(image_id)
         self._update_info()
-        self.context.labels_changed.emit(image_id)
+        self.context.labels_changed.emit(image_id)  # updates the filmstrip too
+
+    def _label_changed_elsewhere(self, image_id: int) -> None:
+        # Inspect's "wrong verdict" correction, or our own change echoing back.
+        self.filmstrip.update_image(image_id)
+        if image_id == self.image_id and self.project is not None:
+            label = self.project.label(image_id)
+            if (label.verdict if label else None) != self.verdict:
+                self.show_image(image_id)
 
     def _show_saved(self, text: str, ok: bool) -> None:
         self.saved.setText(text)
