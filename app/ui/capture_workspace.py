@@ -217,7 +217,8 @@ class CaptureWorkspace(QWidget):
         lost = state.startswith("lost")
         self.alarm.setVisible(lost)
         if lost:
-            self.alarm_text.setText(f"⚠  Camera {state[len('lost: '):]}…  Check the cable; frames resume by themselves.")
+            name = state[len("lost: "):].replace(" — reconnecting", "")
+            self.alarm_text.setText(f"⚠  Lost {name} — reconnecting…  Check the cable; frames resume by themselves.")
         running = state != "stopped"
         self.camera_panel.set_running(running)
         if state.startswith("connected"):

@@ -106,7 +106,7 @@ class LabelWorkspace(QWidget):
         self.clear_button.clicked.connect(self.canvas.clear_mask)
         self.fit_button.clicked.connect(self.canvas.fit)
         context.project_changed.connect(self.set_project)
-        context.images_changed.connect(lambda: self.filmstrip.reload(select_id=self.image_id))
+        context.images_changed.connect(self._images_changed)
         context.labels_changed.connect(self._label_changed_elsewhere)
         self.install_shortcuts(self)
         self.set_project(context.project)
@@ -152,6 +152,10 @@ class LabelWorkspace(QWidget):
         while self.class_bar.count():
             widget = self.class_bar.takeAt(0).widget()
             if widget is not None:
+                # Hidden and unparented now: deleteLater alone leaves it on screen
+                # until the event loop comes round.
+                widget.hide()
+                widget.setParent(None)
                 widget.deleteLater()
         self.classes = self.project.classes() if self.project is not None else []
         if self.paint_class not in {c.name for c in self.classes}:
@@ -316,11 +320,21 @@ class LabelWorkspace(QWidget):
         self._update_info()
         self.context.labels_changed.emit(image_id)  # updates the filmstrip too
 
+    def _images_changed(self) -> None:
+        # An import may have brought new classes along.
+        if self.project is not None and [c.name for c in self.project.classes()] != [c.name for c in self.classes]:
+            self.reload_classes()
+        self.filmstrip.reload(select_id=self.image_id)
+
     def _label_changed_elsewhere(self, image_id: int) -> None:
         # Inspect's "wrong verdict" correction, or our own change echoing back.
         self.filmstrip.update_image(image_id)
-        if image_id == self.image_id and self.project is not None:
-            label = self.project.label(image_id)
+        if self.project is None:
+            return
+        label = self.project.label(image_id)
+        if label is not None and label.verdict not in (OK, *(c.name for c in self.classes)):
+            self.reload_classes()  # labeled with a class added elsewhere
+        if image_id == self.image_id:
             if (label.verdict if label else None) != self.verdict:
                 self.show_image(image_id)
 

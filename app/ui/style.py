@@ -42,6 +42,10 @@ QPushButton[primary="true"]:hover {{ background: {ACCENT_DARK}; }}
 QComboBox, QSpinBox, QDoubleSpinBox, QLineEdit, QKeySequenceEdit {{
     min-height: {TOUCH - 8}px; padding: 0 10px; border: 2px solid {LINE}; border-radius: 6px; background: white;
 }}
+QSpinBox::up-button, QSpinBox::down-button, QDoubleSpinBox::up-button, QDoubleSpinBox::down-button {{
+    width: 28px;
+}}
+QComboBox::drop-down {{ width: 32px; }}
 QComboBox:focus, QSpinBox:focus, QDoubleSpinBox:focus, QLineEdit:focus {{ border-color: {ACCENT}; }}
 QComboBox QAbstractItemView {{ min-height: {TOUCH}px; }}
 QTabBar::tab {{
