@@ -110,7 +110,9 @@ class ModelStoreMixin:
         """Make *version* the production model; the previous one becomes 'retired'."""
         table = db.model_versions
         with self._write() as conn:
-            self.model(version)  # a clear error for an unknown version
+            onnx = self.model(version).onnx_path  # a clear error for an unknown version
+            if not onnx.is_file():
+                raise ModelFileError(f"{onnx} is missing; model {version} cannot go into production.")
             self._set_status(conn, "retired", table.c.status == "production", table.c.version != version)
             self._set_status(conn, "production", table.c.version == version)
             return self.model(version)
