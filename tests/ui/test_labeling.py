@@ -232,3 +232,32 @@ def test_filmstrip_filters(labeled_window, qtbot):
     strip.set_filter("disagrees")  # no model deployed: says so, shows nothing
     assert strip.ids() == []
     assert "No model" in strip.note.text()
+
+
+def test_model_disagrees_and_most_uncertain_filters_use_the_production_model(main_window, qtbot, tmp_path):
+    """The fixture model scores a part by its brightness (threshold 0.45): bright fails."""
+    from tests.ui.workspace_fixtures import register_fixture_model
+
+    path = tmp_path / "opinions"
+    project = Project.create(path)
+    ids = {}
+    for name, value in (("dark", 30), ("bright", 220), ("middle", 120), ("dim", 60)):
+        image = np.full((64, 64, 3), value, np.uint8)
+        ids[name] = project.add_image_array(image, source="test")[0].id
+    project.set_label(ids["dark"], "scratch")  # the model passes it: disagrees
+    project.set_label(ids["bright"], "ok")  # the model fails it: disagrees
+    project.set_label(ids["dim"], "ok")  # agrees
+    register_fixture_model(project, "v1", threshold=0.45)
+    project.close()
+
+    window = main_window(project_path=path)
+    strip = window.capture.labeling.filmstrip
+    strip.set_filter("disagrees")
+    assert "looking at" in strip.note.text()  # computed in the background
+    qtbot.waitUntil(lambda: strip.ids() != [], timeout=10000)
+    assert sorted(strip.ids()) == sorted([ids["dark"], ids["bright"]])
+    assert "v1" in strip.note.text()
+
+    strip.set_filter("uncertain")  # |score - threshold|: 120/255 = 0.47 is closest to 0.45
+    assert strip.ids()[0] == ids["middle"]
+    assert strip.ids()[-1] == ids["bright"]
