@@ -150,6 +150,19 @@ def test_disk_full_while_storing_keeps_everything_saved(project: Project, monkey
     assert project.label(kept.id).verdict == OK
 
 
+def test_database_full_raises_disk_full_and_keeps_earlier_rows(project: Project):
+    kept = add(project, 1, OK)
+    with project._write() as conn:  # single-threaded: the pool hands back this connection
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+        conn.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(DiskFullError, match=r"project\.db"):
+        for i in range(50):
+            project.set_setting(f"big{i}", "x" * 20000)
+    with project._write() as conn:
+        conn.exec_driver_sql("PRAGMA max_page_count = 1000000")
+    assert project.label(kept.id).verdict == OK and [r.id for r in project.images()] == [kept.id]
+
+
 # -- classes and labels --------------------------------------------------------------
 
 
@@ -283,6 +296,10 @@ def test_model_register_deploy_retire(project: Project):
         project.register_model("v2", project.models_dir / "v2", 0.5, {}, {})
     assert project.next_version() == "v3"
     project.register_model("v3", _model_folder(project, "v3"), 0.5, {}, {})
+    (project.models_dir / "v3" / "model.onnx").rename(project.models_dir / "v3" / "moved.onnx")
+    with pytest.raises(ModelFileError, match="model.onnx is missing"):
+        project.deploy("v3")
+    (project.models_dir / "v3" / "moved.onnx").rename(project.models_dir / "v3" / "model.onnx")
 
     assert project.deploy("v1").status == "production"
     assert project.deploy("v3").status == "production"
