@@ -93,10 +93,12 @@ def test_class_folders_nested_in_images_folder(project: Project, tmp_path: Path)
     write_image(source / "images" / "crack" / "c.png", part_image(2, defect=True))
     write_image(source / "masks" / "crack" / "c.png", defect_mask())
     write_image(source / "masks" / "good" / "g.png", np.zeros((48, 64), np.uint8))
+    write_image(source / "loose.png", part_image(3))  # not in a class folder: no label
     (source / "split.csv").write_text("path,label\n")
     report = import_folder(project, source)
-    assert (report.added, report.labeled, report.masks, report.skipped) == (2, 2, 1, [])
-    assert project.label_counts() == {OK: 1, "crack": 1, "unlabeled": 0}
+    assert (report.added, report.labeled, report.masks, report.skipped) == (3, 2, 1, [])
+    assert project.label_counts() == {OK: 1, "crack": 1, "unlabeled": 1}
+    assert project.images(unlabeled=True)[0].tags == {"import_folder": "dataset"}
 
 
 def test_mvtec_layout(project: Project, tmp_path: Path):

@@ -70,12 +70,9 @@ def _subfolders(folder: Path, report: ImportReport) -> list[Path]:
 def _image_files(folder: Path, report: ImportReport, recursive: bool = True) -> list[Path]:
     """Image files under *folder*, sorted; other files are ignored without a word."""
     found: list[Path] = []
-    try:
-        for root, dirs, files in os.walk(folder, onerror=lambda exc: _unreadable(exc, report)):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
-            found += [Path(root) / name for name in files if is_image_file(Path(name))]
-    except OSError as exc:
-        report.skipped.append((str(folder), f"folder cannot be read ({exc.strerror or exc})"))
+    for root, dirs, files in os.walk(folder, onerror=lambda exc: _unreadable(exc, report)):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        found += [Path(root) / name for name in files if is_image_file(Path(name))]
     return sorted(found)
 
 
@@ -107,8 +104,8 @@ def _class_folder_items(source: Path, report: ImportReport) -> Iterator[_Item]:
     for path in _image_files(source, report, recursive=False):
         yield _Item(path, None, {"import_folder": source.name}, None)
     for folder in _subfolders(class_root, report):
-        if class_root == source and folder.name.lower() in ("masks", "images"):
-            continue
+        if class_root == source and folder.name.lower() == "masks":
+            continue  # the mask tree, not a class
         usable, verdict = _folder_verdict(folder, report)
         if not usable:
             continue

@@ -313,6 +313,8 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
         Walking each class in sha256 order (not import order) means the same images get
         the same splits on any PC, and images added later never move earlier ones.
         """
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
         counts = {"train": 0, "val": 0}
         with self._write() as conn:
             current = current_labels()
