@@ -204,12 +204,14 @@ class InspectWorkspace(QWidget):
         else:
             self.start()
 
-    def start(self, source_key: str | None = None) -> bool:
+    def start(self, source_key: str | None = None, hot_folder: Path | str | None = None) -> bool:
+        """Start inspecting from "simulated", "camera" or "folder" (asks for the folder
+        unless *hot_folder* is given). Returns False when nothing was started."""
         project = self.context.project
         if project is None or project.production_model() is None or self.is_running():
             return False
         source_key = source_key or self.source_combo.currentData()
-        if not self._start_source(source_key):
+        if not self._start_source(source_key, hot_folder):
             return False
         self.worker = InspectWorker(project, self.context.frames, continuous=self.continuous())
         self.worker.results_ready.connect(self._schedule_refresh)
@@ -224,7 +226,7 @@ class InspectWorkspace(QWidget):
         self.inspecting.emit(True)
         return True
 
-    def _start_source(self, key: str) -> bool:
+    def _start_source(self, key: str, hot_folder: Path | str | None = None) -> bool:
         from app.core.camera import HotFolderSource, OpenCVCamera, SimulatedCamera
 
         self._started_source = False
@@ -235,8 +237,10 @@ class InspectWorkspace(QWidget):
         elif key == "camera":
             source = OpenCVCamera(int(self.context.settings.value("camera/index", 0)))
         else:
-            start_dir = str(self.context.settings.value("inspect/hot_folder", ""))
-            folder = QFileDialog.getExistingDirectory(self, "Hot folder to watch", start_dir)
+            folder = str(hot_folder or "")
+            if not folder:
+                start_dir = str(self.context.settings.value("inspect/hot_folder", ""))
+                folder = QFileDialog.getExistingDirectory(self, "Hot folder to watch", start_dir)
             if not folder:
                 return False
             self.context.settings.setValue("inspect/hot_folder", folder)

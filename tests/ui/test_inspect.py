@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,20 @@ def test_navigate_from_inspect_to_train_in_the_main_window(qtbot, main_window):
     assert isinstance(inspect, InspectWorkspace)
     inspect.no_model.findChildren(type(inspect.start_button))[0].click()
     assert window.tabs.tabText(window.tabs.currentIndex()) == "Train"
+
+
+def test_hot_folder_files_are_inspected_with_their_names(qtbot, workspace, project, tmp_path):
+    import cv2
+
+    from app.core.synthetic import generate_part
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    assert workspace.start("folder", hot_folder=folder)
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"part_{i}.png"), generate_part(rng, None, size=128)[0])
+        qtbot.waitUntil(lambda n=i: workspace.counters.parts >= n + 1, timeout=20_000)
+    workspace.stop()
+    assert sorted(Path(r.file).name for r in workspace.session) == ["part_0.png", "part_1.png", "part_2.png"]
+    assert len(project.inspections()) == 3
