@@ -120,7 +120,7 @@ class InspectWorkspace(QWidget):
         # Fixed widths: sizing columns to their contents re-measures every row on each
         # refresh, which at full line speed costs the GUI thread more than anything else.
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for column, width in enumerate((100, 80, 100, 80, 90, 150)):
+        for column, width in enumerate((88, 72, 90, 66, 84, 120)):
             header.resizeSection(column, width)
         header.setStretchLastSection(True)
         self.table.verticalHeader().setDefaultSectionSize(30)

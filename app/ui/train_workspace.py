@@ -168,6 +168,8 @@ class TrainWorkspace(QWidget):
         self.summary.deploy_requested.connect(self._deploy)
         self.context.project_changed.connect(self._on_project_changed)
         self.context.labels_changed.connect(lambda _id: self.refresh())
+        if hasattr(self.context, "images_changed"):  # imports change the unlabeled count
+            self.context.images_changed.connect(self.refresh)
         self.context.models_changed.connect(self.refresh)
 
     # -- state -----------------------------------------------------------------------
