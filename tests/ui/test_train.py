@@ -161,3 +161,17 @@ def test_cancel_a_real_retrain_leaves_nothing(qtbot, app_context, tiny_project):
     assert not list(tiny_project.models_dir.rglob("model.onnx"))
     assert not [p for p in tiny_project.path.rglob("*.tmp")]
     assert "Cancelled" in ws.phase_label.text()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "getpriority"), reason="no process priorities here")
+def test_trainer_runs_below_the_gui_priority(qtbot):
+    import os
+
+    trainer = TrainerProcess()
+    events = collect(trainer)
+    trainer.start("unused", command=FAKE + ["hang", "0.5"])
+    qtbot.waitUntil(lambda: any(e[0] == "progress" for e in events), timeout=20_000)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, trainer.pid()) == min(19, ours + 10)
+    trainer.wait_stopped(100)  # kills it: the hang mode ignores SIGTERM
+    assert not trainer.is_running()
