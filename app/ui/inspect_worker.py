@@ -26,7 +26,7 @@ from app.ui.inspect_view import bgr_to_qimage, overlay_heatmap
 
 log = logging.getLogger(__name__)
 
-WORKER_NICE = 5  # below the GUI thread, which is what a person at the line touches
+WORKER_NICE = 5  # added to the thread's niceness: below the GUI thread, which is what a person at the line touches
 MAX_PENDING = 2000  # records waiting for the GUI; beyond that the oldest go (GUI stalled)
 
 
@@ -207,7 +207,8 @@ def _lower_this_threads_priority() -> None:
     """
     if sys.platform.startswith("linux"):
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE))
         except OSError:
             pass
     else:
