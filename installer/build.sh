@@ -8,19 +8,7 @@
 # interpreter (default: the repository's .venv when present, else python3).
 set -euo pipefail
 
-edition=${1:-}
-case "$edition" in
-  station|workstation) ;;
-  *) echo "usage: installer/build.sh station|workstation" >&2; exit 2;;
-esac
-
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-out="$here/out"
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$repo/.venv/bin/python" ]; then PYTHON="$repo/.venv/bin/python"; else PYTHON=python3; fi
-fi
-export PYTHON
+source "$(dirname "$0")/common.sh"
 
 cd "$repo"
 # Checked before a long build: the station must not drag torch in, the workstation needs it.

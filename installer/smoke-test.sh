@@ -17,17 +17,7 @@
 # repository; everything under test is the frozen app. Any failure stops with a message.
 set -euo pipefail
 
-edition=${1:-}
-case "$edition" in
-  station|workstation) ;;
-  *) echo "usage: installer/smoke-test.sh station|workstation" >&2; exit 2;;
-esac
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-out="$here/out"
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$repo/.venv/bin/python" ]; then PYTHON="$repo/.venv/bin/python"; else PYTHON=python3; fi
-fi
+source "$(dirname "$0")/common.sh"
 gui_seconds=${SMOKE_GUI_SECONDS:-10}
 cd "$repo"
 
