@@ -101,6 +101,8 @@ class TrainWorkspace(QWidget):
         self.cancel_button.setMinimumHeight(80)
         self.cancel_button.setStyleSheet(BIG_BUTTON_STYLE)
         self.cancel_button.setEnabled(False)
+        self.cancel_button.setShortcut("Esc")
+        self.cancel_button.setToolTip("Stop the training (Esc); nothing is saved")
         controls.addWidget(self.retrain_button, 2)
         controls.addWidget(self.cancel_button, 1)
         options = QVBoxLayout()
