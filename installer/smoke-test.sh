@@ -5,7 +5,7 @@
 #
 # Unpacks installer/out/lineside-EDITION_*.deb into a scratch root (dpkg -x; nothing is
 # installed on this machine), or uses installer/out/dist/lineside-EDITION when there is
-# no .deb. Then, all with the frozen executable and offscreen Qt:
+# no .deb or SMOKE_FROM=folder. Then, all with the frozen executable and offscreen Qt:
 #   1. the package layout (executable, /usr/bin link, menu entry, icon);
 #   2. `lineside --help` (the station must not offer `train`, the workstation must);
 #   3. the desktop app starts and is still running after $SMOKE_GUI_SECONDS (default 10);
@@ -33,7 +33,10 @@ cleanup() {
 trap cleanup EXIT
 
 step "locating the $edition build"
-deb=$(ls "$out"/lineside-"$edition"_*.deb 2>/dev/null | tail -n 1 || true)
+deb=""
+if [ "${SMOKE_FROM:-deb}" = deb ]; then  # SMOKE_FROM=folder tests the frozen folder instead
+  deb=$(ls "$out"/lineside-"$edition"_*.deb 2>/dev/null | tail -n 1 || true)
+fi
 if [ -n "$deb" ]; then
   echo "unpacking $(basename "$deb") into a scratch root"
   dpkg-deb --field "$deb" Package Version Depends | sed 's/^/  /'
