@@ -44,6 +44,8 @@ def run_gui(demo: bool = False) -> int:
     app = create_application()
     window = MainWindow(AppContext(), demo_path=demo_project_path(), prepare_demo=prepare_demo_project)
     window.show()
+    # Probe cameras once in the background, so the list is ready when it is opened.
+    window.capture.camera_panel.find_cameras()
     if demo:
         window.open_demo(start_camera=True)
     else:

@@ -287,6 +287,10 @@ def probe_cameras(max_index: int = 4, timeout_s: float = 2.0) -> list[int]:
     """
     found: list[int] = []
     lock = threading.Lock()
+    try:  # an empty index is normal here, not worth a warning per index
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
 
     def probe(index: int) -> None:
         cap = cv2.VideoCapture(index)

@@ -171,7 +171,10 @@ class CameraPanel(QWidget):
         source = self.make_source()
         if source is None:
             return
-        self.settings.setValue("camera/source", str(self.source_box.currentData()))
+        key = str(self.source_box.currentData())
+        self.settings.setValue("camera/source", key)
+        if key.startswith("cam:"):
+            self.settings.setValue("camera/index", int(key[4:]))  # what Inspect opens by default
         self.start_requested.emit(source)
 
     def set_running(self, running: bool) -> None:

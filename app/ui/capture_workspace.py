@@ -112,6 +112,10 @@ class CaptureWorkspace(QWidget):
         self.capture_shortcut = QShortcut(QKeySequence(self.capture_key_text()), self)
         self.capture_shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.capture_shortcut.activated.connect(self.capture)
+        # Esc takes the keyboard back from a spin box or key field to the labeling keys.
+        self.escape_shortcut = QShortcut(QKeySequence("Esc"), self)
+        self.escape_shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.escape_shortcut.activated.connect(self._escape)
         self._update_capture_button()
 
         self.timer = QTimer(self)
@@ -143,6 +147,13 @@ class CaptureWorkspace(QWidget):
         self.timer.stop()
         self.labeling.set_shortcuts_enabled(False)
         self.capture_shortcut.setEnabled(False)
+
+    def _escape(self) -> None:
+        canvas = self.labeling.canvas
+        if canvas.polygon:  # the shortcut comes before the canvas sees the key
+            canvas.polygon = []
+            canvas.update()
+        self.setFocus()
 
     # -- capture key ------------------------------------------------------------------
 

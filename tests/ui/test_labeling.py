@@ -261,3 +261,15 @@ def test_model_disagrees_and_most_uncertain_filters_use_the_production_model(mai
     strip.set_filter("uncertain")  # |score - threshold|: 120/255 = 0.47 is closest to 0.45
     assert strip.ids()[0] == ids["middle"]
     assert strip.ids()[-1] == ids["bright"]
+
+
+def test_escape_drops_an_open_polygon(labeled_window, qtbot):
+    window, workspace, labeling = labeled_window
+    canvas = labeling.canvas
+    press(qtbot, workspace, Qt.Key.Key_P)
+    for x, y in [(20, 20), (60, 20), (60, 60)]:
+        qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=_canvas_point(canvas, x, y))
+    assert len(canvas.polygon) == 3
+    qtbot.keyClick(canvas, Qt.Key.Key_Escape)
+    assert canvas.polygon == []
+    assert window.context.project.label(1) is None

@@ -147,6 +147,7 @@ def test_run_gui_starts_and_quits(qtbot, no_leaks, monkeypatch):
                 windows = [w for w in QApplication.topLevelWidgets() if type(w).__name__ == "MainWindow" and w.isVisible()]
                 seen.extend(windows)
                 for window in windows:
+                    qtbot.addWidget(window)  # deleted by pytest-qt, like every test window
                     window.close()
                 loop.quit()
 
