@@ -1,9 +1,8 @@
 """Frame sources (OpenCV camera, simulated line, hot folder) and the capture thread.
 
 Qt-free on purpose: plain threads, so the line-side CLI and the desktop app share one
-capture path. The capture thread only ever *puts* into a bounded FrameQueue; whoever
-shows or inspects frames takes the newest one and never waits for the camera, so a slow
-consumer costs dropped frames, never a frozen screen.
+capture path. Frames and the FrameQueue live in app.core.frames, the hot folder in
+app.core.hotfolder; everything is importable from here.
 """
 
 from __future__ import annotations
@@ -12,90 +11,20 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import cv2
-import numpy as np
 
-from app.core.errors import BadImageError, LinesideError
-from app.core.imageio import is_image_file, read_image, to_bgr8
+from app.core.frames import Frame, FrameQueue, FrameSource, SourceError
+from app.core.hotfolder import HotFolderSource
+from app.core.imageio import to_bgr8
 
 log = logging.getLogger(__name__)
 
-
-class SourceError(LinesideError):
-    """A frame source cannot be opened (no camera at that index, folder missing)."""
-
-
-@dataclass
-class Frame:
-    image: np.ndarray  # uint8 HxWx3 BGR
-    index: int  # running number within the source
-    at: float  # time.time() when captured
-    source: str  # the source's name, e.g. "Camera 0"
-    truth: str | None = None  # known ground truth (simulated line only)
-    path: Path | None = None  # the file it came from (hot folder only)
-
-
-class FrameSource(Protocol):
-    name: str
-    # False for sources where "no frame right now" is normal (a hot folder waiting
-    # for the next file); True where it means the device stopped delivering.
-    none_means_lost: bool
-
-    def open(self) -> None: ...
-
-    def read(self) -> Frame | None: ...
-
-    def close(self) -> None: ...
-
-
-class FrameQueue:
-    """A bounded queue of frames that drops the OLDEST frame when full.
-
-    The newest frame is what the line needs to see; an old one is worthless.
-    """
-
-    def __init__(self, maxsize: int = 4) -> None:
-        if maxsize < 1:
-            raise ValueError("maxsize must be at least 1")
-        self.maxsize = maxsize
-        self._frames: deque[Frame] = deque()
-        self._cond = threading.Condition()
-        self.put_count = 0
-        self.dropped = 0  # pushed out because the queue was full
-        self.skipped = 0  # discarded by get_latest() in favour of a newer frame
-
-    def put(self, frame: Frame) -> None:
-        with self._cond:
-            if len(self._frames) >= self.maxsize:
-                self._frames.popleft()
-                self.dropped += 1
-            self._frames.append(frame)
-            self.put_count += 1
-            self._cond.notify_all()
-
-    def get_latest(self, timeout: float = 0) -> Frame | None:
-        """The newest frame (older ones are discarded), or None if none came in *timeout* s."""
-        with self._cond:
-            if not self._frames and timeout > 0:
-                self._cond.wait_for(lambda: bool(self._frames), timeout)
-            if not self._frames:
-                return None
-            frame = self._frames.pop()
-            self.skipped += len(self._frames)
-            self._frames.clear()
-            return frame
-
-    def clear(self) -> None:
-        with self._cond:
-            self._frames.clear()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._frames)
+__all__ = [
+    "CaptureThread", "Frame", "FrameQueue", "FrameSource", "HotFolderSource",
+    "OpenCVCamera", "SimulatedCamera", "SourceError", "probe_cameras",
+]  # fmt: skip
 
 
 class OpenCVCamera:
@@ -190,93 +119,6 @@ class SimulatedCamera:
 
     def close(self) -> None:
         self._stream = None
-
-
-class HotFolderSource:
-    """New image files dropped into a folder by another machine (a PLC, a vision box).
-
-    A file is read only once its size is unchanged across two polls, so a file that is
-    still being copied is waited for, never read half-written; one that does not decode
-    is retried until it has sat unchanged for *settle_s*, then skipped (in `rejected`).
-    Files already there when the source opens are not frames.
-    """
-
-    none_means_lost = False
-
-    def __init__(self, folder: Path | str, poll_s: float = 0.2, settle_s: float = 3.0) -> None:
-        self.folder = Path(folder)
-        self.poll_s = poll_s
-        self.settle_s = settle_s
-        self.name = f"Folder {self.folder.name}"
-        self._seen: set[Path] = set()
-        self._sizes: dict[Path, tuple[int, int]] = {}
-        self._broken: dict[Path, tuple[tuple[int, int], float]] = {}
-        self._count = 0
-        self.rejected: list[Path] = []  # files that were stable but not images
-
-    def open(self) -> None:
-        if not self.folder.is_dir():
-            raise SourceError(f"{self.folder}: the hot folder does not exist (or is not reachable).")
-        self._seen = {p for p in self.folder.iterdir() if is_image_file(p)}
-        self._sizes.clear()
-
-    def _stable_files(self) -> list[Path]:
-        # iterdir() raises OSError when the folder goes away: the capture thread counts
-        # that as a lost source. Size *and* mtime must hold still: a writer that pauses
-        # between chunks changes the mtime even when a poll catches the same size.
-        stats: list[tuple[float, str, Path, tuple[int, int]]] = []
-        for path in self.folder.iterdir():
-            if path in self._seen or not is_image_file(path):
-                continue
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            stats.append((st.st_mtime, path.name, path, (st.st_size, st.st_mtime_ns)))
-        ready = []
-        for _, _, path, signature in sorted(stats):
-            previous = self._sizes.get(path)
-            self._sizes[path] = signature
-            if signature[0] > 0 and previous == signature:
-                ready.append(path)
-        return ready
-
-    def _undecodable(self, path: Path, exc: BadImageError) -> None:
-        # A writer that stalls longer than two polls leaves a stable but truncated file.
-        # Retry it while it keeps changing; give up only once it has sat unreadable and
-        # unchanged for settle_s.
-        signature = self._sizes[path]
-        now = time.monotonic()
-        known = self._broken.get(path)
-        if known is None or known[0] != signature:
-            self._broken[path] = (signature, now)
-        elif now - known[1] >= self.settle_s:
-            log.warning("hot folder: skipping %s", exc)
-            self._seen.add(path)
-            self._broken.pop(path)
-            self.rejected.append(path)
-
-    def read(self) -> Frame | None:
-        for path in self._stable_files():
-            known = self._broken.get(path)
-            if known is not None and known[0] == self._sizes[path] and time.monotonic() - known[1] < self.settle_s:
-                continue  # tried at this size already; wait for it to change or settle
-            try:
-                image = read_image(path)
-            except BadImageError as exc:
-                self._undecodable(path, exc)
-                continue
-            self._seen.add(path)
-            self._sizes.pop(path, None)
-            self._broken.pop(path, None)
-            self._count += 1
-            return Frame(image, self._count, time.time(), self.name, path=path)
-        time.sleep(self.poll_s)
-        return None
-
-    def close(self) -> None:
-        self._sizes.clear()
-        self._broken.clear()
 
 
 def probe_cameras(max_index: int = 4, timeout_s: float = 2.0) -> list[int]:

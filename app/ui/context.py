@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, QSettings, Signal
 
 from app.core.camera import CaptureThread, FrameQueue, FrameSource
 from app.core.errors import LinesideError
+from app.ui.app import guard_against_emit_refcount_bug
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class AppContext(QObject):
 
     def __init__(self, settings: QSettings | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        guard_against_emit_refcount_bug()  # before the first of many emits
         self.settings = settings if settings is not None else QSettings()
         self.project = None
         self.frame_source: FrameSource | None = None

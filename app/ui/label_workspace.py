@@ -1,7 +1,7 @@
 """Labeling: the filmstrip, the canvas, the class bar; keyboard first.
 
 Keys: 0 or G = OK, 1-9 = the defect class with that key, arrows = previous/next image,
-Ctrl+Z = undo the last label change, B/E/P/H = brush, eraser, polygon, pan,
+Ctrl+Z = undo the last label change, Delete = back to unlabeled, B/E/P/H = brush, eraser, polygon, pan,
 [ and ] = brush size, F = fit. Every label is saved (set_label commits) before the
 "Saved" line says so; a failure says "NOT saved" in red and nothing shows as done.
 """
@@ -15,10 +15,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QColorDialog,
     QHBoxLayout,
     QInputDialog,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -101,6 +103,21 @@ class LabelWorkspace(QWidget):
         status.addWidget(self.saved)
         layout.addLayout(status)
 
+        options = QHBoxLayout()
+        options.addWidget(QLabel("Labeled by"))
+        self.author_edit = QLineEdit(str(context.settings.value("label/author", "")))
+        self.author_edit.setPlaceholderText("your name or badge number")
+        self.author_edit.setMaximumWidth(260)
+        self.author_edit.editingFinished.connect(self._author_edited)
+        options.addWidget(self.author_edit)
+        self.advance_box = QCheckBox("Next image after OK")
+        self.advance_box.setChecked(self.advance_after_ok)
+        self.advance_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.advance_box.toggled.connect(self._advance_toggled)
+        options.addWidget(self.advance_box)
+        options.addStretch(1)
+        layout.addLayout(options)
+
         self.filmstrip.image_selected.connect(self.show_image)
         self.canvas.mask_edited.connect(self._mask_edited)
         self.clear_button.clicked.connect(self.canvas.clear_mask)
@@ -122,7 +139,8 @@ class LabelWorkspace(QWidget):
                     ("Left", lambda: self.move(-1)), ("Up", lambda: self.move(-1)),
                     ("Right", lambda: self.move(1)), ("Down", lambda: self.move(1)),
                     (QKeySequence.StandardKey.Undo, self.undo), ("[", lambda: self._grow_brush(-2)),
-                    ("]", lambda: self._grow_brush(2)), ("F", self.canvas.fit)]  # fmt: skip
+                    ("]", lambda: self._grow_brush(2)), ("F", self.canvas.fit),
+                    ("Del", self.clear_label)]  # fmt: skip
         bindings += [(str(k), lambda k=k: self.label_with_key(k)) for k in range(1, 10)]
         bindings += [(key, lambda t=tool: self.set_tool(t)) for tool, key in TOOL_KEYS.items()]
         self._shortcuts = []
@@ -275,6 +293,12 @@ class LabelWorkspace(QWidget):
             if self.advance_after_ok:
                 self.move(1)
 
+    def clear_label(self) -> None:
+        """Back to unlabeled (a new row: the old label stays in the history, Ctrl+Z restores it)."""
+        if self.image_id is not None and self.project is not None and self.verdict is not None:
+            if self._save(None, None):
+                self.canvas.set_mask(None)
+
     def _mask_edited(self, mask: np.ndarray) -> None:
         if self.image_id is None or self.project is None:
             return
@@ -285,7 +309,7 @@ class LabelWorkspace(QWidget):
             return
         self._save(verdict, mask)
 
-    def _save(self, verdict: str, mask: np.ndarray | None) -> bool:
+    def _save(self, verdict: str | None, mask: np.ndarray | None) -> bool:
         image_id = self.image_id
         assert image_id is not None and self.project is not None
         try:
@@ -297,7 +321,7 @@ class LabelWorkspace(QWidget):
         self._history.append(image_id)
         self.canvas.set_color(self.class_color(self.verdict if self.verdict != OK else self.paint_class))
         painted = " with region" if label.mask_path is not None else ""
-        self._show_saved(f"Saved ✓  #{image_id} → {label.verdict}{painted}", ok=True)
+        self._show_saved(f"Saved ✓  #{image_id} → {label.verdict or 'unlabeled'}{painted}", ok=True)
         self._after_change(image_id)
         return True
 
@@ -344,3 +368,11 @@ class LabelWorkspace(QWidget):
 
     def _author(self) -> str:
         return str(self.context.settings.value("label/author", ""))
+
+    def _author_edited(self) -> None:
+        self.context.settings.setValue("label/author", self.author_edit.text().strip())
+        self.canvas.setFocus()  # back to the labeling keys
+
+    def _advance_toggled(self, on: bool) -> None:
+        self.advance_after_ok = on
+        self.context.settings.setValue("label/advance_after_ok", "true" if on else "false")

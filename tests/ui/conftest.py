@@ -17,6 +17,14 @@ import pytest  # noqa: E402
 from PySide6.QtCore import QCoreApplication, QProcess, QSettings  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _emit_refcount_guard():
+    """Every test emits signals, with or without an AppContext (see guard_against_emit_refcount_bug)."""
+    from app.ui.app import guard_against_emit_refcount_bug
+
+    guard_against_emit_refcount_bug()
+
+
 def lineside_threads() -> list[threading.Thread]:
     """Our own threads (capture, probes) that are still running; named "lineside-*"."""
     return [t for t in threading.enumerate() if t.name.startswith("lineside-") and t.is_alive()]

@@ -23,7 +23,7 @@ def test_space_captures_the_live_frame_into_the_project(main_window, qtbot):
     project = window.context.project
     window.context.start_source(SimulatedCamera(seed=4, fps=30))
     _wait_for_frame(qtbot, workspace)
-    assert window.camera_label.text() == "Camera: connected: Simulated line"
+    qtbot.waitUntil(lambda: window.camera_label.text() == "Camera: connected: Simulated line", timeout=3000)
 
     workspace.setFocus()
     qtbot.keyClick(workspace, Qt.Key.Key_Space)

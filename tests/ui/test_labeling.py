@@ -273,3 +273,20 @@ def test_escape_drops_an_open_polygon(labeled_window, qtbot):
     qtbot.keyClick(canvas, Qt.Key.Key_Escape)
     assert canvas.polygon == []
     assert window.context.project.label(1) is None
+
+
+def test_delete_clears_and_the_author_is_recorded(labeled_window, qtbot):
+    window, workspace, labeling = labeled_window
+    project = window.context.project
+    labeling.advance_box.setChecked(False)
+    assert window.context.settings.value("label/advance_after_ok") == "false"
+    labeling.author_edit.setText("  A. Inspector ")
+    labeling._author_edited()
+    press(qtbot, workspace, Qt.Key.Key_1)
+    assert project.label(1).author == "A. Inspector"
+    press(qtbot, workspace, Qt.Key.Key_Delete)
+    assert project.label(1) is None
+    assert labeling.image_id == 1
+    assert [h.verdict for h in project.label_history(1)] == ["scratch", None]
+    press(qtbot, workspace, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert project.label(1).verdict == "scratch"

@@ -160,3 +160,22 @@ def test_run_gui_starts_and_quits(qtbot, no_leaks, monkeypatch):
     assert len(seen) == 1
     assert seen[0].stack.currentWidget() is seen[0].start_page
     assert seen[0].context.project is None
+
+
+def test_signal_emits_cannot_use_up_the_references_to_true(qapp):
+    """PySide6 6.12.0's Signal.emit() returns True without a reference: guarded at start."""
+    import sys
+
+    from PySide6.QtCore import QObject, Signal
+
+    from app.ui.app import guard_against_emit_refcount_bug
+
+    class Pinger(QObject):
+        ping = Signal(int)
+
+    guard_against_emit_refcount_bug()
+    pinger = Pinger()
+    pinger.ping.connect(lambda _v: None)
+    for i in range(20000):  # more than True has references in a plain interpreter
+        pinger.ping.emit(i)
+    assert sys.getrefcount(True) > 1000
