@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from app.core.errors import LinesideError
+from app.core.trainer_command import trainer_command  # noqa: F401  (kept for callers of app.cli)
 
 COMMAND_MODULES = ("app.cli.data", "app.cli.models", "app.cli.inspect", "app.cli.train")
 
@@ -49,14 +50,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def trainer_command(*args: str) -> list[str]:
-    """The command line that starts the trainer as a child process.
-
-    A frozen app has no Python interpreter beside it: sys.executable is the app itself,
-    which dispatches on its first argument, so the same call works in both cases.
-    """
-    if getattr(sys, "frozen", False):
-        return [sys.executable, "train", *args]
-    return [sys.executable, "-m", "app", "train", *args]

@@ -14,23 +14,27 @@ def demo_project_path() -> Path:
     return demo_project_dir()
 
 
-def prepare_demo_project(path: Path) -> Path:
-    """Make sure the demo project exists at *path* (generated on first use; slow: run it
-    off the GUI thread)."""
-    try:
-        from app.cli.train import ensure_demo_project
-    except ImportError:
-        ensure_demo_project = None
-    if ensure_demo_project is not None:
-        ensure_demo_project(path)
-        return path
-    # TODO: remove once app.cli.train.ensure_demo_project is in every build; until then
-    # the demo opens as an empty project (the simulated camera still delivers parts).
+def demo_ready(path: Path) -> bool:
+    """True when the demo project exists with a model at the line (nothing to build)."""
+    from app.core.errors import LinesideError
     from app.core.project import Project
 
     if not Project.is_project(path):
-        Project.create(path, name="Demo").close()
-    return path
+        return False
+    try:
+        with Project.open(path) as project:
+            return project.production_model() is not None
+    except LinesideError:  # damaged: let the builder say what is wrong, in the app
+        return False
+
+
+def demo_command(path: Path) -> list[str]:
+    """`lineside demo PATH --prepare-only` as a child process (it trains: torch stays out
+    of the app's process, and a frozen app runs itself the same way)."""
+    from app.cli import trainer_command
+
+    *launcher, _train = trainer_command()
+    return [*launcher, "demo", str(path), "--prepare-only"]
 
 
 def run_gui(demo: bool = False) -> int:
@@ -42,7 +46,8 @@ def run_gui(demo: bool = False) -> int:
 
     setup_logging("lineside")
     app = create_application()
-    window = MainWindow(AppContext(), demo_path=demo_project_path(), prepare_demo=prepare_demo_project)
+    path = demo_project_path()
+    window = MainWindow(AppContext(), demo_path=path, demo_command=None if demo_ready(path) else demo_command(path))
     window.show()
     # Probe cameras once in the background, so the list is ready when it is opened.
     window.capture.camera_panel.find_cameras()

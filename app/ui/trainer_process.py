@@ -96,7 +96,7 @@ class TrainerProcess(QObject):
         if self.is_running():
             raise RuntimeError("A training is already running.")
         if command is None:
-            from app.cli import trainer_command
+            from app.core.trainer_command import trainer_command
 
             args = [str(project_dir), "--progress", "json", "--device", device]
             if epochs is not None:

@@ -1,0 +1,331 @@
+"""The training loop, top to bottom.
+
+Fine-tunes the pretrained network on labeled parts by backprop. On a CPU the early,
+generic layers are frozen and their activations computed once per (augmented) image,
+so each step only backprops through the later layers: the difference between minutes
+and an hour on a shop PC. With a GPU the whole network is fine-tuned on freshly
+augmented images every step.
+
+Progress goes to `on_event` (a dict per event); `should_stop` is checked every batch so
+a cancel takes effect within one step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from app.core.evaluation import auroc, catch_at_false_reject, rates_at, threshold_for_false_reject
+from training.data import OK, Sample, augment, patch_targets
+from training.network import HEATMAP_STRIDE, STRIDE16_BLOCK, InspectionNet, load_pretrained_backbone
+
+EventSink = Callable[[dict], None]
+
+
+@dataclass
+class TrainConfig:
+    input_size: int = 224
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3  # AdamW, cosine-decayed; the head learns from scratch
+    backbone_lr_scale: float = 0.3  # pretrained layers move more gently than the head
+    weight_decay: float = 1e-4
+    # CPU path: the stem and this many MBConv blocks are frozen and their activations
+    # cached; 16 = all of them, so only the 1x1 head convolutions train. Depthwise
+    # convolutions are what make CPU backprop slow (weight gradients of grouped convs).
+    frozen_blocks: int = 16
+    cached_views: int = 4  # augmented copies of each training image in the cache
+    full_finetune: bool | None = None  # None = on a GPU only
+    patience: int = 6  # epochs without validation improvement before stopping
+    mask_loss_weight: float = 1.0
+    class_loss_weight: float = 0.5
+    false_reject_target: float = 0.01
+    time_budget_s: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    class_names: list[str] = field(default_factory=list)  # index 0 = "ok"
+
+
+@dataclass
+class TrainResult:
+    net: InspectionNet
+    config: TrainConfig
+    threshold: float
+    val_scores: np.ndarray
+    val_classes: list[str]
+    val_pred: list[str | None]
+    history: list[dict]
+    epochs_run: int
+    elapsed_s: float
+    stopped_early: bool
+
+
+class Cancelled(Exception):
+    """Raised out of the loop when should_stop() says so."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _tensor_batch(images: list[np.ndarray], device: str) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).to(device)
+
+
+def _targets(samples: list[Sample], masks: list[np.ndarray | None], class_index: dict[str, int], grid: int):
+    is_defect = torch.tensor([s.verdict != OK for s in samples], dtype=torch.float32)
+    cls = torch.tensor([class_index[s.verdict] - 1 if s.verdict != OK else -1 for s in samples])
+    patches = torch.from_numpy(np.stack([patch_targets(m, s.verdict, grid) for s, m in zip(samples, masks)]))
+    return is_defect, cls, patches
+
+
+def compute_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg: TrainConfig):
+    # 1. Part level: is it defective? pos_weight balances few defects against many OK parts.
+    loss = F.binary_cross_entropy_with_logits(out.defect_logit, is_defect, pos_weight=pos_weight)
+    # 2. Patch level: where is it? Only patches we know about (painted masks, OK parts).
+    known = patches >= 0
+    if known.any():
+        loss = loss + cfg.mask_loss_weight * F.binary_cross_entropy_with_logits(
+            out.patch_logits[known], patches[known], pos_weight=pos_weight)
+    # 3. Which defect? Only for defective parts, classes weighted by rarity.
+    has_cls = cls >= 0
+    if has_cls.any() and out.class_logits.shape[1] > 1:
+        loss = loss + cfg.class_loss_weight * F.cross_entropy(
+            out.class_logits[has_cls], cls[has_cls], weight=class_weights)
+    return loss
+
+
+class _Cache:
+    """Frozen-prefix activations of several augmented views per training image."""
+
+    def __init__(self, features: torch.Tensor, f16: torch.Tensor | None, is_defect, cls, patches):
+        self.features, self.f16 = features, f16  # f16 only when the cut is past the stride-16 block
+        self.is_defect, self.cls, self.patches = is_defect, cls, patches
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+
+@torch.no_grad()
+def _prefix_features(net: InspectionNet, images: list[np.ndarray], n_blocks: int, device: str):
+    """Activations after the frozen prefix (half precision: the cache is the big memory user)."""
+    x = net.backbone.stem(net.normalise(_tensor_batch(images, device)))
+    f16 = None
+    for i in range(n_blocks):
+        x = net.backbone._blocks[i](x)
+        if i == STRIDE16_BLOCK:
+            f16 = x
+    keep_f16 = n_blocks > STRIDE16_BLOCK + 1
+    return x.half().cpu(), (f16.half().cpu() if keep_f16 else None)
+
+
+def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_stop, views: int) -> _Cache:
+    images, masks, owners = [], [], []
+    for s in samples:
+        for view in range(views):
+            img, m = (s.image, s.mask) if view == 0 else augment(s.image, s.mask, rng)
+            images.append(img)
+            masks.append(m)
+            owners.append(s)
+    feats, f16s = [], []
+    step = 32
+    t0 = time.monotonic()
+    for i in range(0, len(images), step):
+        if should_stop():
+            raise Cancelled()
+        # One image at a time: on a CPU, large batches at 112x112 resolution spill out of
+        # the caches and run several times slower per image.
+        per = 1 if cfg.device == "cpu" else step
+        for j in range(i, min(i + step, len(images)), per):
+            x, f16 = _prefix_features(net, images[j:j + per], cfg.frozen_blocks, cfg.device)
+            feats.append(x)
+            f16s.append(f16)
+        done = min(i + step, len(images))
+        rate = (time.monotonic() - t0) / done
+        on_event({"event": "progress", "phase": "cache", "step": done, "steps": len(images),
+                  "eta_s": round(rate * (len(images) - done), 1)})
+    is_defect, cls, patches = _targets(owners, masks, class_index, grid)
+    return _Cache(torch.cat(feats), torch.cat(f16s) if f16s[0] is not None else None, is_defect, cls, patches)
+
+
+@torch.no_grad()
+def predict(net: InspectionNet, images: list[np.ndarray], device: str, batch: int | None = None):
+    """Scores and predicted classes with the whole network, exactly as exported."""
+    net.eval()
+    batch = batch or (1 if device == "cpu" else 32)  # see _build_cache on CPU batch size
+    scores, probs = [], []
+    for i in range(0, len(images), batch):
+        out = net(_tensor_batch(images[i:i + batch], device))
+        scores.append(out.score.cpu())
+        probs.append(out.class_probs.cpu())
+    return torch.cat(scores).numpy(), torch.cat(probs).numpy()
+
+
+@torch.no_grad()
+def _cached_scores(net: InspectionNet, cache: _Cache, start_block: int, device: str) -> np.ndarray:
+    net.eval()
+    out = []
+    for i in range(0, len(cache), 64):
+        f16 = None if cache.f16 is None else cache.f16[i:i + 64].float().to(device)
+        out.append(net.patch_head(*net.features(cache.features[i:i + 64].float().to(device), start_block, f16)).score.cpu())
+    return torch.cat(out).numpy()
+
+
+def _flip_batch(tensors: list, rng) -> list:
+    # Flipping activations is close to flipping the part: cheap extra variety per step.
+    for dim in (-1, -2):
+        if rng.random() < 0.5:
+            tensors = [t if t is None else t.flip(dim) for t in tensors]
+    return tensors
+
+
+def train(train_samples: list[Sample], val_samples: list[Sample], cfg: TrainConfig,
+          on_event: EventSink = lambda e: None, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
+    t_start = time.monotonic()
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = cfg.device
+    full = cfg.full_finetune if cfg.full_finetune is not None else device.startswith("cuda")
+    class_index = {name: i for i, name in enumerate(cfg.class_names)}
+    grid = cfg.input_size // HEATMAP_STRIDE
+
+    # 1. The network: ImageNet backbone + a fresh patch head.
+    net = InspectionNet(len(cfg.class_names) - 1, load_pretrained_backbone()).to(device)
+
+    # 2. Class balance: defects are rare on a line; weight them up to count as much as OK.
+    n_def = sum(s.verdict != OK for s in train_samples)
+    n_ok = len(train_samples) - n_def
+    pos_weight = torch.tensor(max(1.0, n_ok / max(1, n_def)), device=device)
+    counts = np.array([sum(s.verdict == c for s in train_samples) for c in cfg.class_names[1:]], np.float32)
+    class_weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), device=device)
+
+    # 3. What trains: on a CPU everything after the frozen prefix, computed once.
+    start_block = 0 if full else cfg.frozen_blocks
+    cache = val_cache = None
+    if not full:
+        net.eval()
+        val_cache = _build_cache(net, val_samples, cfg, class_index, grid, rng, on_event, should_stop, views=1)
+        cache = _build_cache(net, train_samples, cfg, class_index, grid, rng, on_event, should_stop,
+                             views=cfg.cached_views)
+        for p in net.backbone._conv_stem.parameters():
+            p.requires_grad_(False)
+        for block in net.backbone._blocks[:start_block]:
+            for p in block.parameters():
+                p.requires_grad_(False)
+    head_params = [p for m in (net.from16, net.from32, net.classify) for p in m.parameters()]
+    head_ids = {id(p) for p in head_params}
+    backbone_params = [p for p in net.backbone.parameters() if p.requires_grad and id(p) not in head_ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": head_params, "lr": cfg.lr},
+         {"params": backbone_params, "lr": cfg.lr * cfg.backbone_lr_scale}],
+        weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+
+    n_items = len(cache) if cache is not None else len(train_samples)
+    steps_per_epoch = max(1, math.ceil(n_items / cfg.batch_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    val_images = [s.image for s in val_samples]
+    val_truth = [s.verdict for s in val_samples]
+
+    history: list[dict] = []
+    best_state, best_key, bad_epochs, step = None, None, 0, 0
+    epochs_run, stopped_early = 0, False
+    epoch_times: list[float] = []
+    for epoch in range(1, cfg.epochs + 1):
+        t_epoch = time.monotonic()
+        # 4. One pass over the training set in a fresh order.
+        net.train()
+        for block in net.backbone._blocks[:start_block]:
+            block.eval()  # frozen layers keep their ImageNet statistics
+        order = rng.permutation(n_items)
+        losses = []
+        for b in range(steps_per_epoch):
+            if should_stop():
+                raise Cancelled()
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            # Cosine decay with a short warm-up: stable start, fine end.
+            warm = min(1.0, (step + 1) / max(1, steps_per_epoch))
+            decay = 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
+            for g, base in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = base * warm * decay
+            if cache is not None:
+                f16 = None if cache.f16 is None else cache.f16[idx].float().to(device)
+                feats, f16, patches = _flip_batch([cache.features[idx].float().to(device), f16, cache.patches[idx]], rng)
+                out = net.patch_head(*net.features(feats, start_block, f16))
+                is_defect, cls = cache.is_defect[idx], cache.cls[idx]
+            else:
+                batch = [train_samples[i] for i in idx]
+                aug = [augment(s.image, s.mask, rng) for s in batch]
+                out = net(_tensor_batch([a[0] for a in aug], device))
+                is_defect, cls, patches = _targets(batch, [a[1] for a in aug], class_index, grid)
+            loss = compute_loss(out, is_defect.to(device), cls.to(device), patches.to(device),
+                                pos_weight, class_weights, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            elapsed = time.monotonic() - t_start
+            per_step = (time.monotonic() - t_epoch) / (b + 1)
+            on_event({"event": "progress", "phase": "train", "epoch": epoch, "epochs": cfg.epochs,
+                      "step": b + 1, "steps": steps_per_epoch, "loss": round(losses[-1], 5),
+                      "eta_s": round(per_step * (total_steps - step), 1), "elapsed_s": round(elapsed, 1)})
+
+        # 5. Validation in eval mode: what the line will see (on a CPU from the cached
+        # frozen features, which the frozen layers would compute again identically).
+        val_scores = _cached_scores(net, val_cache, start_block, device) if val_cache is not None \
+            else predict(net, val_images, device)[0]
+        val_defect = np.array([t != OK for t in val_truth])
+        ok_scores, def_scores = val_scores[~val_defect], val_scores[val_defect]
+        eps = 1e-6
+        val_loss = float(-np.mean(np.where(val_defect, np.log(val_scores + eps), np.log(1 - val_scores + eps))))
+        val_auroc = auroc(val_defect.astype(int), val_scores)
+        catch = catch_at_false_reject(ok_scores, def_scores, cfg.false_reject_target)
+        record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5), "val_loss": round(val_loss, 5),
+                  "val_auroc": round(float(val_auroc), 5), "val_catch_rate": round(float(catch), 5)}
+        history.append(record)
+        epochs_run = epoch
+        epoch_times.append(time.monotonic() - t_epoch)
+        # 6. Keep the best epoch: highest catch at the target false-reject rate, then lowest loss.
+        key = (round(catch, 4), -val_loss)
+        if best_key is None or key > best_key:
+            best_key, best_state, bad_epochs = key, copy.deepcopy(net.state_dict()), 0
+        else:
+            bad_epochs += 1
+        elapsed = time.monotonic() - t_start
+        remaining_epochs = cfg.epochs - epoch
+        on_event({"event": "epoch", "epochs": cfg.epochs, **record,
+                  "eta_s": round(float(np.mean(epoch_times)) * remaining_epochs, 1), "elapsed_s": round(elapsed, 1)})
+        if bad_epochs >= cfg.patience:
+            stopped_early = True
+            break
+        # 7. A time budget stops before an epoch that would not fit in it.
+        if cfg.time_budget_s is not None and elapsed + np.mean(epoch_times) > cfg.time_budget_s:
+            stopped_early = True
+            break
+
+    # 8. The best epoch's weights, its scores on validation and the threshold they give.
+    net.load_state_dict(best_state)
+    val_scores, val_probs = predict(net, val_images, device)
+    val_defect = np.array([t != OK for t in val_truth])
+    threshold = threshold_for_false_reject(val_scores[~val_defect], cfg.false_reject_target) \
+        if (~val_defect).any() else 0.5
+    pred = [None if s < threshold else cfg.class_names[1 + int(np.argmax(p[1:]))]
+            for s, p in zip(val_scores, val_probs)]
+    net = net.cpu().eval()
+    return TrainResult(net, cfg, float(threshold), val_scores, val_truth, pred, history, epochs_run,
+                       time.monotonic() - t_start, stopped_early)
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)
