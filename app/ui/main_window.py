@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QProcess, QSettings, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QStackedWidget, QTabWidget, QWidget
 
@@ -54,12 +54,17 @@ class MainWindow(QMainWindow):
         context: AppContext | None = None,
         demo_path: Path | None = None,
         prepare_demo: Callable[[Path], object] | None = None,
+        demo_command: list[str] | None = None,
     ) -> None:
-        """*prepare_demo(demo_path)* creates the demo project when missing; it is passed in
-        (not imported) because generating it belongs to the command-line side."""
+        """The demo project at *demo_path* is built when missing by *demo_command* (a child
+        process: it trains, which never happens in the app's process) or else by
+        *prepare_demo(demo_path)* in a background task."""
         super().__init__()
         self.context = context or AppContext(QSettings())
-        self.demo_path, self.prepare_demo = demo_path, prepare_demo
+        self.demo_path, self.prepare_demo, self.demo_command = demo_path, prepare_demo, demo_command
+        self._demo_process: QProcess | None = None
+        self._demo_log: list[str] = []
+        self._demo_start_camera = True
         self.setWindowTitle("Lineside")
         self.resize(1500, 950)
         self._closed = False
@@ -193,23 +198,56 @@ class MainWindow(QMainWindow):
         self.context.close_project()
 
     def open_demo(self, start_camera: bool = True) -> None:
-        """Open the demo project (generated in the background on first use)."""
-        if self.demo_path is None:
+        """Open the demo project; on first use it is built (and trained) first, by
+        *demo_command* in a child process or by *prepare_demo* in a background task."""
+        if self.demo_path is None or self._demo_process is not None:
             return
-        path, prepare = self.demo_path, self.prepare_demo or (lambda _p: None)
-        self.start_page.set_busy("Preparing the demo project (generated parts, first time only)…")
-
-        def done(_result) -> None:
-            self.start_page.set_busy("")
-            if self.open_project(str(path)) and start_camera:
-                self.capture.camera_panel.select_source("sim")
-                self.capture.camera_panel.start_button.click()
+        self._demo_start_camera = start_camera
+        self.start_page.set_busy("Preparing the demo project (first time only: generating parts and training)…")
+        if self.demo_command:
+            process = QProcess(self)
+            process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+            process.readyReadStandardOutput.connect(self._demo_output)
+            process.finished.connect(self._demo_finished)
+            self._demo_process, self._demo_log = process, []
+            process.start(self.demo_command[0], self.demo_command[1:])
+            return
+        prepare = self.prepare_demo or (lambda _p: None)
 
         def failed(exc: Exception) -> None:
             self.start_page.set_busy("")
             QMessageBox.warning(self, "Cannot prepare the demo project", str(exc))
 
-        run_in_background(lambda: prepare(path), done, failed, owner=self)
+        run_in_background(lambda: prepare(self.demo_path), lambda _r: self._open_built_demo(), failed, owner=self)
+
+    def _demo_output(self) -> None:
+        process = self._demo_process
+        if process is None:
+            return
+        text = bytes(process.readAllStandardOutput().data()).decode("utf-8", "replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        self._demo_log = (self._demo_log + lines)[-20:]
+        if lines:
+            self.start_page.set_busy(f"Preparing the demo project: {lines[-1]}")
+
+    def _demo_finished(self, exit_code: int, _status=None) -> None:
+        process, self._demo_process = self._demo_process, None
+        if process is not None:
+            process.deleteLater()
+        self.start_page.set_busy("")
+        if self._closed:
+            return
+        if exit_code != 0:
+            detail = "\n".join(self._demo_log[-6:]) or f"exit code {exit_code}"
+            QMessageBox.warning(self, "Cannot prepare the demo project", detail)
+            return
+        self._open_built_demo()
+
+    def _open_built_demo(self) -> None:
+        self.start_page.set_busy("")
+        if self.open_project(str(self.demo_path)) and self._demo_start_camera:
+            self.capture.camera_panel.select_source("sim")
+            self.capture.camera_panel.start_button.click()
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -226,6 +264,10 @@ class MainWindow(QMainWindow):
                         call()
                     except Exception:  # closing must finish even if one workspace fails
                         log.exception("%s.%s failed", type(widget).__name__, method)
+        process, self._demo_process = self._demo_process, None
+        if process is not None:  # closing while the demo is built: stop the child too
+            process.kill()
+            process.waitForFinished(5000)
         self.context.shutdown()
         wait_for_background_work(15000)
 

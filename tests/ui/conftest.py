@@ -70,9 +70,9 @@ def main_window(qtbot, tmp_path, no_leaks):
 
     windows = []
 
-    def factory(open_project: bool = True, project_path=None, demo_path=None, prepare_demo=None):
+    def factory(open_project: bool = True, project_path=None, demo_path=None, prepare_demo=None, demo_command=None):
         context = AppContext(QSettings())
-        window = MainWindow(context, demo_path=demo_path, prepare_demo=prepare_demo)
+        window = MainWindow(context, demo_path=demo_path, prepare_demo=prepare_demo, demo_command=demo_command)
         qtbot.addWidget(window)
         window.resize(1400, 900)
         window.show()

@@ -179,3 +179,38 @@ def test_signal_emits_cannot_use_up_the_references_to_true(qapp):
     for i in range(20000):  # more than True has references in a plain interpreter
         pinger.ping.emit(i)
     assert sys.getrefcount(True) > 1000
+
+
+def test_demo_built_by_a_child_process_shows_its_progress(main_window, qtbot, tmp_path, monkeypatch):
+    import sys
+
+    warnings: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", staticmethod(lambda _p, title, text, *a, **k: warnings.append(text)))
+    demo = tmp_path / "demo"
+    script = (
+        "import sys, time\n"
+        "from app.core.project import Project\n"
+        "print('drawing parts ...', flush=True)\n"
+        "time.sleep(0.3)\n"
+        "Project.create(sys.argv[1], name='Demo parts').close()\n"
+        "print('deployed', flush=True)\n"
+    )
+    command = [sys.executable, "-c", script, str(demo)]
+    window = main_window(open_project=False, demo_path=demo, demo_command=command)
+    window.show_start_page()
+    window.start_page.demo_button.click()
+    qtbot.waitUntil(lambda: "drawing parts" in window.start_page.busy_label.text(), timeout=10000)
+    assert not window.start_page.create_button.isEnabled()  # busy: one thing at a time
+    qtbot.waitUntil(lambda: window.context.project is not None, timeout=15000)
+    assert window.context.project.name == "Demo parts"
+    assert window.start_page.busy_label.text() == ""
+    assert warnings == []
+
+    # A builder that fails: its last words are shown, nothing is opened.
+    window.close_project()
+    window.demo_command = [sys.executable, "-c", "print('training is not installed'); raise SystemExit(2)"]
+    window.demo_path = tmp_path / "demo2"
+    window.open_demo(start_camera=False)
+    qtbot.waitUntil(lambda: bool(warnings), timeout=10000)
+    assert "training is not installed" in warnings[0]
+    assert window.context.project is None
