@@ -46,6 +46,8 @@ QSpinBox::up-button, QSpinBox::down-button, QDoubleSpinBox::up-button, QDoubleSp
     width: 28px;
 }}
 QComboBox::drop-down {{ width: 32px; }}
+QCheckBox {{ min-height: {TOUCH}px; spacing: 10px; }}
+QCheckBox::indicator {{ width: 28px; height: 28px; }}
 QComboBox:focus, QSpinBox:focus, QDoubleSpinBox:focus, QLineEdit:focus {{ border-color: {ACCENT}; }}
 QComboBox QAbstractItemView {{ min-height: {TOUCH}px; }}
 QTabBar::tab {{
