@@ -96,7 +96,12 @@ project="$work/project"
 if [ "$edition" = workstation ]; then
   step "train --epochs 1 (the trainer runs inside the frozen app)"
   start=$(date +%s)
-  "$app" train "$project" --epochs 1 --progress json > "$work/train.jsonl" || { tail -n 5 "$work/train.jsonl"; fail "train exited with $?"; }
+  code=0
+  "$app" train "$project" --epochs 1 --progress json > "$work/train.jsonl" || code=$?
+  if [ "$code" -ne 0 ]; then
+    tail -n 5 "$work/train.jsonl"; tail -n 20 "$LINESIDE_HOME"/logs/lineside-trainer.log 2>/dev/null || true
+    fail "train exited with $code"
+  fi
   grep -E '"event": ?"(start|done)"' "$work/train.jsonl" || fail "the trainer reported no start/done"
   version=$("$PYTHON" -c 'import json,sys; print([e for e in map(json.loads, open(sys.argv[1])) if e.get("event")=="done"][-1]["version"])' "$work/train.jsonl")
   echo "trained $version in $(( $(date +%s) - start )) s"

@@ -89,7 +89,9 @@ LINUX_SYSTEM_LIBS = [
 LINUX_TRIM = ["PySide6/Qt/plugins/platformthemes/*gtk3*"]
 
 WORKSTATION_TRIM = [
-    "torch/include/*", "torch/share/*", "torch/bin/*", "torch/test/*",
+    # torch/bin: test programs and protoc; torch_shm_manager is loaded by "import torch".
+    "torch/include/*", "torch/share/*", "torch/bin/*Test", "torch/bin/test_*", "torch/bin/protoc*",
+    "torch/bin/*.ptl", "torch/test/*",
     "torch/lib/*test*", "torch/lib/*jitbackend*", "torch/lib/*backend_with_compiler*",
     "torch/lib/*aoti_custom_ops*", "torch/lib/*.lib", "torch/lib/*.pdb",
     "**/*.pyi", "**/*.h", "**/*.hpp", "**/*.cuh", "**/*.cpp",
