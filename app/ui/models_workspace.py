@@ -28,12 +28,23 @@ COLUMNS = ("Version", "Status", "Trained", "Threshold", "AUROC", "Defects caught
 STATUS_TEXT = {"production": "In production", "candidate": "Candidate", "retired": "Retired"}
 
 
-def training_size_text(report: dict) -> str:
-    n_train = report.get("n_train")
+def _count(value: object, split: str) -> int | None:
+    """A per-class count: {"train": n, "val": m} from the trainer, or a plain number."""
+    if isinstance(value, dict):
+        return value.get(split)
+    return value if split == "train" and isinstance(value, int) else None
+
+
+def training_size_text(report: dict, split: str = "train") -> str:
+    """"59 (ok 32, scratch 9)": images the model learned from (or was checked on), per class."""
     per_class = report.get("per_class") or {}
-    text = str(n_train) if n_train is not None else "–"
-    if isinstance(per_class, dict) and per_class:
-        text += " (" + ", ".join(f"{name} {count}" for name, count in per_class.items()) + ")"
+    total = report.get("n_train" if split == "train" else "n_val")
+    text = str(total) if total is not None else "–"
+    if isinstance(per_class, dict):
+        counts = [(name, _count(v, split)) for name, v in per_class.items()]
+        counts = [f"{name} {n}" for name, n in counts if n is not None]
+        if counts:
+            text += " (" + ", ".join(counts) + ")"
     return text
 
 
@@ -177,6 +188,8 @@ class ModelsWorkspace(QWidget):
             self.details.setText("")
             return
         lines = [f"<b>{m.version}</b> — {STATUS_TEXT.get(m.status, m.status)}, trained on {training_size_text(m.report)} images."]
+        if m.report.get("n_val") is not None:
+            lines.append(f"Checked on {training_size_text(m.report, 'val')} validation images.")
         for key, text in (("device", "Device"), ("elapsed_s", "Training time (s)"), ("epochs", "Epochs")):
             if m.report.get(key) is not None:
                 lines.append(f"{text}: {m.report[key]}")

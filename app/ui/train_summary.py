@@ -21,6 +21,12 @@ def duration(seconds: object) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def device_text(device: object) -> str:
+    """"cpu (2 cores)" -> "CPU (2 cores)": the trainer's device name as people write it."""
+    first, _, rest = str(device or "?").partition(" ")
+    return f"{first.upper()} {rest}".strip()
+
+
 class TrainSummaryCard(QFrame):
     """Candidate vs production on catch rate and false rejects, plus Deploy."""
 
@@ -95,7 +101,7 @@ class TrainSummaryCard(QFrame):
             for key in ("catch", "false_reject", "auroc"):
                 self.cells[(key, "production")].setText("none yet" if key == "catch" else "–")
         self.headline.setText(self._verdict_text(metrics, production))
-        device = str(event.get("device") or "").upper() or "?"
+        device = device_text(event.get("device"))
         threshold = metrics.get("threshold")
         self.details.setText(
             f"Trained in {duration(event.get('elapsed_s'))} on {device}."
@@ -125,4 +131,4 @@ class TrainSummaryCard(QFrame):
         return f"{name} trades off against {production.get('version')}: compare before deploying."
 
 
-__all__ = ["TrainSummaryCard", "percent", "duration"]
+__all__ = ["TrainSummaryCard", "percent", "duration", "device_text"]

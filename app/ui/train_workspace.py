@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from app.ui.charts import LineChart
 from app.ui.model_actions import confirm_and_deploy
-from app.ui.train_summary import TrainSummaryCard, duration
+from app.ui.train_summary import TrainSummaryCard, device_text, duration
 from app.ui.trainer_process import TrainerProcess
 
 PHASE_TEXT = {
@@ -238,7 +238,7 @@ class TrainWorkspace(QWidget):
         classes = ", ".join(event.get("classes") or [])
         self.phase_label.setText(
             f"Training on {event.get('n_train')} images, checking on {event.get('n_val')} ({classes}), "
-            f"device {str(event.get('device', '')).upper()}."
+            f"device {device_text(event.get('device'))}."
         )
 
     def _on_progress(self, event: dict) -> None:

@@ -55,6 +55,9 @@ def test_roll_back_to_previous_retired(models_ws, project, answer_yes):
 def test_report_texts():
     assert training_size_text({}) == "–"
     assert training_size_text({"n_train": 5, "per_class": {"ok": 3, "dent": 2}}) == "5 (ok 3, dent 2)"
+    report = {"n_train": 5, "n_val": 2, "per_class": {"ok": {"train": 3, "val": 1}, "dent": {"train": 2, "val": 1}}}
+    assert training_size_text(report) == "5 (ok 3, dent 2)"
+    assert training_size_text(report, "val") == "2 (ok 1, dent 1)"
     assert changes_text({"changes": ["+3 dent"]}) == "• +3 dent"
     assert changes_text({"changes": {"dent": "+3"}}) == "• dent: +3"
     assert rollback_target([]) is None
