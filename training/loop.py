@@ -116,17 +116,64 @@ class _Cache:
         return self.features.shape[0]
 
 
-@torch.no_grad()
-def _prefix_features(net: InspectionNet, images: list[np.ndarray], n_blocks: int, device: str):
-    """Activations after the frozen prefix (half precision: the cache is the big memory user)."""
-    x = net.backbone.stem(net.normalise(_tensor_batch(images, device)))
-    f16 = None
-    for i in range(n_blocks):
-        x = net.backbone._blocks[i](x)
-        if i == STRIDE16_BLOCK:
-            f16 = x
+class _FrozenPrefix(torch.nn.Module):
+    """Normalise, stem and the first n blocks: the part of the network that does not train."""
+
+    def __init__(self, net: InspectionNet, n_blocks: int):
+        super().__init__()
+        self.net, self.n_blocks = net, n_blocks
+
+    def forward(self, images_u8: torch.Tensor):
+        x = self.net.backbone.stem(self.net.normalise(images_u8))
+        f16 = x
+        for i in range(self.n_blocks):
+            x = self.net.backbone._blocks[i](x)
+            if i == STRIDE16_BLOCK:
+                f16 = x
+        return x, f16
+
+
+def _prefix_runner(net: InspectionNet, n_blocks: int, size: int, device: str):
+    """A function images -> (activations, stride-16 activations or None) for the frozen prefix.
+
+    On a CPU the frozen prefix runs in ONNX Runtime, typically 2-3x faster than PyTorch
+    eager for this network, and the cache is most of a CPU retrain's time. The prefix
+    never trains, so both give the same activations (to float rounding).
+    """
     keep_f16 = n_blocks > STRIDE16_BLOCK + 1
-    return x.half().cpu(), (f16.half().cpu() if keep_f16 else None)
+    prefix = _FrozenPrefix(net, n_blocks).eval()
+    if device == "cpu":
+        try:
+            import io
+            import os
+            import warnings
+
+            import onnxruntime as ort
+
+            buf = io.BytesIO()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(prefix, (torch.zeros(1, size, size, 3, dtype=torch.uint8),), buf, dynamo=False,
+                                  opset_version=17, input_names=["image"], output_names=["x", "f16"],
+                                  dynamic_axes={"image": {0: "n"}, "x": {0: "n"}, "f16": {0: "n"}})
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads() or os.cpu_count() or 1
+            session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+
+            def run_ort(images: list[np.ndarray]):
+                x, f16 = session.run(None, {"image": np.stack(images)})
+                return torch.from_numpy(x).half(), (torch.from_numpy(f16).half() if keep_f16 else None)
+
+            return run_ort
+        except Exception:  # any exporter or runtime trouble: PyTorch gives the same numbers
+            pass
+
+    @torch.no_grad()
+    def run_torch(images: list[np.ndarray]):
+        x, f16 = prefix(_tensor_batch(images, device))
+        return x.half().cpu(), (f16.half().cpu() if keep_f16 else None)
+
+    return run_torch
 
 
 def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_stop, views: int) -> _Cache:
@@ -139,6 +186,7 @@ def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_sto
             owners.append(s)
     feats, f16s = [], []
     step = 32
+    run_prefix = _prefix_runner(net, cfg.frozen_blocks, cfg.input_size, cfg.device)
     t0 = time.monotonic()
     for i in range(0, len(images), step):
         if should_stop():
@@ -147,7 +195,7 @@ def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_sto
         # the caches and run several times slower per image.
         per = 1 if cfg.device == "cpu" else step
         for j in range(i, min(i + step, len(images)), per):
-            x, f16 = _prefix_features(net, images[j:j + per], cfg.frozen_blocks, cfg.device)
+            x, f16 = run_prefix(images[j:j + per])
             feats.append(x)
             f16s.append(f16)
         done = min(i + step, len(images))

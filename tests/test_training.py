@@ -1,0 +1,156 @@
+"""The trainer end to end on generated parts: real backprop, real export, real ONNX Runtime."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from app.core.errors import DiskFullError, NotEnoughDataError
+from app.core.project import Project
+from app.core.runtime import Inspector
+from tests.training_fixtures import TINY_INPUT_SIZE, make_tiny_project
+from training import export as export_mod
+from training import pipeline
+from training.loop import Cancelled
+from training.network import InspectionNet, load_pretrained_backbone
+
+
+def test_pretrained_weights_load_strictly_and_outputs_are_consistent():
+    net = InspectionNet(3, load_pretrained_backbone()).eval()
+    images = torch.randint(0, 256, (2, 128, 128, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        out = net(images)
+    assert out.score.shape == (2,)
+    assert out.class_probs.shape == (2, 4)
+    assert out.heatmap.shape == (2, 8, 8)
+    assert torch.allclose(out.class_probs.sum(1), torch.ones(2), atol=1e-5)
+    # The score is exactly "not OK": one number, two views of it.
+    assert torch.allclose(out.class_probs[:, 0], 1 - out.score, atol=1e-6)
+    assert float(out.heatmap.min()) >= 0 and float(out.heatmap.max()) <= 1
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real training run shared by the tests below (a few seconds at 96 px)."""
+    project_dir = make_tiny_project(tmp_path_factory.mktemp("train") / "project")
+    events: list[dict] = []
+    model = pipeline.train_project(project_dir, epochs=3, on_event=events.append)
+    return project_dir, model, events
+
+
+def test_training_registers_a_candidate_with_metrics_and_report(trained):
+    project_dir, model, events = trained
+    with Project.open(project_dir) as project:
+        assert [m.version for m in project.models()] == [model.version]
+        assert project.model(model.version).status == "candidate"
+        assert project.production_model() is None  # training never deploys by itself
+    assert 0.0 <= model.threshold <= 1.0
+    for key in ("auroc", "catch_rate", "false_reject_rate", "catch_at_1pct_false_reject"):
+        assert key in model.metrics
+    assert model.report["n_train"] + model.report["n_val"] == 14 + 3 * 6
+    assert model.report["parity_max_abs_diff"] <= export_mod.PARITY_TOLERANCE
+    assert model.report["changes"] == ["first model of this project"]
+    saved = torch.load(model.path / "checkpoint.pt", weights_only=True)
+    assert saved["config"]["input_size"] == TINY_INPUT_SIZE  # the config travels with the weights
+    assert saved["class_names"][0] == "ok"
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "progress" and "start" in kinds and kinds[-1] == "done"
+    assert sum(k == "epoch" for k in kinds) >= 1
+    assert not list(model.path.parent.glob(".partial-*"))
+
+
+def test_exported_model_runs_in_onnx_runtime_and_matches_torch(trained):
+    project_dir, model, _ = trained
+    inspector = Inspector(model.path / "model.onnx")
+    assert inspector.info.class_names[0] == "ok"
+    assert inspector.info.input_size == TINY_INPUT_SIZE
+    assert inspector.info.reference is not None  # drift reference travels in the model
+    with Project.open(project_dir) as project:
+        record, label = project.labeled()[0]
+        image = project.load_image(record.id)
+    verdict = inspector.inspect(image)
+    assert verdict.heatmap.shape == (TINY_INPUT_SIZE // 16,) * 2
+    assert verdict.heatmap_on_image().shape == image.shape[:2]
+    # Same part through PyTorch: the graph holds the same preprocessing.
+    from app.core.preprocess import letterbox
+
+    state = torch.load(model.path / "checkpoint.pt", weights_only=True)
+    net = InspectionNet(len(state["class_names"]) - 1)
+    net.load_state_dict(state["state_dict"])
+    boxed, _ = letterbox(image, TINY_INPUT_SIZE)
+    with torch.no_grad():
+        torch_score = float(net.eval()(torch.from_numpy(boxed[None])).score[0])
+    assert abs(torch_score - verdict.score) <= 1e-4
+
+
+def test_too_few_images_of_a_class_names_the_class(tmp_path):
+    project_dir = make_tiny_project(tmp_path / "p", n_ok=12, n_per_defect=6)
+    with Project.open(project_dir) as project:
+        spots = project.images(verdict="spot")
+        for record in spots[:4]:
+            project.set_label(record.id, None)
+    with pytest.raises(NotEnoughDataError, match=r"spot: 2 labeled images, at least 5 needed"):
+        pipeline.train_project(project_dir, epochs=1)
+
+
+def test_cancel_leaves_no_model_behind(tmp_path):
+    project_dir = make_tiny_project(tmp_path / "p")
+    calls = {"n": 0}
+
+    def stop_after_a_few_batches() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    with pytest.raises(Cancelled):
+        pipeline.train_project(project_dir, epochs=3, should_stop=stop_after_a_few_batches)
+    with Project.open(project_dir) as project:
+        assert project.models() == []
+    assert not any((project_dir / "models").glob("*")) if (project_dir / "models").exists() else True
+
+
+def test_full_disk_during_export_keeps_the_previous_model(trained, tmp_path, monkeypatch):
+    project_dir, model, _ = trained
+    before = (model.path / "model.onnx").read_bytes()
+    real_replace = export_mod.atomic_path.__globals__["os"].replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith("model.onnx"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(export_mod.atomic_path.__globals__["os"], "replace", full_disk)
+    with pytest.raises(DiskFullError, match="disk is full"):
+        pipeline.train_project(project_dir, epochs=1)
+    monkeypatch.undo()
+    assert (model.path / "model.onnx").read_bytes() == before
+    with Project.open(project_dir) as project:
+        assert [m.version for m in project.models()] == [model.version]
+    assert not list((project_dir / "models").glob(".partial-*"))
+
+
+def test_an_export_that_disagrees_with_torch_is_refused(trained, monkeypatch, tmp_path):
+    _, model, _ = trained
+    state = torch.load(model.path / "checkpoint.pt", weights_only=True)
+    net = InspectionNet(len(state["class_names"]) - 1)
+    net.load_state_dict(state["state_dict"])
+    monkeypatch.setattr(export_mod, "parity", lambda *a, **k: 3e-3)
+    target = tmp_path / "model.onnx"
+    images = [np.zeros((TINY_INPUT_SIZE, TINY_INPUT_SIZE, 3), np.uint8)]
+    with pytest.raises(export_mod.ExportParityError, match="3.00e-03"):
+        export_mod.export_checked(net, target, TINY_INPUT_SIZE, {"format": 1}, images)
+    assert not target.exists()
+
+
+def test_second_version_reports_what_changed(trained):
+    project_dir, first, _ = trained
+    with Project.open(project_dir) as project:
+        record = project.images(verdict="ok")[0]
+        project.set_label(record.id, "scratch")
+    second = pipeline.train_project(project_dir, epochs=1)
+    assert second.version != first.version
+    assert any("scratch" in line for line in second.report["changes"])
+    assert json.loads((second.path / "model.json").read_text())["version"] == second.version
