@@ -112,3 +112,20 @@ def batch_throughput(model_path: Path, images: list[np.ndarray], min_images: int
     seconds = time.perf_counter() - start
     return {"threads": threads, "batch": len(batches[0]), "images": done, "seconds": seconds,
             "images_per_s": done / seconds}
+
+
+def model_at_size(model_dir: Path, size: int, dest: Path) -> Path:
+    """The same trained weights exported at another input side (the network is fully
+    convolutional), with the checkpoint beside it: for latency at a stated size."""
+    import json
+    import shutil
+
+    from training.export import onnx_bytes
+
+    net = load_eager_network(model_dir / "checkpoint.pt")
+    meta = json.loads((model_dir / "model.json").read_text())
+    meta = {k: v for k, v in meta.items() if k not in ("metrics", "report")} | {"input_size": size}
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "model.onnx").write_bytes(onnx_bytes(net, size, meta))
+    shutil.copyfile(model_dir / "checkpoint.pt", dest / "checkpoint.pt")
+    return dest

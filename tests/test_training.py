@@ -154,3 +154,25 @@ def test_second_version_reports_what_changed(trained):
     assert second.version != first.version
     assert any("scratch" in line for line in second.report["changes"])
     assert json.loads((second.path / "model.json").read_text())["version"] == second.version
+
+
+def test_full_fine_tuning_path_runs_on_cpu():
+    """The GPU path (every layer trains on fresh augmentations) runs anywhere; CI has no GPU."""
+    from app.core.synthetic import generate_part
+    from training.data import Sample
+    from training.loop import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+
+    def sample(defect):
+        image, mask = generate_part(rng, defect, size=64)
+        return Sample(image, mask if defect else None, defect or "ok", key=str(rng.integers(1 << 30)))
+
+    train_set = [sample(None) for _ in range(6)] + [sample("spot") for _ in range(4)]
+    val_set = [sample(None) for _ in range(3)] + [sample("spot") for _ in range(2)]
+    cfg = TrainConfig(input_size=64, epochs=1, batch_size=4, full_finetune=True, class_names=["ok", "spot"])
+    before = InspectionNet(1, load_pretrained_backbone()).backbone._conv_stem.weight.detach().clone()
+    result = train(train_set, val_set, cfg)
+    # Full fine-tuning moves the very first layer too (the CPU path keeps it frozen).
+    assert not torch.equal(result.net.backbone._conv_stem.weight.detach(), before)
+    assert result.val_scores.shape == (5,)

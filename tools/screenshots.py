@@ -57,7 +57,7 @@ def pump(app, seconds: float, until=None) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "screenshots")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=0, help="0 = the trainer's own choice (early stopping)")
     parser.add_argument("--no-train", action="store_true", help="skip training (Train and Inspect show their empty states)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     build_demo_project(project_path).close()
     context.open_project(project_path)
     window.show_workspace("capture")
+    labeling = window.capture.labeling
+    defects = [r.id for r in context.project.images() if (lb := context.project.label(r.id)) and lb.verdict not in (None, "ok")]
+    if defects:
+        labeling.select(defects[0])  # a labeled defect shows its painted region
+    window.capture.camera_panel.select_source("sim")
+    window.capture.camera_panel.start_button.click()
+    pump(app, 15, until=lambda: not labeling.filmstrip._pending_thumbs and bool(labeling.filmstrip._thumbs))
+    pump(app, 1.5)  # a few live frames
     shot("capture-label")
+    window.capture.camera_panel.start_button.click()  # stop the camera again
 
     train = window.workspaces[1]
     window.show_workspace("train")

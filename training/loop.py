@@ -33,18 +33,19 @@ EventSink = Callable[[dict], None]
 @dataclass
 class TrainConfig:
     input_size: int = 224
-    epochs: int = 30
+    epochs: int = 25
     batch_size: int = 32
     lr: float = 2e-3  # AdamW, cosine-decayed; the head learns from scratch
     backbone_lr_scale: float = 0.3  # pretrained layers move more gently than the head
     weight_decay: float = 1e-4
-    # CPU path: the stem and this many MBConv blocks are frozen and their activations
-    # cached; 16 = all of them, so only the 1x1 head convolutions train. Depthwise
-    # convolutions are what make CPU backprop slow (weight gradients of grouped convs).
-    frozen_blocks: int = 16
-    cached_views: int = 4  # augmented copies of each training image in the cache
+    # CPU path: the stem and this many of the 16 MBConv blocks are frozen and their
+    # activations cached; the last block, the 1280-channel head convolution and the
+    # patch head train. Depthwise convolutions are what make CPU backprop slow (weight
+    # gradients of grouped convolutions), so only one block of them trains.
+    frozen_blocks: int = 15
+    cached_views: int = 2  # augmented copies of each training image in the cache
     full_finetune: bool | None = None  # None = on a GPU only
-    patience: int = 6  # epochs without validation improvement before stopping
+    patience: int = 5  # epochs without validation improvement before stopping
     mask_loss_weight: float = 1.0
     class_loss_weight: float = 0.5
     false_reject_target: float = 0.01
@@ -344,8 +345,9 @@ def train(train_samples: list[Sample], val_samples: list[Sample], cfg: TrainConf
         history.append(record)
         epochs_run = epoch
         epoch_times.append(time.monotonic() - t_epoch)
-        # 6. Keep the best epoch: highest catch at the target false-reject rate, then lowest loss.
-        key = (round(catch, 4), -val_loss)
+        # 6. Keep the best epoch by validation loss: smooth, where the catch rate at 1 % false
+        # reject hinges on the one or two highest-scoring OK parts of a small validation set.
+        key = -val_loss
         if best_key is None or key > best_key:
             best_key, best_state, bad_epochs = key, copy.deepcopy(net.state_dict()), 0
         else:

@@ -35,7 +35,37 @@ from training.network import HEATMAP_STRIDE
 MIN_OK = 10  # below this the false-reject threshold means nothing
 MIN_PER_CLASS = 5  # below this a class cannot be both learned and validated
 RECOMMENDED_PER_CLASS = 20
-DEFAULT_INPUT_SIZE = 224
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 224, 288  # 288: the most a CPU retrain affords (docs/adr/0005)
+PIXELS_PER_SMALL_DEFECT = 20  # a small defect should span more than one 16-px heatmap patch
+
+
+def choose_input_size(project: Project, labeled: list) -> int:
+    """The square model input side for this project: large enough that small defects survive.
+
+    An explicit project setting `input_size` wins. Otherwise: the size at which the
+    smaller defects (25th percentile of the painted regions' extent relative to their
+    image) span about PIXELS_PER_SMALL_DEFECT pixels, never larger than the images
+    themselves, rounded to a multiple of 32 within [MIN_INPUT_SIZE, MAX_INPUT_SIZE].
+    """
+    explicit = project.get_setting("input_size")
+    if explicit:
+        return int(explicit)
+    import cv2
+
+    longest = [max(r.width, r.height) for r, _ in labeled]
+    relative = []
+    for record, label in labeled:
+        mask = project.load_mask(label) if label.verdict != OK and label.mask_path else None
+        if mask is None or not mask.any():
+            continue
+        n, _, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8))
+        extent = min(max(stats[i, 2], stats[i, 3]) for i in range(1, n))
+        relative.append(extent / max(mask.shape))
+    if not relative:
+        return MIN_INPUT_SIZE
+    wanted = PIXELS_PER_SMALL_DEFECT / max(float(np.percentile(relative, 25)), 1e-3)
+    wanted = min(wanted, float(np.median(longest)))  # upscaling adds no detail
+    return int(np.clip(32 * round(wanted / 32), MIN_INPUT_SIZE, MAX_INPUT_SIZE))
 
 
 def resolve_device(device: str) -> str:
@@ -131,6 +161,26 @@ def _production_on(project: Project, images: list[np.ndarray], truth: list[str])
             "auroc": auroc(defect.astype(int), scores), "threshold": prod.threshold}
 
 
+def _baseline_on(train_samples: list[Sample], val_samples: list[Sample]) -> dict:
+    """What a simpler method catches on the same validation parts: the honest yardstick.
+
+    Hand-made image statistics + logistic regression (training/baseline.py). Its L2
+    strength is picked on the same validation split, which flatters the baseline, not
+    the network.
+    """
+    from training.baseline import fit_selected, image_features
+
+    def xy(samples):
+        return (np.stack([image_features(s.image) for s in samples]),
+                np.array([s.verdict != OK for s in samples]))
+
+    (tx, ty), (vx, vy) = xy(train_samples), xy(val_samples)
+    scores = fit_selected(tx, ty, vx, vy).scores(vx)
+    return {"method": "image statistics + logistic regression",
+            "auroc": auroc(vy.astype(int), scores),
+            "catch_at_1pct_false_reject": catch_at_false_reject(scores[~vy], scores[vy], 0.01)}
+
+
 def _metrics(result: TrainResult) -> dict:
     defect = np.array([t != OK for t in result.val_classes])
     s = result.val_scores
@@ -168,7 +218,7 @@ def _train_project(project, epochs, time_budget_s, device, seed, on_event, shoul
 
     # 2. Stable splits: an image keeps its split across versions, so validation stays honest.
     project.assign_splits(0.2)
-    size = int(project.get_setting("input_size", DEFAULT_INPUT_SIZE))
+    size = choose_input_size(project, project.labeled())
     on_event({"event": "progress", "phase": "prepare", "step": 0, "steps": 1, "eta_s": None})
     train_samples, train_records = load_split(project, "train", size)
     val_samples, val_records = load_split(project, "val", size)
@@ -209,6 +259,7 @@ def _train_project(project, epochs, time_budget_s, device, seed, on_event, shoul
         on_event({"event": "progress", "phase": "evaluate", "step": 0, "steps": 1, "eta_s": None})
         metrics = _metrics(result)
         production = _production_on(project, val_originals, result.val_classes)
+        baseline = _baseline_on(train_samples, val_samples)
         per_class = {name: {"train": _per_class(train_samples).get(name, 0), "val": _per_class(val_samples).get(name, 0)}
                      for name in class_names}
         elapsed = time.monotonic() - t0
@@ -216,6 +267,7 @@ def _train_project(project, epochs, time_budget_s, device, seed, on_event, shoul
                   "device": device_name(device), "elapsed_s": round(elapsed, 1), "epochs_run": result.epochs_run,
                   "stopped_early": result.stopped_early, "history": result.history, "config": config_dict(cfg),
                   "parity_max_abs_diff": parity_diff, "production_on_same_val": production,
+                  "baseline_on_same_val": baseline,
                   "changes": _changes(_latest_model(project), per_class, len(train_samples)),
                   "shortfalls": shortfalls, "trained_at": datetime.now(timezone.utc).isoformat(),
                   "host": platform.node(), "torch": torch.__version__,
@@ -231,7 +283,8 @@ def _train_project(project, epochs, time_budget_s, device, seed, on_event, shoul
     on_event({"event": "done", "version": version, "elapsed_s": round(time.monotonic() - t0, 1),
               "device": device_name(device), "metrics": {k: metrics[k] for k in
                                                          ("auroc", "catch_rate", "false_reject_rate", "threshold")},
-              "production": production, "shortfalls": shortfalls, "changes": report["changes"]})
+              "production": production, "baseline": baseline, "shortfalls": shortfalls,
+              "changes": report["changes"]})
     return model
 
 

@@ -1,0 +1,70 @@
+"""`lineside train` as the desktop app runs it: a child process speaking JSON lines."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from app.cli import main
+from app.core.project import Project
+from app.core.trainer_command import trainer_command
+from tests.training_fixtures import make_tiny_project
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_on_a_folder_that_is_not_a_project_exits_non_zero(tmp_path, capsys):
+    assert main(["train", str(tmp_path)]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_train_with_too_few_images_says_which_class_and_how_many(tmp_path, capsys):
+    project_dir = make_tiny_project(tmp_path / "p", n_ok=6, n_per_defect=6)
+    assert main(["train", str(project_dir), "--progress", "json"]) == 2
+    captured = capsys.readouterr()
+    assert "ok: 6 labeled images, at least 10 needed" in captured.err
+    error = json.loads(captured.out.strip().splitlines()[-1])
+    assert error["event"] == "error" and "at least 10 needed" in error["message"]
+
+
+def _start(project_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(trainer_command(str(project_dir), "--progress", "json", *extra), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_json_progress_from_start_to_done(tmp_path):
+    project_dir = make_tiny_project(tmp_path / "p")
+    child = _start(project_dir, "--epochs", "2")
+    out, err = child.communicate(timeout=600)
+    assert child.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]  # every line is one JSON object
+    kinds = [e["event"] for e in events]
+    assert "start" in kinds and kinds[-1] == "done"
+    assert any(e.get("phase") == "train" and "eta_s" in e and "loss" in e for e in events)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert epochs and all(k in epochs[0] for k in ("val_auroc", "val_catch_rate", "val_loss", "eta_s"))
+    done = events[-1]
+    assert done["version"] == "v1" and 0 <= done["metrics"]["catch_rate"] <= 1
+    assert done["baseline"]["method"]  # the simpler method, judged on the same parts
+    with Project.open(project_dir) as project:
+        assert project.model("v1").status == "candidate"
+
+
+def test_sigterm_cancels_cleanly(tmp_path):
+    project_dir = make_tiny_project(tmp_path / "p")
+    child = _start(project_dir, "--epochs", "50")
+    assert child.stdout is not None
+    for line in child.stdout:  # wait until backprop is under way
+        if json.loads(line).get("phase") == "train":
+            break
+    child.send_signal(signal.SIGTERM)
+    rest, _ = child.communicate(timeout=120)
+    assert child.returncode == 3
+    assert json.loads(rest.strip().splitlines()[-1]) == {"event": "cancelled"}
+    with Project.open(project_dir) as project:
+        assert project.models() == []
+    models = project_dir / "models"
+    assert not models.exists() or not any(models.iterdir())
