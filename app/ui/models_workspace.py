@@ -190,9 +190,15 @@ class ModelsWorkspace(QWidget):
         lines = [f"<b>{m.version}</b> — {STATUS_TEXT.get(m.status, m.status)}, trained on {training_size_text(m.report)} images."]
         if m.report.get("n_val") is not None:
             lines.append(f"Checked on {training_size_text(m.report, 'val')} validation images.")
-        for key, text in (("device", "Device"), ("elapsed_s", "Training time (s)"), ("epochs", "Epochs")):
+        for key, text in (("device", "Device"), ("elapsed_s", "Training time (s)"), ("epochs_run", "Epochs")):
             if m.report.get(key) is not None:
                 lines.append(f"{text}: {m.report[key]}")
+        base = m.report.get("baseline_on_same_val") or {}
+        if isinstance(base.get("catch_at_1pct_false_reject"), (int, float)):
+            mine = m.metrics.get("catch_at_1pct_false_reject")
+            lines.append(f"At 1 % false reject on validation this model catches "
+                         f"{mine:.0%} of defects; a simple method ({base.get('method')}) catches "
+                         f"{base['catch_at_1pct_false_reject']:.0%}." if isinstance(mine, (int, float)) else "")
         changes = changes_text(m.report)
         if changes:
             lines.append("<b>What changed since the previous version:</b><br>" + changes.replace("\n", "<br>"))

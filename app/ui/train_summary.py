@@ -103,9 +103,19 @@ class TrainSummaryCard(QFrame):
         self.headline.setText(self._verdict_text(metrics, production))
         device = device_text(event.get("device"))
         threshold = metrics.get("threshold")
+        baseline = event.get("baseline") or {}
+        yardstick = ""
+        if isinstance(baseline.get("catch_at_1pct_false_reject"), (int, float)):
+            # The honest yardstick: what an afternoon of image statistics would catch.
+            yardstick = (f"\nA simple method ({baseline.get('method', 'image statistics')}) on the same parts "
+                         f"catches {percent(baseline['catch_at_1pct_false_reject'])} at 1 % false reject "
+                         f"(AUROC {baseline.get('auroc', float('nan')):.3f}).")
+        changes = [str(c) for c in event.get("changes") or []]
         self.details.setText(
             f"Trained in {duration(event.get('elapsed_s'))} on {device}."
             + (f" Decision threshold {threshold:.3f}." if isinstance(threshold, (int, float)) else "")
+            + yardstick
+            + (f"\nSince the last version: {'; '.join(changes)}." if changes else "")
         )
         shortfalls = [str(s) for s in event.get("shortfalls") or []]
         self.shortfalls.setText("More labeled images would help:\n• " + "\n• ".join(shortfalls) if shortfalls else "")
