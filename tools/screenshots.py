@@ -23,7 +23,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 WINDOW_SIZE = (1500, 950)
 
 
-def build_demo_project(path: Path, n_ok: int = 40, n_per_defect: int = 12):
+def build_demo_project(path: Path, n_ok: int = 120, n_per_defect: int = 30):  # as `lineside demo`
     """A project of generated washers, labeled, with defect masks."""
     import numpy as np
 

@@ -18,7 +18,7 @@ import numpy as np
 from app.core.errors import LinesideError
 from app.core.project import Project
 
-DEMO_OK, DEMO_PER_DEFECT = 80, 20
+DEMO_OK, DEMO_PER_DEFECT = 120, 30
 DEMO_SEED = 7
 DEMO_EPOCHS = 20
 
