@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     # The screenshots must not wait for a person: confirmations answer Yes.
     QMessageBox.question = staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes)
     context = AppContext(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat))
-    window = MainWindow(context)
+    window = MainWindow(context, demo_path=work / "demo-project")  # as the app: the demo is offered
     window.resize(*WINDOW_SIZE)
     window.show()
     pump(app, 0.5)
