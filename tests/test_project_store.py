@@ -411,3 +411,17 @@ def test_database_from_a_newer_lineside_is_refused(tmp_path: Path):
     conn.close()
     with pytest.raises(LinesideError, match="newer Lineside"):
         Project.open(tmp_path / "p")
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    """Files are written through mkstemp (owner-only); a copied project or an exported
+    model must stay readable by the next user."""
+    import os
+    import stat
+
+    from app.core.atomic import FILE_MODE, write_bytes
+
+    target = tmp_path / "model.onnx"
+    write_bytes(target, b"x")
+    assert stat.S_IMODE(os.stat(target).st_mode) == FILE_MODE
+    assert stat.S_IMODE(os.stat(target).st_mode) & stat.S_IRUSR

@@ -17,6 +17,17 @@ from typing import Iterator
 from app.core.errors import DiskFullError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; a project folder is copied between
+# PCs and users, and an exported model is handed on: give files the usual permissions.
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _fsync_dir(folder: Path) -> None:
     # The rename is only durable once the folder entry is on disk. Windows cannot
     # open folders for fsync; NTFS journals the rename itself.
@@ -49,6 +60,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except OSError as exc:
