@@ -14,15 +14,13 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from app.core.errors import BadImageError, NotEnoughDataError
-from app.core.imageio import is_image_file, read_image
+from app.core.errors import BadImageError, LinesideError, NotEnoughDataError
+from app.core.imageio import read_image
 
 if TYPE_CHECKING:
     from app.core.runtime import Inspector
 
 OK_CLASS = "ok"
-OK_FOLDER_NAMES = {"good", "ok", "pass"}
-MASKS_FOLDER = "masks"
 # rate * n is computed in floating point: 0.29 * 100 is 28.999999999999996.
 _COUNT_EPSILON = 1e-9
 
@@ -134,37 +132,20 @@ def summarize(
     }
 
 
-def class_folders(source: Path) -> list[tuple[str, Path]]:
-    """(class name, folder) for the class-folder layout; good/ok/pass folders are "ok".
+def _labelled_files(source: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
+    # Read a labeled folder exactly as `import` does: one definition of the layouts.
+    from app.core.importer import labeled_files
 
-    A dataset kept as images/<class>/ beside masks/<class>/ is read from images/.
-    """
-    source = Path(source)
-    if not source.is_dir():
-        raise NotEnoughDataError(f"{source}: folder not found.")
-    children = [p for p in sorted(source.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    names = {p.name.lower() for p in children}
-    if "images" in names and not names & OK_FOLDER_NAMES:
-        return class_folders(next(p for p in children if p.name.lower() == "images"))
-    result = []
-    for folder in children:
-        if folder.name.lower() == MASKS_FOLDER:
-            continue
-        name = OK_CLASS if folder.name.lower() in OK_FOLDER_NAMES else folder.name
-        result.append((name, folder))
-    return result
-
-
-def _labelled_files(source: Path) -> list[tuple[str, Path]]:
-    files = []
-    for cls, folder in class_folders(source):
-        files += [(cls, p) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_file(p)]
+    try:
+        files, skipped = labeled_files(source)
+    except LinesideError as exc:
+        raise NotEnoughDataError(str(exc)) from exc
     if not files:
         raise NotEnoughDataError(
             f"{source}: no images found. Expected one folder per class (good/ for OK parts, "
             "one folder per defect class) with images inside."
         )
-    return files
+    return files, skipped
 
 
 def evaluate_folder(
@@ -175,8 +156,9 @@ def evaluate_folder(
     Unreadable images are listed in result["skipped"] (path and reason), not fatal.
     on_progress(done, total) is called after each image.
     """
-    files = _labelled_files(Path(source))
-    true_classes, scores, preds, latencies, skipped = [], [], [], [], []
+    files, unreadable = _labelled_files(Path(source))
+    true_classes, scores, preds, latencies = [], [], [], []
+    skipped = [{"path": path, "reason": reason} for path, reason in unreadable]
     for done, (cls, path) in enumerate(files, start=1):
         try:
             verdict = inspector.inspect(read_image(path))

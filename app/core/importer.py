@@ -196,11 +196,7 @@ def _record(project: Project, prepared: _Prepared, report: ImportReport) -> None
     report.masks += label.mask_path is not None
 
 
-def import_folder(
-    project: Project, source: Path | str, on_progress: Callable[[int, int], None] | None = None
-) -> ImportReport:
-    """Import every image under *source*; on_progress(done, total) is called per file."""
-    source = Path(source).expanduser().absolute()
+def _check_source(source: Path) -> None:
     if not source.is_dir():
         raise LinesideError(f"{source}: the folder does not exist or is not a folder.")
     if not os.access(source, os.R_OK | os.X_OK):
@@ -209,6 +205,24 @@ def import_folder(
         next(source.iterdir(), None)
     except OSError as exc:
         raise LinesideError(f"{source}: the folder cannot be read ({exc.strerror or exc}).") from exc
+
+
+def labeled_files(source: Path | str) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
+    """(verdict, image path) for every labeled image under *source*, read exactly as
+    `import` reads it (class folders, images/<class>, MVTec AD), and what was skipped."""
+    source = Path(source).expanduser().absolute()
+    _check_source(source)
+    report = ImportReport(layout="mvtec" if is_mvtec(source) else "class-folders")
+    items = (_mvtec_items if report.layout == "mvtec" else _class_folder_items)(source, report)
+    return [(item.verdict, item.path) for item in items if item.verdict is not None], report.skipped
+
+
+def import_folder(
+    project: Project, source: Path | str, on_progress: Callable[[int, int], None] | None = None
+) -> ImportReport:
+    """Import every image under *source*; on_progress(done, total) is called per file."""
+    source = Path(source).expanduser().absolute()
+    _check_source(source)
     layout = "mvtec" if is_mvtec(source) else "class-folders"
     report = ImportReport(layout=layout)
     items = list((_mvtec_items if layout == "mvtec" else _class_folder_items)(source, report))
