@@ -10,6 +10,7 @@ import pytest
 from app.cli import main
 from app.core import atomic
 from app.core.project import OK, Project
+from tests.onnx_fixtures import write_model
 from tests.store_fixtures import defect_mask, part_image, write_image
 
 
@@ -29,8 +30,8 @@ def project_dir(tmp_path: Path, capsys) -> Path:
 def _register(project_dir: Path, version: str, metrics: dict, report: dict) -> bytes:
     folder = project_dir / "models" / version
     folder.mkdir(parents=True)
-    data = f"model bytes of {version}".encode()
-    (folder / "model.onnx").write_bytes(data)
+    # A real (tiny) model: deploy runs it before putting it into production.
+    data = write_model(folder / "model.onnx", version=version).read_bytes()
     with Project.open(project_dir) as project:
         project.register_model(version, folder, 0.42, metrics, report)
     return data

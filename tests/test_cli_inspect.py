@@ -195,23 +195,58 @@ def _dataset(root: Path) -> Path:
     return root
 
 
+def _with_masks(root: Path) -> Path:
+    # Each defect's mask covers the whole part: every defect pixel is brighter than every
+    # pixel of the dark OK parts (the model's heatmap is brightness), so both pixel
+    # figures are perfect.
+    _png(root / "masks" / "scratch" / "s0.png", (255, 255, 255))
+    _png(root / "masks" / "spot" / "p0.png", (255, 255, 255))
+    return root
+
+
 def test_evaluate_json(project_path, tmp_path, capsys):
-    assert main(["evaluate", str(project_path), str(_dataset(tmp_path / "data")), "--json"]) == 0
+    data = _with_masks(_dataset(tmp_path / "data"))
+    assert main(["evaluate", str(project_path), str(data), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     for key in ("auroc", "catch_at_1pct_false_reject", "catch_rate", "false_reject_rate", "threshold",
-                "per_class", "latency_ms_p50", "n_images"):  # fmt: skip
+                "per_class", "latency_ms_p50", "n_images", "mode", "pixel_auroc", "pro",
+                "catch_rate_ci", "false_reject_rate_ci", "n_masks"):  # fmt: skip
         assert key in result
     assert result["n_images"] == 6 and result["auroc"] == 1.0 and result["catch_rate"] == 1.0
     assert result["per_class"]["spot"]["classified_as"] == {"spot": 1}
     assert result["model_version"] == "v1" and len(result["skipped"]) == 1
+    assert result["mode"] == "supervised"
+    # 3 of 3 defects caught, 0 of 3 OK parts rejected: exact intervals reach 1 and 0.
+    low, high = result["catch_rate_ci"]
+    assert high == 1.0 and low == pytest.approx(0.025 ** (1 / 3))
+    low, high = result["false_reject_rate_ci"]
+    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 3))
+    assert result["n_masks"] == 2 and result["pixel_auroc"] == 1.0 and result["pro"] == 1.0
 
 
 def test_evaluate_report(project_path, tmp_path, capsys):
+    assert main(["evaluate", str(project_path), str(_with_masks(_dataset(tmp_path / "data")))]) == 0
+    report = _lines(capsys.readouterr().out)
+    assert "Model v1" in report[0] and "6 images (3 OK, 3 defective)" in report[0]
+    # The line's figures lead, then AUROC, then the best case, labelled as such.
+    low = 0.025 ** (1 / 3) * 100  # Clopper-Pearson for 3 of 3: the 2.5 % quantile of Beta(3, 1)
+    assert report[1].startswith(
+        f"  at the stored threshold 0.500: caught 100.0% (95% CI {low:.1f}-100.0%) of 3 defective"
+    )
+    assert report[1].endswith(f"false reject 0.0% (95% CI 0.0-{100 - low:.1f}%) of 3 OK")
+    assert report[2] == "  AUROC                        1.000"
+    assert report[3] == "  best case (threshold picked on these images): catch at 1% false reject 100.0%"
+    assert report[4].split() == ["pixel", "AUROC", "1.000", "PRO", "(to", "30%", "FPR)", "1.000", "(2", "masks)"]
+    assert report[5].split() == ["mode", "supervised"]
+    text = "\n".join(report)
+    assert "scratch" in text and "skipped" in text and "bad.png" in text
+
+
+def test_evaluate_report_without_masks_has_no_pixel_line(project_path, tmp_path, capsys):
     assert main(["evaluate", str(project_path), str(_dataset(tmp_path / "data"))]) == 0
     report = capsys.readouterr().out
-    assert "Model v1" in report and "6 images (3 OK, 3 defective)" in report
-    assert "AUROC                        1.000" in report
-    assert "scratch" in report and "skipped" in report and "bad.png" in report
+    assert "pixel AUROC" not in report and "PRO" not in report
+    assert "at the stored threshold" in report and "mode" in report
 
 
 def test_evaluate_missing_folder(project_path, tmp_path, capsys):

@@ -16,6 +16,7 @@ import pytest
 from app.core import db
 from app.core.errors import BadImageError, DiskFullError, LinesideError, ModelFileError, NotAProjectError
 from app.core.project import OK, Project
+from tests.onnx_fixtures import write_model
 from tests.store_fixtures import defect_mask, encoded, part_image
 
 
@@ -280,7 +281,8 @@ def test_splits_do_not_depend_on_import_order(tmp_path: Path):
 def _model_folder(project: Project, version: str) -> Path:
     folder = project.models_dir / version
     folder.mkdir(parents=True)
-    (folder / "model.onnx").write_bytes(b"onnx bytes of " + version.encode())
+    # A real (tiny) model: deploy runs it before putting it into production.
+    write_model(folder / "model.onnx", version=version)
     return folder
 
 

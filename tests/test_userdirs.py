@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -89,15 +90,29 @@ def test_folders_are_outside_the_install_folder(home: Path) -> None:
         assert install_folder not in folder.parents
 
 
-@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0, reason="needs POSIX permissions as non-root")
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX permissions")
 def test_unwritable_home_raises_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    # The folder really is read-only by its mode bits...
+    assert stat.S_IMODE(locked.stat().st_mode) == stat.S_IRUSR | stat.S_IXUSR
+    if os.geteuid() == 0:
+        # ...but root writes through mode bits, so the kernel's answer to anyone else
+        # (EACCES) is given to mkdir below the locked folder here.
+        real_mkdir = os.mkdir
+
+        def refused_below_locked(path, *args, **kwargs):
+            if Path(path).is_relative_to(locked):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", refused_below_locked)
     try:
         monkeypatch.setenv(userdirs.HOME_ENV, str(locked / "home"))
-        with pytest.raises(LinesideError, match="Cannot create the folder .*locked"):
+        with pytest.raises(LinesideError, match="Cannot create the folder .*locked.*Permission denied"):
             userdirs.data_dir()
+        assert not (locked / "home").exists()
     finally:
         locked.chmod(stat.S_IRWXU)
 

@@ -1,7 +1,8 @@
 """Training samples: letterboxed uint8 parts, patch targets from masks, augmentation.
 
-Images go through `app.core.preprocess.letterbox`, the same function the line uses, so
-the network sees parts at training time exactly as it will at the line.
+Images go through `app.core.preprocess.letterbox` (or, for a tiled model, the same
+`TilePlan.tiles` the line uses), so the network sees parts at training time exactly as
+it will at the line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 
 from app.core.imageio import read_image, read_mask
-from app.core.preprocess import letterbox, letterbox_mask
+from app.core.preprocess import TilePlan, letterbox, letterbox_mask
 
 OK = "ok"
 
@@ -38,6 +39,37 @@ def load_sample(image_path: Path | str, verdict: str, size: int, mask_path: Path
     if mask is not None and verdict != OK:
         boxed_mask = letterbox_mask(mask, size)
     return Sample(boxed, boxed_mask, verdict, key or str(image_path))
+
+
+def load_tiled_samples(image_path: Path | str, verdict: str, plan: TilePlan, mask: np.ndarray | None = None,
+                       key: str | None = None, allow_unmasked: bool = False) -> list[Sample]:
+    """One Sample per tile of the part, cut exactly as the line cuts it.
+
+    A tile's label comes from the painted mask: a defect tile keeps the part's class and
+    its tile mask; a tile of a defective part with no painted pixel in it is an OK tile
+    (the inspector painted where the defect is, so the rest of the part is clean). A
+    defective part without a mask cannot say which tiles hold the defect: it gives []
+    (the caller reports "paint the defect region to use it in tiled training") unless
+    *allow_unmasked*, where every tile carries the defect class and no mask (weak label).
+    Keys are "<key>#t<i>" so tiles of one part stay distinguishable and traceable.
+    """
+    has_mask = mask is not None and bool(np.any(mask))
+    if verdict != OK and not has_mask and not allow_unmasked:
+        return []
+    image = read_image(image_path)
+    tiles, _ = plan.tiles(image)
+    base = key or str(image_path)
+    if verdict == OK or not has_mask:
+        return [Sample(t, None, verdict, f"{base}#t{i}") for i, t in enumerate(tiles)]
+    if mask.shape[:2] != image.shape[:2]:  # a mask painted on a resized view still lines up
+        mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    samples = []
+    for i, (tile, tile_mask) in enumerate(zip(tiles, plan.tile_mask(mask))):
+        if tile_mask.any():
+            samples.append(Sample(tile, tile_mask, verdict, f"{base}#t{i}"))
+        else:
+            samples.append(Sample(tile, None, OK, f"{base}#t{i}"))
+    return samples
 
 
 def patch_targets(mask: np.ndarray | None, verdict: str, grid: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -23,18 +23,19 @@ import torch
 
 from app.core.atomic import write_text
 from app.core.errors import NotEnoughDataError
-from app.core.evaluation import auroc, catch_at_false_reject, rates_at
 from app.core.monitoring import build_reference, image_stats
+from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, operating_point
+from app.core.preprocess import TilePlan, choose_tile_plan, defect_extent
 from app.core.project import Project
 from app.core.records import ModelVersion
-from training.data import OK, Sample, load_sample
+from training.candidate import claim_version_folder, judge, line_metrics, set_onnx_metadata
+from training.comparisons import baseline_on, changes_since, per_class_counts, production_on
+from training.data import OK, load_sample, load_tiled_samples
 from training.export import export_checked
-from training.loop import Cancelled, TrainConfig, TrainResult, config_dict, train
+from training.loop import Cancelled, TrainConfig, config_dict, train
+from training.modes import SUPERVISED, check_good_only, check_supervised, choose_mode
 from training.network import HEATMAP_STRIDE
 
-MIN_OK = 10  # below this the false-reject threshold means nothing
-MIN_PER_CLASS = 5  # below this a class cannot be both learned and validated
-RECOMMENDED_PER_CLASS = 20
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 224, 288  # 288: the most a CPU retrain affords (docs/adr/0005)
 PIXELS_PER_SMALL_DEFECT = 20  # a small defect should span more than one 16-px heatmap patch
 
@@ -89,203 +90,248 @@ def class_names_for(project: Project, counts: dict[str, int]) -> list[str]:
     return [OK, *names]
 
 
-def check_data(counts: dict[str, int], class_names: list[str]) -> list[str]:
-    """Raise NotEnoughDataError naming every class that is short; return soft shortfalls."""
-    problems = []
-    if counts.get(OK, 0) < MIN_OK:
-        problems.append(f"ok: {counts.get(OK, 0)} labeled images, at least {MIN_OK} needed")
-    if len(class_names) < 2:
-        problems.append(f"no defect class has labeled images; at least {MIN_PER_CLASS} of one are needed")
-    for name in class_names[1:]:
-        if counts.get(name, 0) < MIN_PER_CLASS:
-            problems.append(f"{name}: {counts.get(name, 0)} labeled images, at least {MIN_PER_CLASS} needed")
-    if problems:
-        raise NotEnoughDataError("Not enough labeled images to train. " + "; ".join(problems) + ".")
-    return [f"{name}: {counts[name]} labeled images, {RECOMMENDED_PER_CLASS}+ recommended for a reliable catch rate"
-            for name in class_names[1:] if counts[name] < RECOMMENDED_PER_CLASS]
+def choose_tiling(project: Project, labeled: list, size: int) -> TilePlan | None:
+    """Tiles at (close to) native resolution for parts much larger than the input, else None.
+
+    The rule is `app.core.preprocess.choose_tile_plan` on the labeled images' sizes and
+    painted defects; a project setting `tiling` = false turns tiling off.
+    """
+    if project.get_setting("tiling") is False:
+        return None
+    sizes = [(r.height, r.width) for r, _ in labeled]
+    extents = [defect_extent(project.load_mask(label)) for _, label in labeled
+               if label.verdict != OK and label.mask_path]
+    return choose_tile_plan(sizes, [e for e in extents if e], size)
 
 
-def load_split(project: Project, split: str, size: int) -> tuple[list[Sample], list]:
-    samples, records = [], []
+def load_split(project: Project, split: str, size: int, plan: TilePlan | None = None):
+    """(samples, parts, unused): network inputs, the (record, verdict) of each whole part,
+    and how many defective parts could not be used (tiled training needs a painted region)."""
+    samples, parts, unused = [], [], 0
     for record, label in project.labeled(split=split):
         mask = project.load_mask(label) if label.verdict != OK else None
-        samples.append(load_sample(record.path, label.verdict, size, mask=mask, key=record.sha256))
-        records.append(record)
-    return samples, records
+        if plan is None:
+            samples.append(load_sample(record.path, label.verdict, size, mask=mask, key=record.sha256))
+        else:
+            tiles = load_tiled_samples(record.path, label.verdict, plan, mask=mask, key=record.sha256)
+            unused += not tiles
+            samples += tiles
+        parts.append((record, label.verdict))
+    return samples, parts, unused
 
 
-def _per_class(samples: list[Sample]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for s in samples:
-        out[s.verdict] = out.get(s.verdict, 0) + 1
+def _predicted(verdicts, class_names: list[str], threshold: float) -> list[str | None]:
+    """The class each part would get at the stored threshold (None = PASS)."""
+    out = []
+    for v in verdicts:
+        probs = [v.class_probs.get(name, 0.0) for name in class_names[1:]]
+        out.append(None if v.score < threshold else (class_names[1 + int(np.argmax(probs))] if probs else "defect"))
     return out
 
 
-def _changes(previous: ModelVersion | None, per_class: dict[str, dict[str, int]], n_train: int) -> list[str]:
-    """What changed in the training data since the previous version, in words."""
-    if previous is None:
-        return ["first model of this project"]
-    before = previous.report.get("per_class", {})
-    lines = []
-    n_before = previous.report.get("n_train", 0) + previous.report.get("n_val", 0)
-    n_now = n_train + sum(v.get("val", 0) for v in per_class.values())
-    if n_now != n_before:
-        lines.append(f"{n_now - n_before:+d} labeled images since {previous.version} ({n_before} -> {n_now})")
-    for name in sorted(set(per_class) | set(before)):
-        a = sum(before.get(name, {}).values())
-        b = sum(per_class.get(name, {}).values())
-        if name not in before:
-            lines.append(f"new class '{name}' ({b} images)")
-        elif name not in per_class:
-            lines.append(f"class '{name}' no longer trained")
-        elif a != b:
-            lines.append(f"{name}: {a} -> {b} images")
-    return lines or [f"same labeled data as {previous.version}"]
-
-
-def _production_on(project: Project, images: list[np.ndarray], truth: list[str]) -> dict | None:
-    """The production model judged on the candidate's validation images, for a fair comparison."""
-    prod = project.production_model()
-    if prod is None:
-        return None
-    from app.core.runtime import Inspector
-
-    try:
-        inspector = Inspector(prod.onnx_path, threads=os.cpu_count() or 1, threshold=prod.threshold)
-    except Exception as exc:  # a damaged production file must not block a retrain
-        return {"version": prod.version, "error": str(exc)}
-    scores = np.array([v.score for v in inspector.inspect_batch(images)])
-    defect = np.array([t != OK for t in truth])
-    catch, fr = rates_at(scores[~defect], scores[defect], prod.threshold)
-    return {"version": prod.version, "catch_rate": catch, "false_reject_rate": fr,
-            "auroc": auroc(defect.astype(int), scores), "threshold": prod.threshold}
-
-
-def _baseline_on(train_samples: list[Sample], val_samples: list[Sample]) -> dict:
-    """What a simpler method catches on the same validation parts: the honest yardstick.
-
-    Hand-made image statistics + logistic regression (training/baseline.py). Its L2
-    strength is picked on the same validation split, which flatters the baseline, not
-    the network.
-    """
-    from training.baseline import fit_selected, image_features
-
-    def xy(samples):
-        return (np.stack([image_features(s.image) for s in samples]),
-                np.array([s.verdict != OK for s in samples]))
-
-    (tx, ty), (vx, vy) = xy(train_samples), xy(val_samples)
-    scores = fit_selected(tx, ty, vx, vy).scores(vx)
-    return {"method": "image statistics + logistic regression",
-            "auroc": auroc(vy.astype(int), scores),
-            "catch_at_1pct_false_reject": catch_at_false_reject(scores[~vy], scores[vy], 0.01)}
-
-
-def _metrics(result: TrainResult) -> dict:
-    defect = np.array([t != OK for t in result.val_classes])
-    s = result.val_scores
-    catch, fr = rates_at(s[~defect], s[defect], result.threshold)
-    per_class = {}
-    for name in result.config.class_names[1:]:
-        sel = np.array([t == name for t in result.val_classes])
-        if sel.any():
-            per_class[name] = {"n": int(sel.sum()), "caught": float(np.mean(s[sel] >= result.threshold)),
-                               "class_correct": float(np.mean([p == name for p, t in zip(result.val_pred, result.val_classes) if t == name]))}
-    return {"auroc": auroc(defect.astype(int), s), "catch_rate": catch, "false_reject_rate": fr,
-            "catch_at_1pct_false_reject": catch_at_false_reject(s[~defect], s[defect], 0.01),
-            "threshold": result.threshold, "n_val": int(len(s)), "per_class": per_class,
-            "measured_on": "validation split"}
+def _per_part_max(samples, scores) -> list[float]:
+    """A part's score is the max over its tiles, at the line and here (one entry per part)."""
+    best: dict[str, float] = {}
+    for sample, score in zip(samples, scores):
+        part = sample.key.split("#")[0]
+        best[part] = max(best.get(part, float("-inf")), float(score))
+    return list(best.values())
 
 
 def train_project(project_dir: Path | str, *, epochs: int | None = None, time_budget_s: float | None = None,
-                  device: str = "auto", seed: int = 0, on_event: Callable[[dict], None] = lambda e: None,
+                  device: str = "auto", seed: int = 0, mode: str = "auto", false_reject_target: float | None = None,
+                  on_event: Callable[[dict], None] = lambda e: None,
                   should_stop: Callable[[], bool] = lambda: False) -> ModelVersion:
     t0 = time.monotonic()
     project = Project.open(project_dir)
     try:
-        return _train_project(project, epochs, time_budget_s, device, seed, on_event, should_stop, t0)
+        run = _Run(project, epochs, time_budget_s, device, seed, mode, false_reject_target, on_event, should_stop, t0)
+        return run.execute()
     finally:
         project.close()
 
 
-def _train_project(project, epochs, time_budget_s, device, seed, on_event, should_stop, t0) -> ModelVersion:
-    # 1. Is there enough data? Say exactly what is missing before spending minutes.
-    counts = project.label_counts()
-    class_names = class_names_for(project, counts)
-    shortfalls = check_data(counts, class_names)
-    device = resolve_device(device)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+class _Run:
+    """One retrain, step by step; each step is a method so the whole reads top to bottom."""
 
-    # 2. Stable splits: an image keeps its split across versions, so validation stays honest.
-    project.assign_splits(0.2)
-    size = choose_input_size(project, project.labeled())
-    on_event({"event": "progress", "phase": "prepare", "step": 0, "steps": 1, "eta_s": None})
-    train_samples, train_records = load_split(project, "train", size)
-    val_samples, val_records = load_split(project, "val", size)
-    if not any(s.verdict == OK for s in val_samples) or all(s.verdict == OK for s in val_samples):
-        raise NotEnoughDataError("The validation split needs both OK and defective parts: label a few more of each.")
-    cfg = TrainConfig(input_size=size, class_names=class_names, device=device, seed=seed,
-                      time_budget_s=time_budget_s)
-    if epochs is not None:
-        cfg = replace(cfg, epochs=epochs)
-    on_event({"event": "start", "device": device_name(device), "n_train": len(train_samples),
-              "n_val": len(val_samples), "classes": class_names, "epochs": cfg.epochs,
-              "shortfalls": shortfalls})
+    def __init__(self, project, epochs, time_budget_s, device, seed, mode, target, on_event, should_stop, t0):
+        self.project, self.epochs, self.time_budget_s, self.seed = project, epochs, time_budget_s, seed
+        self.requested_device, self.requested_mode = device, mode
+        self.target = float(target if target is not None else
+                            project.get_setting("false_reject_target") or DEFAULT_FALSE_REJECT_TARGET)
+        self.on_event, self.should_stop, self.t0 = on_event, should_stop, t0
 
-    # 3. Backprop.
-    result = train(train_samples, val_samples, cfg, on_event, should_stop)
+    def execute(self) -> ModelVersion:
+        project = self.project
+        # 1. Which model, and is there enough data for it? Say exactly what is missing
+        # before spending minutes.
+        counts = project.label_counts()
+        self.class_names = class_names_for(project, counts)
+        self.mode, self.mode_reason = choose_mode(counts, self.requested_mode)
+        if self.mode == SUPERVISED:
+            self.shortfalls = check_supervised(counts, self.class_names)
+        else:
+            self.shortfalls = check_good_only(counts)
+            self.class_names = [OK]  # an anomaly model says "differs from OK", not which defect
+        self.device = resolve_device(self.requested_device)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    # 4. Assemble the version in a hidden folder; nothing visible until it is complete.
-    on_event({"event": "progress", "phase": "export", "step": 0, "steps": 1, "eta_s": None})
-    version = project.next_version()
-    tmp = project.models_dir / f".partial-{version}-{os.getpid()}"
-    final = project.models_dir / version
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        if should_stop():
-            raise Cancelled()
-        val_originals = [project.load_image(r.id) for r in val_records]
-        ok_val_scores = [float(s) for s, t in zip(result.val_scores, result.val_classes) if t == OK]
-        reference = build_reference([image_stats(project.load_image(r.id)) for r in train_records], ok_val_scores)
-        metadata = {"format": 1, "class_names": class_names, "input_size": size, "heatmap_stride": HEATMAP_STRIDE,
-                    "threshold": result.threshold, "version": version, "reference": reference}
-        parity_images = [s.image for s in val_samples[:16]]
-        parity_diff = export_checked(result.net, tmp / "model.onnx", size, metadata, parity_images)
-        torch.save({"state_dict": result.net.state_dict(), "config": config_dict(cfg),
-                    "class_names": class_names, "history": result.history}, tmp / "checkpoint.pt")
+        # 2. Stable splits: an image keeps its split across versions, so validation stays honest.
+        project.assign_splits(0.2)
+        labeled = project.labeled()
+        self.size = choose_input_size(project, labeled)
+        self.plan = choose_tiling(project, labeled, self.size)
+        self.on_event({"event": "progress", "phase": "prepare", "step": 0, "steps": 1, "eta_s": None})
+        self.train_samples, self.train_parts, unused = load_split(project, "train", self.size, self.plan)
+        self.val_samples, self.val_parts, unused_val = load_split(project, "val", self.size, self.plan)
+        if unused + unused_val:
+            self.shortfalls.append(
+                f"{unused + unused_val} defective parts have no painted region and were not used: large parts "
+                "are trained tile by tile, which needs the defect painted")
+        self.held_out = self._held_out_records()
+        self.on_event({"event": "start", "device": device_name(self.device), "n_train": len(self.train_parts),
+                       "n_val": len(self.val_parts), "classes": self.class_names,
+                       "tiling": self.plan.to_dict() if self.plan else None,
+                       "epochs": self.epochs, "shortfalls": self.shortfalls, "mode": self.mode,
+                       "mode_reason": self.mode_reason, "false_reject_target": self.target})
 
-        # 5. Honest numbers: the candidate and the production model on the same images.
-        on_event({"event": "progress", "phase": "evaluate", "step": 0, "steps": 1, "eta_s": None})
-        metrics = _metrics(result)
-        production = _production_on(project, val_originals, result.val_classes)
-        baseline = _baseline_on(train_samples, val_samples)
-        per_class = {name: {"train": _per_class(train_samples).get(name, 0), "val": _per_class(val_samples).get(name, 0)}
-                     for name in class_names}
-        elapsed = time.monotonic() - t0
-        report = {"n_train": len(train_samples), "n_val": len(val_samples), "per_class": per_class,
-                  "device": device_name(device), "elapsed_s": round(elapsed, 1), "epochs_run": result.epochs_run,
-                  "stopped_early": result.stopped_early, "history": result.history, "config": config_dict(cfg),
-                  "parity_max_abs_diff": parity_diff, "production_on_same_val": production,
-                  "baseline_on_same_val": baseline,
-                  "changes": _changes(_latest_model(project), per_class, len(train_samples)),
-                  "shortfalls": shortfalls, "trained_at": datetime.now(timezone.utc).isoformat(),
-                  "host": platform.node(), "torch": torch.__version__,
-                  "training_set_sha256": hashlib.sha256("".join(sorted(s.key for s in train_samples)).encode()).hexdigest()}
-        write_text(tmp / "training_set.json", json.dumps(
-            {"train": [r.sha256 for r in train_records], "val": [r.sha256 for r in val_records]}, indent=1))
-        write_text(tmp / "model.json", json.dumps({**metadata, "metrics": metrics, "report": report}, indent=2))
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    model = project.register_model(version, final, result.threshold, metrics, report)
-    on_event({"event": "done", "version": version, "elapsed_s": round(time.monotonic() - t0, 1),
-              "device": device_name(device), "metrics": {k: metrics[k] for k in
-                                                         ("auroc", "catch_rate", "false_reject_rate", "threshold")},
-              "production": production, "baseline": baseline, "shortfalls": shortfalls,
-              "changes": report["changes"]})
-    return model
+        # 3. Learn: backprop for the supervised model, a memory bank for good-only.
+        fitted = self._fit_supervised() if self.mode == SUPERVISED else self._fit_good_only()
+        return self._assemble(fitted)
+
+    # -- the data each mode holds out ---------------------------------------------------
+    def _held_out_records(self) -> list[tuple]:
+        """(record, verdict) of parts the model never learns from, judged after export.
+
+        Supervised: the validation split. Good-only: validation OK parts plus every
+        labeled defect (an anomaly model never sees defects, whatever their split).
+        """
+        held = list(self.val_parts)
+        if self.mode == SUPERVISED:
+            if not any(v == OK for _, v in held) or all(v == OK for _, v in held):
+                raise NotEnoughDataError(
+                    "The validation split needs both OK and defective parts: label a few more of each.")
+            return held
+        held = [(r, v) for r, v in held if v == OK]
+        held += [(r, v) for r, v in self.train_parts if v != OK]
+        return held
+
+    def _fit_supervised(self) -> dict:
+        cfg = TrainConfig(input_size=self.size, class_names=self.class_names, device=self.device, seed=self.seed,
+                          time_budget_s=self.time_budget_s, false_reject_target=self.target)
+        if self.epochs is not None:
+            cfg = replace(cfg, epochs=self.epochs)
+        result = train(self.train_samples, self.val_samples, cfg, self.on_event, self.should_stop)
+
+        def export(path: Path, metadata: dict) -> float:
+            return export_checked(result.net, path, self.size, metadata, [s.image for s in self.val_samples[:16]])
+
+        torch_state = {"state_dict": result.net.state_dict(), "config": config_dict(cfg),
+                       "class_names": self.class_names, "history": result.history}
+        return {"export": export, "checkpoint": torch_state, "extra_ok_scores": [], "config": config_dict(cfg),
+                "history": result.history, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+                "threshold_source": f"{sum(v == OK for _, v in self.held_out)} validation OK parts"}
+
+    def _fit_good_only(self) -> dict:
+        from training.anomaly import AnomalyConfig, export_anomaly, fit_anomaly
+
+        # Only parts labeled OK: a tile of a defective part is OK only as far as its painter saw.
+        ok_parts = {r.sha256 for r, v in self.train_parts if v == OK}
+        ok_inputs = [s for s in self.train_samples if s.key.split("#")[0] in ok_parts]
+        ok_images = [s.image for s in ok_inputs]
+        cfg = AnomalyConfig(input_size=self.size, seed=self.seed)
+        fit = fit_anomaly(ok_images, cfg, self.on_event, self.should_stop)
+        ok_parity = [s.image for s in self.val_samples if s.verdict == OK][:8] or ok_images[:8]
+
+        def export(path: Path, metadata: dict) -> float:
+            return export_anomaly(fit.net, path, self.size, metadata, ok_parity)
+
+        n_val_ok = sum(v == OK for _, v in self.held_out)
+        return {"export": export, "checkpoint": {"state_dict": fit.net.state_dict(), "config": asdict(cfg),
+                                                 "class_names": self.class_names},
+                "extra_ok_scores": _per_part_max(ok_inputs, fit.oof_ok_scores), "config": asdict(cfg),
+                "history": [],
+                "epochs_run": 0, "stopped_early": False,
+                "bank": {"entries": int(fit.bank_entries), "bytes": int(fit.bank_bytes)},
+                "threshold_source": (f"{len(ok_parts)} training OK parts scored out-of-fold "
+                                     f"+ {n_val_ok} validation OK parts")}
+
+    # -- export, threshold on the exported model, register ------------------------------
+    def _assemble(self, fitted: dict) -> ModelVersion:
+        project, on_event = self.project, self.on_event
+        on_event({"event": "progress", "phase": "export", "step": 0, "steps": 1, "eta_s": None})
+        partial = project.models_dir / f".partial-{project.next_version()}-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            if self.should_stop():
+                raise Cancelled()
+            metadata = {"format": 1, "class_names": self.class_names, "input_size": self.size,
+                        "heatmap_stride": HEATMAP_STRIDE, "threshold": 0.5, "version": None, "mode": self.mode,
+                        "tiling": self.plan.to_dict() if self.plan else None}
+            parity_diff = fitted["export"](partial / "model.onnx", metadata)
+            torch.save(fitted["checkpoint"], partial / "checkpoint.pt")
+
+            # The threshold and every headline figure come from the exported file.
+            on_event({"event": "progress", "phase": "evaluate", "step": 0, "steps": 1, "eta_s": None})
+            images = [project.load_image(r.id) for r, _ in self.held_out]
+            truth = [v for _, v in self.held_out]
+            verdicts = judge(partial / "model.onnx", images)
+            scores = np.array([v.score for v in verdicts], np.float64)
+            defect = np.array([t != OK for t in truth])
+            ok_scores = np.concatenate([scores[~defect], np.asarray(fitted["extra_ok_scores"], np.float64)])
+            point = operating_point(ok_scores, scores[defect], self.target, fitted["threshold_source"])
+            predicted = _predicted(verdicts, self.class_names, point.threshold)
+            measured_on = ("validation split" if self.mode == SUPERVISED
+                           else "validation OK parts and every labeled defect (none trained on)")
+            metrics = {**line_metrics(scores, truth, predicted, point, self.class_names, measured_on),
+                       "mode": self.mode, "mode_reason": self.mode_reason}
+            reference = build_reference([image_stats(project.load_image(r.id)) for r, _ in self.train_parts],
+                                        [float(s) for s in scores[~defect]])
+            report = self._report(fitted, truth, images, parity_diff)
+            version, final = claim_version_folder(project, partial)
+            metadata.update(threshold=point.threshold, version=version, reference=reference)
+            set_onnx_metadata(final / "model.onnx", metadata)
+            write_text(final / "training_set.json", json.dumps(
+                {"train": [r.sha256 for r, _ in self.train_parts], "val": [r.sha256 for r, _ in self.val_parts]},
+                indent=1))
+            write_text(final / "model.json", json.dumps({**metadata, "metrics": metrics, "report": report},
+                                                        indent=2, default=float))
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        model = project.register_model(version, final, point.threshold, metrics, report)
+        on_event({"event": "done", "version": version, "elapsed_s": round(time.monotonic() - self.t0, 1),
+                  "device": device_name(self.device), "mode": self.mode, "mode_reason": self.mode_reason,
+                  "metrics": {k: metrics[k] for k in ("auroc", "catch_rate", "false_reject_rate", "threshold",
+                                                      "catch_rate_ci", "false_reject_rate_ci",
+                                                      "false_reject_target", "n_ok_heldout", "n_defect_heldout")},
+                  "operating_point": point.describe(), "production": report["production_on_same_val"],
+                  "baseline": report["baseline_on_same_val"], "shortfalls": self.shortfalls,
+                  "changes": report["changes"]})
+        return model
+
+    def _report(self, fitted: dict, truth: list[str], images: list[np.ndarray], parity_diff: float) -> dict:
+        project = self.project
+        production = production_on(project, images, truth)
+        train_pairs = [(project.load_image(r.id), v != OK) for r, v in self.train_parts]
+        baseline = baseline_on(train_pairs, list(zip(images, [t != OK for t in truth])))
+        counts_train, counts_val = per_class_counts(self.train_parts), per_class_counts(self.val_parts)
+        names = sorted(set(counts_train) | set(counts_val), key=lambda n: (n != OK, n))
+        per_class = {n: {"train": counts_train.get(n, 0), "val": counts_val.get(n, 0)} for n in names}
+        return {"mode": self.mode, "mode_reason": self.mode_reason, "n_train": len(self.train_parts),
+                "n_val": len(self.val_parts), "per_class": per_class,
+                "tiling": self.plan.to_dict() if self.plan else None,
+                "n_train_inputs": len(self.train_samples), "device": device_name(self.device),
+                "elapsed_s": round(time.monotonic() - self.t0, 1), "epochs_run": fitted["epochs_run"],
+                "stopped_early": fitted["stopped_early"], "history": fitted["history"], "config": fitted["config"],
+                "bank": fitted.get("bank"), "parity_max_abs_diff": parity_diff,
+                "production_on_same_val": production, "baseline_on_same_val": baseline,
+                "changes": changes_since(_latest_model(project), per_class, len(self.train_parts)),
+                "shortfalls": self.shortfalls, "trained_at": datetime.now(timezone.utc).isoformat(),
+                "host": platform.node(), "torch": torch.__version__,
+                "training_set_sha256": hashlib.sha256(
+                    "".join(sorted(r.sha256 for r, _ in self.train_parts)).encode()).hexdigest()}
 
 
 def _latest_model(project: Project) -> ModelVersion | None:

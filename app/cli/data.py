@@ -13,11 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     imp = subparsers.add_parser(
         "import",
-        help="import a folder of labeled images (class folders or MVTec AD layout)",
+        help="import a folder of labeled images (class folders, MVTec AD layout or another project)",
         description="Import images into a project. Sub-folders are classes ('good', 'ok' or 'pass' "
         "hold good parts); optional masks in masks/<class>/<image stem>.png. The MVTec AD layout "
-        "(train/good, test/<class>, ground_truth/) is recognised too. Files that cannot be read "
-        "are listed and skipped; the rest is imported.",
+        "(train/good, test/<class>, ground_truth/) is recognised too, and so is another Lineside "
+        "project (its images come with their current labels, masks and splits). Files that cannot "
+        "be read are listed and skipped; the rest is imported. The same image under two different "
+        "labels is listed as a conflict and left unlabeled; labels already in the project are kept.",
     )
     imp.add_argument("project", help="project folder")
     imp.add_argument("source", help="folder to import")
@@ -47,10 +49,13 @@ def run_import(args: argparse.Namespace) -> int:
         report = import_folder(project, args.source)
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}")
+    for conflict in report.conflicts:
+        print(f"conflict: {conflict.describe()}")
+    conflicts = f"; {len(report.conflicts)} label conflicts (listed above)" if report.conflicts else ""
     print(
         f"imported {report.added} new images ({report.duplicates} duplicates, "
         f"{len(report.skipped)} skipped) as {report.layout}; "
-        f"{report.labeled} labeled, {report.masks} with masks"
+        f"{report.labeled} labeled, {report.masks} with masks{conflicts}"
     )
     return 0
 

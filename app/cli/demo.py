@@ -21,10 +21,17 @@ from app.core.project import Project
 DEMO_OK, DEMO_PER_DEFECT = 120, 30
 DEMO_SEED = 7
 DEMO_EPOCHS = 20
+# Written when the demo project is created: only such a project may be rebuilt or get
+# the demo's simulated inspections.
+DEMO_SETTING = "demo"
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def is_demo_project(project: Project) -> bool:
+    return project.get_setting(DEMO_SETTING, False) is True
 
 
 def ensure_demo_project(path: Path, epochs: int | None = None,
@@ -33,12 +40,19 @@ def ensure_demo_project(path: Path, epochs: int | None = None,
     path = Path(path)
     if Project.is_project(path):
         with Project.open(path) as project:
-            if project.production_model() is not None:
-                return path
-            is_demo = bool(project.get_setting("demo", False))
+            is_demo = is_demo_project(project)
+            finished = project.production_model() is not None
         if not is_demo:
-            raise LinesideError(f"{path} is a project that is not the demo; choose another folder for the demo.")
+            # Checked before anything else: the demo records simulated inspections.
+            raise LinesideError(
+                f"{path} is a Lineside project that is not a demo project; the demo would write simulated "
+                "inspections into it. Choose another folder for the demo (or none, for the usual demo folder)."
+            )
+        if finished:
+            return path
         shutil.rmtree(path)  # an unfinished demo from an interrupted first run: start it again
+    elif path.exists() and not path.is_dir():
+        raise LinesideError(f"{path} is a file, not a folder; choose a new or empty folder for the demo.")
     elif path.exists() and any(path.iterdir()):
         raise LinesideError(f"{path} is not empty and not a Lineside project; choose another folder for the demo.")
     try:
@@ -51,7 +65,7 @@ def ensure_demo_project(path: Path, epochs: int | None = None,
     say(f"creating the demo project in {path}")
     project = Project.create(path, name="Demo parts")
     try:
-        project.set_setting("demo", True)
+        project.set_setting(DEMO_SETTING, True)
         with tempfile.TemporaryDirectory(prefix="lineside-demo-") as tmp:
             say(f"drawing {DEMO_OK} good parts and {DEMO_PER_DEFECT} of each defect ...")
             write_demo_dataset(Path(tmp), DEMO_OK, DEMO_PER_DEFECT, seed=DEMO_SEED)

@@ -6,7 +6,9 @@ extra still lists these commands and answers with a clear message.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -15,25 +17,77 @@ from pathlib import Path
 from app.core.errors import LinesideError
 
 EXIT_CANCELLED = 3
+MAX_SEED = 2**32 - 1  # numpy's generators take seeds below 2**32
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a new candidate model on the project's labeled images")
     p.add_argument("project", type=Path)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--epochs", type=int, default=None, help="at most this many passes (early stopping may stop sooner)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="stop before an epoch that would not finish within this time")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_epochs, default=None,
+                   help="at most this many passes, 1 or more (early stopping may stop sooner)")
+    p.add_argument("--time-budget", type=_seconds, default=None, metavar="SECONDS",
+                   help="stop before an epoch that would not finish within this time (seconds, more than 0)")
+    p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {MAX_SEED} (default 0)")
+    p.add_argument("--mode", choices=["auto", "supervised", "good-only"], default="auto",
+                   help="auto (default) picks from the labels: supervised from 10 labeled defects on, "
+                        "else good-only (learns what OK parts look like)")
+    p.add_argument("--false-reject-target", type=_rate, default=None, metavar="RATE",
+                   help="share of OK parts the line may reject, e.g. 0.01 (default: the project's setting, else 0.01)")
     p.add_argument("--progress", choices=["text", "json"], default="text",
                    help="json: one JSON object per line on stdout, for the desktop app")
     p.set_defaults(handler=run_train)
 
     d = sub.add_parser("demo", help="generate a demo project of synthetic parts, train it and inspect a fresh batch")
     d.add_argument("directory", type=Path, nargs="?", default=None)
-    d.add_argument("--epochs", type=int, default=None)
+    d.add_argument("--epochs", type=_epochs, default=None, help="training passes for the demo model, 1 or more")
     d.add_argument("--prepare-only", action="store_true", help="build the demo project, do not inspect")
     d.set_defaults(handler=run_demo)
+
+
+def _epochs(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: the number of epochs must be 1 or more")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text}: the seed must be a whole number from 0 to {MAX_SEED}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    # float() accepts 'nan' and 'inf': a budget that never compares true would never stop.
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text}: the time budget must be a number of seconds above 0, e.g. 600")
+    return value
+
+
+def _rate(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (math.isfinite(value) and 0 < value < 0.5):
+        raise argparse.ArgumentTypeError(f"{text}: a false-reject rate between 0 and 0.5 (e.g. 0.01 for 1 %)")
+    return value
 
 
 def _import_trainer():
@@ -51,6 +105,8 @@ def _text_event(event: dict) -> None:
     if kind == "start":
         print(f"training on {event['device']}: {event['n_train']} train / {event['n_val']} validation images, "
               f"classes {', '.join(event['classes'])}", flush=True)
+        if event.get("mode_reason"):
+            print(f"mode: {event['mode_reason']}", flush=True)
         for line in event.get("shortfalls", []):
             print(f"  note: {line}", flush=True)
     elif kind == "epoch":
@@ -61,9 +117,11 @@ def _text_event(event: dict) -> None:
         print(f"{event['phase']}...", flush=True)
     elif kind == "done":
         m = event["metrics"]
-        print(f"new candidate {event['version']} in {event['elapsed_s']:.0f}s on {event['device']}: "
-              f"AUROC {m['auroc']:.4f}, catch {m['catch_rate']:.1%} at {m['false_reject_rate']:.1%} false reject "
-              f"(threshold {m['threshold']:.4f}, validation split)", flush=True)
+        auroc = f"AUROC {m['auroc']:.4f}" if m.get("auroc") is not None else "AUROC not measurable (no held-out defects)"
+        print(f"new candidate {event['version']} ({event.get('mode', 'supervised')}) in {event['elapsed_s']:.0f}s "
+              f"on {event['device']}", flush=True)
+        print(f"  at the stored threshold {m['threshold']:.4f}: {event.get('operating_point', '')}", flush=True)
+        print(f"  {auroc}", flush=True)
         prod = event.get("production")
         if prod and "catch_rate" in prod:
             print(f"production {prod['version']} on the same images: catch {prod['catch_rate']:.1%} "
@@ -91,7 +149,9 @@ def run_train(args) -> int:
 
         try:
             pipeline.train_project(args.project, epochs=args.epochs, time_budget_s=args.time_budget,
-                                   device=args.device, seed=args.seed, on_event=emit, should_stop=cancel.is_set)
+                                   device=args.device, seed=args.seed, mode=args.mode,
+                                   false_reject_target=args.false_reject_target,
+                                   on_event=emit, should_stop=cancel.is_set)
         except Cancelled:
             emit({"event": "cancelled"}) if args.progress == "json" else print("training cancelled; nothing was saved")
             return EXIT_CANCELLED

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from app.core.errors import DiskFullError
+from app.core.errors import DiskFullError, LinesideError
 
 
 def _current_umask() -> int:
@@ -44,6 +44,15 @@ def _is_disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def _check_replaceable(target: Path) -> None:
+    # The rename would put a file where a folder, a device (/dev/full, a disk) or a
+    # pipe is: as root that even replaces the device node. Only a file is replaced.
+    if target.exists() and not target.is_file():
+        kind = "a folder" if target.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise LinesideError(f"{target} already exists and is {kind}; it was left as it is. "
+                            "Give the name of a file to write, e.g. line3.onnx.")
+
+
 @contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temp path beside *target*; on success it replaces *target* atomically.
@@ -52,6 +61,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     exception the temp file is removed and *target* is left as it was.
     """
     target = Path(target)
+    _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -20,9 +20,12 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from app.core.errors import DiskFullError, LinesideError
+from app.core.errors import DiskFullError, LinesideError, ReadOnlyError, StoreBusyError
 
 SCHEMA_VERSION = 2
+# How long a write waits for another program (a second Lineside, a backup tool) to
+# release the database before giving up with StoreBusyError.
+BUSY_TIMEOUT_S = 30.0
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -142,12 +145,22 @@ def _to_v2(conn: Connection) -> None:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2}
 
 
-def make_engine(db_path: Path) -> Engine:
-    """An engine whose every connection has foreign keys, WAL and full sync switched on."""
-    url = sa.URL.create("sqlite", database=str(db_path))
+def make_engine(db_path: Path, read_only: bool = False, immutable: bool = False) -> Engine:
+    """An engine whose every connection has foreign keys, WAL and full sync switched on.
+
+    read_only opens the file with SQLite's mode=ro: reading another project (an import
+    source) must never change it, not even by a migration. immutable (with read_only)
+    is for read-only media, where SQLite cannot create its WAL index beside the file:
+    nothing can be writing the database there either.
+    """
+    if read_only:
+        flags = "mode=ro&immutable=1" if immutable else "mode=ro"
+        url = sa.URL.create("sqlite", database=f"{db_path.absolute().as_uri()}?{flags}", query={"uri": "true"})
+    else:
+        url = sa.URL.create("sqlite", database=str(db_path))
     # check_same_thread=False: the GUI thread and the inspection worker share one
     # Project; each method takes its own pooled connection, writes are serialised.
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S})
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
@@ -156,7 +169,8 @@ def make_engine(db_path: Path) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not read_only:  # switching the journal mode writes to the file
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
@@ -174,35 +188,95 @@ def _is_disk_full(exc: sa_exc.DBAPIError) -> bool:
     return "disk is full" in str(exc.orig).lower()
 
 
-def prepare_schema(engine: Engine, db_path: Path, create: bool) -> None:
-    """Create (create=True) or check and migrate the schema of the database at *db_path*."""
+def environment_error(exc: sa_exc.DBAPIError, db_path: Path, while_doing: str) -> LinesideError | None:
+    """The error to show when SQLite failed because of the database's surroundings
+    (full disk, no write permission, another program holding the lock), not because the
+    file is damaged; None when it is none of those. *while_doing* ends the first
+    sentence, e.g. "The last change was not saved"."""
+    message = str(exc.orig).lower()
+    if _is_disk_full(exc):
+        return DiskFullError(
+            f"The disk is full while writing {db_path}. {while_doing}; everything before it is intact. "
+            "Free some space and try again."
+        )
+    if "readonly" in message or "read-only" in message:
+        return ReadOnlyError(
+            f"The project is read-only: {db_path} cannot be written. {while_doing}; nothing saved was lost. "
+            "Check the permissions of the project folder and of project.db (or copy the project "
+            "from read-only media to a writable folder) and try again."
+        )
+    if "locked" in message or "busy" in message:
+        return StoreBusyError(
+            f"The project is busy: another program is writing {db_path} (a second Lineside, a "
+            f"backup or sync tool). {while_doing}; nothing saved was lost. Close the other "
+            "program or wait for it, then retry."
+        )
+    if "unable to open" in message:
+        return ReadOnlyError(
+            f"The project folder is read-only: {db_path} cannot be opened for writing (SQLite needs to "
+            "create project.db-wal and project.db-shm beside it). Nothing was changed. Check the "
+            "permissions of the project folder (or copy the project from read-only media to a "
+            "writable folder) and try again."
+        )
+    return None
+
+
+def _found_version(conn: Connection, db_path: Path, create: bool) -> int | None:
+    """The database's schema version; None for a new, empty file (create=True only)."""
+    if not sa.inspect(conn).has_table("schema_version"):
+        if not create:
+            raise LinesideError(
+                f"{db_path} is not a Lineside project database (it has no schema version). "
+                "Restore the project folder from a backup."
+            )
+        return None
+    found = conn.scalar(sa.select(schema_version.c.version))
+    if found is None:
+        raise LinesideError(f"{db_path} is damaged (its schema version is missing).")
+    if found > SCHEMA_VERSION:
+        raise LinesideError(
+            f"{db_path} was made by a newer Lineside (schema {found}, this one knows "
+            f"{SCHEMA_VERSION}). Update Lineside to open it."
+        )
+    return found
+
+
+def _bring_up_to_date(conn: Connection, found: int | None) -> None:
+    if found is None:
+        metadata.create_all(conn)
+        conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+        return
+    for target in range(found + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[target](conn)
+    if found != SCHEMA_VERSION:
+        conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
+
+
+def prepare_schema(engine: Engine, db_path: Path, create: bool, read_only: bool = False) -> None:
+    """Create (create=True) or check and migrate the schema of the database at *db_path*.
+
+    read_only checks the version only: a database that would need a migration is refused.
+    """
     try:
+        # Looked at in a read transaction first: opening an up-to-date project must not
+        # wait for the write lock another program (a running import) may hold.
+        with engine.connect() as conn, conn.begin():
+            found = _found_version(conn, db_path, create)
+        if found == SCHEMA_VERSION:
+            return
+        if read_only:
+            raise LinesideError(
+                f"{db_path} was made by an older Lineside (schema {found}). Open that project "
+                "in this Lineside once (it is upgraded on opening), then try again."
+            )
         with engine.connect().execution_options(lineside_write=True) as conn, conn.begin():
-            if not sa.inspect(conn).has_table("schema_version"):
-                if not create:
-                    raise LinesideError(
-                        f"{db_path} is not a Lineside project database (it has no schema version). "
-                        "Restore the project folder from a backup."
-                    )
-                metadata.create_all(conn)
-                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
-                return
-            found = conn.scalar(sa.select(schema_version.c.version))
-            if found is None:
-                raise LinesideError(f"{db_path} is damaged (its schema version is missing).")
-            if found > SCHEMA_VERSION:
-                raise LinesideError(
-                    f"{db_path} was made by a newer Lineside (schema {found}, this one knows "
-                    f"{SCHEMA_VERSION}). Update Lineside to open it."
-                )
-            for target in range(found + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[target](conn)
-            if found != SCHEMA_VERSION:
-                conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
+            # Asked again under the write lock: another process may have just done it.
+            _bring_up_to_date(conn, _found_version(conn, db_path, create))
     except sa_exc.DBAPIError as exc:
         engine.dispose()
-        if _is_disk_full(exc):
-            raise DiskFullError(f"The disk is full while writing {db_path}; free some space.") from exc
+        known = environment_error(exc, db_path, "The project was not opened")
+        if known is not None:
+            raise known from exc
         raise LinesideError(
             f"{db_path} is damaged or is not a Lineside project database ({exc.orig}). "
             "Restore the project folder from a backup."
@@ -251,11 +325,9 @@ class Store:
                     finally:
                         self._local.conn = None
             except sa_exc.OperationalError as exc:
-                if _is_disk_full(exc):
-                    raise DiskFullError(
-                        f"The disk is full while writing {self._db_path}. The last change was not "
-                        "saved; everything before it is intact. Free some space and try again."
-                    ) from exc
+                known = environment_error(exc, self._db_path, "The last change was not saved")
+                if known is not None:
+                    raise known from exc
                 raise
 
     def transaction(self):

@@ -26,7 +26,10 @@ def export_data(project: Project, dest: Path | str) -> dict[str, int]:
     "masks", the number of masks.
     """
     dest = Path(dest).expanduser().absolute()
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if dest.exists() and not dest.is_dir():
+        raise LinesideError(f"{dest} already exists and is not a folder; it was left as it is. "
+                            "Export into a new or empty folder.")
+    if dest.exists() and any(dest.iterdir()):
         raise LinesideError(f"{dest} already exists and is not empty; export into a new or empty folder.")
     if dest == project.path or project.path in dest.parents:
         raise LinesideError(f"{dest} is inside the project folder; export to a folder outside it.")

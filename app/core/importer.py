@@ -9,24 +9,31 @@ Two layouts are understood:
   Images lying directly in the source folder are imported without a label.
 * MVTec AD: `train/good`, `test/<class>` (`test/good` is OK) and
   `ground_truth/<class>/<stem>_mask.png`; recognised by `train/good` plus `test/`.
+* another Lineside project (a folder with project.db): opened read-only, its images
+  come over with their current labels, masks, splits, tags and original names.
 
 One bad file never stops an import: it is reported in `skipped` with the reason and the
 import goes on. Files are stored by content, so importing the same folder twice adds
 nothing; an image already in the project keeps the label it has, unless it has none.
+
+Labels are never guessed: the same picture under two different labels in one import,
+or an import label that contradicts the project's, is a *conflict*. It is reported by
+name; the image is stored once, and the import gives it no label of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from app.core.errors import BadImageError, LinesideError
+from app.core.errors import BadImageError, LinesideError, printable
 from app.core.imageio import is_image_file, read_mask
 from app.core.project import Project, read_source_file
 from app.core.project_labels import check_class_name
@@ -42,13 +49,30 @@ PREPARE_THREADS = 4
 
 
 @dataclass
+class ImportConflict:
+    """One image whose labels disagree: in the import itself, or with the project."""
+
+    sources: list[tuple[str, str]]  # (path in the import, the label it gives)
+    project_label: str | None = None  # the image's current label in the project, if any
+
+    def describe(self) -> str:
+        said = " and ".join(f"{path} says '{verdict}'" for path, verdict in self.sources)
+        if self.project_label is not None:
+            return (f"{said}, but the project labels this image '{self.project_label}'; "
+                    "the project's label was kept. Relabel it by hand if the import is right.")
+        return (f"{said}: the same image with different labels. It was stored once without a label; "
+                "label it by hand.")
+
+
+@dataclass
 class ImportReport:
-    layout: str  # 'class-folders' | 'mvtec'
+    layout: str  # 'class-folders' | 'mvtec' | 'lineside-project'
     added: int = 0
     duplicates: int = 0
     labeled: int = 0
     masks: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    conflicts: list[ImportConflict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,10 @@ class _Item:
     verdict: str | None
     tags: dict[str, str]
     mask_path: Path | None  # where a mask would be; it may not exist
+    # Set when the item comes from another project, whose files are named by hash.
+    filename: str | None = None
+    captured_at: datetime | None = None
+    split: str | None = None
 
 
 def _subfolders(folder: Path, report: ImportReport) -> list[Path]:
@@ -84,6 +112,11 @@ def _folder_verdict(folder: Path, report: ImportReport) -> tuple[bool, str | Non
     """(usable, verdict) for a class folder."""
     if folder.name.lower() in OK_FOLDER_NAMES:
         return True, OK
+    if printable(folder.name) != folder.name:
+        # Bytes that are not UTF-8 cannot be a class name shown in the app and exported.
+        report.skipped.append((str(folder), "the folder name is not valid text (UTF-8); rename the folder "
+                               "to the defect class name and import again"))
+        return False, None
     try:
         return True, check_class_name(folder.name)
     except LinesideError as exc:
@@ -126,6 +159,73 @@ def _mvtec_items(source: Path, report: ImportReport) -> Iterator[_Item]:
             yield _Item(path, verdict, tags, masks / f"{path.stem}_mask.png")
 
 
+def _project_items(source: Path, report: ImportReport) -> Iterator[_Item]:
+    """Every image of another project, with its current label, mask and split.
+
+    The files are read from that project's folder as they are; it is opened read-only,
+    so importing from it changes nothing there.
+    """
+    with Project.open(source, read_only=True) as other:
+        labels = {record.id: label for record, label in other.labeled()}
+        name = other.name
+        records = other.images()
+    for record in records:
+        label = labels.get(record.id)
+        yield _Item(
+            record.path,
+            None if label is None else label.verdict,
+            {**record.tags, "import_project": name},
+            None if label is None else label.mask_path,
+            filename=record.filename,
+            captured_at=record.captured_at,
+            split=record.split,
+        )
+
+
+def _layout(source: Path) -> str:
+    if Project.is_project(source):
+        return "lineside-project"
+    return "mvtec" if is_mvtec(source) else "class-folders"
+
+
+def _items(source: Path, report: ImportReport) -> Iterator[_Item]:
+    readers = {"lineside-project": _project_items, "mvtec": _mvtec_items, "class-folders": _class_folder_items}
+    return readers[report.layout](source, report)
+
+
+def _file_sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None  # the import itself reports it
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _conflicting(items: list[_Item], pool: ThreadPoolExecutor) -> dict[str, list[_Item]]:
+    """sha256 -> the items that give the same bytes different labels.
+
+    Known before anything is recorded, so neither label is stored first and then
+    taken back. Only files whose size matches a file with another label are hashed.
+    """
+    labeled = [item for item in items if item.verdict is not None]
+    verdicts_by_size: dict[int, set[str]] = {}
+    sizes = list(pool.map(lambda item: _size(item.path), labeled))
+    for item, size in zip(labeled, sizes):
+        verdicts_by_size.setdefault(size, set()).add(item.verdict)
+    suspects = [item for item, size in zip(labeled, sizes) if size is not None and len(verdicts_by_size[size]) > 1]
+    by_sha: dict[str, list[_Item]] = {}
+    for item, sha in zip(suspects, pool.map(lambda item: _file_sha(item.path), suspects)):
+        if sha is not None:
+            by_sha.setdefault(sha, []).append(item)
+    return {sha: group for sha, group in by_sha.items() if len({item.verdict for item in group}) > 1}
+
+
 def _reason(exc: BadImageError, path: Path) -> str:
     # The store's message starts with the file name; the report gives it separately.
     message = str(exc)
@@ -135,8 +235,15 @@ def _reason(exc: BadImageError, path: Path) -> str:
     return message
 
 
-def _read_matching_mask(item: _Item, width: int, height: int, problems: list[tuple[str, str]]):
+def _existing_mask(item: _Item) -> Path | None:
+    """The item's mask file when there is one; OK and unlabeled parts never have one."""
     if item.verdict in (None, OK) or item.mask_path is None or not item.mask_path.is_file():
+        return None
+    return item.mask_path
+
+
+def _read_matching_mask(item: _Item, width: int, height: int, problems: list[tuple[str, str]]):
+    if _existing_mask(item) is None:
         return None
     try:
         mask = read_mask(item.mask_path)
@@ -167,7 +274,8 @@ def _prepare(project: Project, item: _Item) -> _Prepared:
     result = _Prepared(item)
     try:
         data, result.captured_at = read_source_file(item.path)
-        result.image = project.prepare_image(data, item.path.name)
+        result.captured_at = item.captured_at or result.captured_at
+        result.image = project.prepare_image(data, item.filename or item.path.name)
     except BadImageError as exc:
         result.problems.append((str(item.path), _reason(exc, item.path)))
         return result
@@ -177,23 +285,52 @@ def _prepare(project: Project, item: _Item) -> _Prepared:
     return result
 
 
-def _record(project: Project, prepared: _Prepared, report: ImportReport) -> None:
-    report.skipped += prepared.problems
-    item = prepared.item
-    if prepared.image is None:
-        return
-    record, new = project.add_prepared_image(prepared.image, "import", item.tags, prepared.captured_at)
-    if new:
-        report.added += 1
-    else:
-        report.duplicates += 1
-        if project.label(record.id) is not None:
-            return  # what someone already decided about this image stands
-    if item.verdict is None:
-        return
-    label = project.set_label(record.id, item.verdict, mask=prepared.mask, author="import")
-    report.labeled += 1
-    report.masks += label.mask_path is not None
+def _shown(item: _Item) -> str:
+    # An image from another project lives under its hash there; its name says more.
+    return str(item.path) if item.filename is None else f"{item.filename} ({item.path})"
+
+
+class _Recorder:
+    """Records prepared files one by one, keeping the report and the conflicts."""
+
+    def __init__(self, project: Project, report: ImportReport, conflicting: dict[str, list[_Item]]) -> None:
+        self.project = project
+        self.report = report
+        self.conflicting = conflicting  # sha256 -> items labeling the same bytes differently
+        self.conflicts: dict[str, ImportConflict] = {}  # sha256 -> its one entry in the report
+
+    def record(self, prepared: _Prepared) -> None:
+        report, item = self.report, prepared.item
+        report.skipped += prepared.problems
+        if prepared.image is None:
+            return
+        record, new = self.project.add_prepared_image(prepared.image, "import", item.tags, prepared.captured_at)
+        if new:
+            report.added += 1
+            if item.split is not None:
+                self.project.set_split(record.id, item.split)  # splits never move: only a new image gets one
+        else:
+            report.duplicates += 1
+        current = self.project.label(record.id)
+        if record.sha256 in self.conflicting:
+            # Every copy stays unlabeled; the one entry names them all.
+            sources = [(_shown(other), other.verdict) for other in self.conflicting[record.sha256]]
+            self._conflict(record.sha256, current, sources)
+        elif current is not None:
+            # What someone already decided about this image stands; a disagreement is shown.
+            if item.verdict is not None and current.verdict != item.verdict:
+                self._conflict(record.sha256, current, [(_shown(item), item.verdict)])
+        elif item.verdict is not None:
+            label = self.project.set_label(record.id, item.verdict, mask=prepared.mask, author="import")
+            report.labeled += 1
+            report.masks += label.mask_path is not None
+
+    def _conflict(self, sha: str, current, sources: list[tuple[str, str]]) -> None:
+        entry = self.conflicts.get(sha)
+        if entry is None:
+            entry = self.conflicts[sha] = ImportConflict([], None if current is None else current.verdict)
+            self.report.conflicts.append(entry)
+        entry.sources += [source for source in sources if source not in entry.sources]
 
 
 def _check_source(source: Path) -> None:
@@ -209,12 +346,44 @@ def _check_source(source: Path) -> None:
 
 def labeled_files(source: Path | str) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
     """(verdict, image path) for every labeled image under *source*, read exactly as
-    `import` reads it (class folders, images/<class>, MVTec AD), and what was skipped."""
+    `import` reads it (class folders, images/<class>, MVTec AD, a project), and what was skipped."""
+    files, skipped = labeled_files_with_masks(source)
+    return [(verdict, path) for verdict, path, _ in files], skipped
+
+
+def labeled_files_with_masks(
+    source: Path | str,
+) -> tuple[list[tuple[str, Path, Path | None]], list[tuple[str, str]]]:
+    """As labeled_files, with the defect mask `import` would attach to each image:
+    (verdict, image path, mask path or None). The mask path is given only when the file
+    exists (masks/<class>/<stem>.png, or MVTec's ground_truth/<class>/<stem>_mask.png);
+    OK parts never have one. The mask itself is not read here."""
     source = Path(source).expanduser().absolute()
     _check_source(source)
-    report = ImportReport(layout="mvtec" if is_mvtec(source) else "class-folders")
-    items = (_mvtec_items if report.layout == "mvtec" else _class_folder_items)(source, report)
-    return [(item.verdict, item.path) for item in items if item.verdict is not None], report.skipped
+    report = ImportReport(layout=_layout(source))
+    items = _items(source, report)
+    files = [(item.verdict, item.path, _existing_mask(item)) for item in items if item.verdict is not None]
+    return files, _printable_pairs(report.skipped)
+
+
+def _check_not_itself(project: Project, source: Path) -> None:
+    if source == project.path or project.path in source.parents:
+        raise LinesideError(
+            f"{source} is the project {project.path} itself (or a folder inside it); its images are "
+            "already in the project. Import from a folder outside the project."
+        )
+
+
+def _printable_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(printable(a), printable(b)) for a, b in pairs]
+
+
+def _make_printable(report: ImportReport) -> ImportReport:
+    # Names that are not valid UTF-8 would make printing the report crash.
+    report.skipped = _printable_pairs(report.skipped)
+    for conflict in report.conflicts:
+        conflict.sources = _printable_pairs(conflict.sources)
+    return report
 
 
 def import_folder(
@@ -223,19 +392,20 @@ def import_folder(
     """Import every image under *source*; on_progress(done, total) is called per file."""
     source = Path(source).expanduser().absolute()
     _check_source(source)
-    layout = "mvtec" if is_mvtec(source) else "class-folders"
-    report = ImportReport(layout=layout)
-    items = list((_mvtec_items if layout == "mvtec" else _class_folder_items)(source, report))
+    _check_not_itself(project, source)
+    report = ImportReport(layout=_layout(source))
+    items = list(_items(source, report))
     pool = ThreadPoolExecutor(max_workers=PREPARE_THREADS)
     try:
+        recorder = _Recorder(project, report, _conflicting(items, pool))
         # Workers run ahead preparing files while this thread records them in batches.
         futures = [pool.submit(_prepare, project, item) for item in items]
         for start in range(0, len(futures), BATCH_SIZE):
             with project.transaction():
                 for done, future in enumerate(futures[start : start + BATCH_SIZE], start + 1):
-                    _record(project, future.result(), report)
+                    recorder.record(future.result())
                     if on_progress is not None:
                         on_progress(done, len(items))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return report
+    return _make_printable(report)

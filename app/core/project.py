@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
+import re
+import shutil
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from app.core import atomic, db
-from app.core.errors import BadImageError, DiskFullError, LinesideError, NotAProjectError
+from app.core.errors import BadImageError, DiskFullError, LinesideError, NotAProjectError, ReadOnlyError, printable
 from app.core.imageio import IMAGE_SUFFIXES, decode_image, encode_png, read_image, to_bgr8
 from app.core.project_labels import LabelStoreMixin, current_labels
 from app.core.project_models import ModelStoreMixin
@@ -29,6 +33,13 @@ __all__ = ["OK", "DefectClass", "ImageRecord", "Label", "ModelVersion", "Prepare
 
 DB_NAME = "project.db"
 SPLITS = ("train", "val", "test")
+# What a killed process leaves behind: a training's hidden version folder (named with
+# the trainer's pid) and the temp files of atomic writes. Removed when a project is
+# opened, once old enough that no live writer can still be filling them: a project
+# folder on a share may be written from another PC, whose pids mean nothing here.
+LEFTOVER_AGE_S = 10 * 60
+ORPHAN_AGE_S = 24 * 60 * 60  # past this even a folder whose pid looks alive is stale
+_PARTIAL = re.compile(r"^\.partial-v\d+-(\d+)$")
 
 # Leading bytes of the formats OpenCV reads, for bytes that come without a usable name.
 _MAGIC_SUFFIXES = (
@@ -64,6 +75,65 @@ def read_source_file(path: Path) -> tuple[bytes, datetime]:
     except OSError as exc:
         raise BadImageError(f"{path}: cannot be read ({exc.strerror or exc}).") from exc
     return data, captured_at
+
+
+def _open_engine(db_path: Path, read_only: bool) -> sa.Engine:
+    engine = db.make_engine(db_path, read_only=read_only)
+    try:
+        db.prepare_schema(engine, db_path, create=False, read_only=read_only)
+    except ReadOnlyError:
+        if not read_only:
+            raise
+        # Read-only media: SQLite cannot create project.db-shm there. Read it as a
+        # file nobody changes (nobody can write to that folder anyway).
+        engine = db.make_engine(db_path, read_only=True, immutable=True)
+        db.prepare_schema(engine, db_path, create=False, read_only=True)
+    return engine
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _age(path: Path, now: float) -> float:
+    """Seconds since *path* (or, for a folder, anything directly in it) last changed."""
+    try:
+        inside = _entries(path) if path.is_dir() else []
+        times = [path.stat().st_mtime] + [p.stat().st_mtime for p in inside]
+    except OSError:
+        return 0.0  # vanished or unreadable while looking: leave it alone
+    return now - max(times)
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":
+        return True  # os.kill would terminate it there; rely on the age alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but belongs to someone else
+    return True
+
+
+def _partial_is_stale(folder: Path, now: float) -> bool:
+    age = _age(folder, now)
+    pid = int(_PARTIAL.match(folder.name).group(1))
+    if pid == os.getpid():
+        return False  # this very process is training into it
+    return age > ORPHAN_AGE_S or (age > LEFTOVER_AGE_S and not _pid_alive(pid))
+
+
+def _remove(path: Path) -> bool:
+    try:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    except OSError:
+        return False
+    return True
 
 
 class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
@@ -105,7 +175,9 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
         return project
 
     @classmethod
-    def open(cls, path: Path | str) -> "Project":
+    def open(cls, path: Path | str, read_only: bool = False) -> "Project":
+        """Open a project; read_only (for reading another project, e.g. to import from
+        it) changes nothing in it, and every write raises."""
         path = Path(path).expanduser().absolute()
         if not cls.is_project(path):
             reason = "the folder does not exist" if not path.exists() else f"no {DB_NAME}"
@@ -113,12 +185,37 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
                 f"{path} is not a Lineside project ({reason}). Choose the project folder, "
                 "or create a new project with 'lineside new'."
             )
-        engine = db.make_engine(path / DB_NAME)
-        db.prepare_schema(engine, path / DB_NAME, create=False)
-        return cls(path, engine)
+        project = cls(path, _open_engine(path / DB_NAME, read_only))
+        if not read_only:
+            project.remove_leftovers()
+        return project
 
     def close(self) -> None:
         self._close_engine()
+
+    # -- leftovers of killed processes ---------------------------------------------
+
+    def remove_leftovers(self, now: float | None = None) -> list[Path]:
+        """Remove stale `models/.partial-vN-PID` folders and `.*.tmp` files; returns them.
+
+        Never fails: a read-only project or a file in use just stays where it is.
+        """
+        now = time.time() if now is None else now
+        removed = [p for p in self._partial_folders() if _partial_is_stale(p, now) and _remove(p)]
+        removed += [p for p in self._temp_files() if _age(p, now) > LEFTOVER_AGE_S and _remove(p)]
+        return removed
+
+    def _partial_folders(self) -> list[Path]:
+        return [p for p in _entries(self.models_dir) if _PARTIAL.match(p.name) and p.is_dir()]
+
+    def _temp_files(self) -> list[Path]:
+        # Atomic writes put `.<name>.<random>.tmp` beside their target: the project
+        # folder itself, images/<xx>/, masks/<xx>/ and models/<version>/.
+        folders = [self.path]
+        for parent in (self.images_dir, self.masks_dir, self.models_dir):
+            folders += [p for p in _entries(parent) if p.is_dir() and not _PARTIAL.match(p.name)]
+        return [p for folder in folders for p in _entries(folder)
+                if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()]  # fmt: skip
 
     def __enter__(self) -> "Project":
         return self
@@ -177,7 +274,9 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
         # The file is complete on disk before any row points at it.
         if not (self.path / rel).is_file():
             atomic.write_bytes(self.path / rel, data)
-        return PreparedImage(sha, rel, Path(filename).name, int(image.shape[1]), int(image.shape[0]))
+        # A name that is not valid UTF-8 cannot go into SQLite as it is: keep it readable.
+        name = printable(Path(filename).name)
+        return PreparedImage(sha, rel, name, int(image.shape[1]), int(image.shape[0]))
 
     def add_prepared_image(
         self,
@@ -294,9 +393,9 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
     def _upsert_tags(conn: sa.Connection, image_id: int, tags: dict) -> None:
         table = db.image_tags
         for key, value in tags.items():
-            conn.execute(sa.delete(table).where(table.c.image_id == image_id, table.c.key == str(key)))
+            conn.execute(sa.delete(table).where(table.c.image_id == image_id, table.c.key == printable(key)))
             if value is not None:
-                conn.execute(table.insert().values(image_id=image_id, key=str(key), value=str(value)))
+                conn.execute(table.insert().values(image_id=image_id, key=printable(key), value=printable(value)))
 
     # -- splits --------------------------------------------------------------------
 

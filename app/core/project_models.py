@@ -8,18 +8,23 @@ sees zero or two production models.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import sqlalchemy as sa
 
 from app.core import db
-from app.core.errors import LinesideError, ModelFileError
+from app.core.errors import BadImageError, LinesideError, ModelFileError
+from app.core.imageio import read_image
 from app.core.records import ModelVersion
 
 _VERSION = re.compile(r"^v(\d+)$")
 VERDICTS = ("PASS", "FAIL")
+# A deploy runs the model on this many of the project's images before switching.
+DEPLOY_CHECK_IMAGES = 4
 
 
 class ModelStoreMixin:
@@ -107,15 +112,53 @@ class ModelStoreMixin:
         conn.execute(db.model_versions.update().where(*where).values(status=status))
 
     def deploy(self, version: str) -> ModelVersion:
-        """Make *version* the production model; the previous one becomes 'retired'."""
+        """Make *version* the production model; the previous one becomes 'retired'.
+
+        The model is first loaded and run on a few of the project's images: a damaged
+        file must be refused here, while the line still runs the old model, not found
+        out at the first part after the switch.
+        """
         table = db.model_versions
+        model = self.model(version)  # a clear error for an unknown version
+        if not model.onnx_path.is_file():
+            raise ModelFileError(f"{model.onnx_path} is missing; model {version} cannot go into production.")
+        self._check_model_runs(model)
         with self._write() as conn:
-            onnx = self.model(version).onnx_path  # a clear error for an unknown version
-            if not onnx.is_file():
-                raise ModelFileError(f"{onnx} is missing; model {version} cannot go into production.")
             self._set_status(conn, "retired", table.c.status == "production", table.c.version != version)
             self._set_status(conn, "production", table.c.version == version)
             return self.model(version)
+
+    def _check_model_runs(self, model: ModelVersion) -> None:
+        """ModelFileError unless *model* loads and gives finite verdicts on sample parts."""
+        from app.core.runtime import Inspector  # ONNX Runtime is loaded only to deploy
+
+        try:
+            if not math.isfinite(model.threshold):
+                raise ModelFileError(f"its threshold is {model.threshold}, not a number.")
+            inspector = Inspector(model.onnx_path, threshold=model.threshold)
+            for image in self._deploy_check_images():
+                verdict = inspector.inspect(image)
+                if not all(map(math.isfinite, [verdict.score, *verdict.class_probs.values()])):
+                    raise ModelFileError(f"it gives a score of {verdict.score} (not a finite number) on a test part.")
+        except (LinesideError, ValueError, IndexError) as exc:  # numpy errors: outputs of the wrong shape
+            current = self.production_model()
+            stays = f"{current.version} stays in production" if current else "Nothing was deployed"
+            raise ModelFileError(
+                f"Model {model.version} cannot go into production: {exc} {stays}. "
+                f"Train the model again, or deploy another version."
+            ) from exc
+
+    def _deploy_check_images(self) -> list[np.ndarray]:
+        """Up to DEPLOY_CHECK_IMAGES of the project's images; a gray frame if none can be read."""
+        with self._read() as conn:
+            records = self._records(conn, self._image_query().limit(DEPLOY_CHECK_IMAGES))
+        images = []
+        for record in records:
+            try:
+                images.append(read_image(record.path))
+            except BadImageError:
+                continue  # a missing image file is not the model's fault
+        return images or [np.full((224, 224, 3), 128, np.uint8)]
 
     def retire(self, version: str) -> None:
         with self._write() as conn:

@@ -1,8 +1,13 @@
 """The line-side verdict: an exported ONNX model run with ONNX Runtime.
 
 Everything the runtime needs travels inside the .onnx file (class names, input size,
-threshold, drift reference in the `lineside` metadata entry), so a model copied out of
-a project onto a station works on its own. Torch is never imported on this path.
+threshold, drift reference, tile plan in the `lineside` metadata entry), so a model
+copied out of a project onto a station works on its own. Torch is never imported here.
+
+A model with a tile plan ("tiling" in the metadata) is a per-tile network: large parts
+are cut into overlapping tiles near native resolution (`app.core.preprocess.TilePlan`),
+all tiles go through the model, the part's score is the max over its tiles, its class
+comes from the strongest tile and its heatmap is stitched over the whole part.
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ import numpy as np
 
 from app.core.errors import LinesideError, ModelFileError
 from app.core.imageio import read_image, to_bgr8
-from app.core.preprocess import Letterbox, heatmap_to_image, letterbox
+from app.core.preprocess import (
+    Letterbox,
+    TileLayout,
+    TilePlan,
+    heatmap_to_image,
+    letterbox,
+    stitch,
+    stitch_grid,
+)
 
 if TYPE_CHECKING:  # the project store is only needed by load_inspector_for_project
     from app.core.project import Project
@@ -29,6 +42,9 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("score", "class_probs", "heatmap")
 # Used when a model knows only "ok" (a pure good/bad model with no named defects).
 GENERIC_DEFECT = "defect"
+DEFAULT_MODE = "supervised"
+# Tiles per session run: bounds memory on a many-tile batch, still amortises the call.
+MAX_TILES_PER_RUN = 16
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,8 @@ class ModelInfo:
     threshold: float
     version: str | None
     reference: dict | None
+    tiling: TilePlan | None = None  # None: the whole part is letterboxed into one input
+    mode: str = DEFAULT_MODE  # how the model was trained ("supervised", ...)
 
 
 @dataclass
@@ -47,10 +65,15 @@ class Verdict:
     score: float
     defect_class: str | None  # None when passed
     class_probs: dict[str, float]
-    heatmap: np.ndarray  # float32 h x w, the model grid over the letterboxed input
+    # float32 h x w: the model grid over the letterboxed input. For a tiled model: the
+    # stitched patch grid over a square holding the part at the tiling scale, and *box*
+    # describes that square, so heatmap_to_image(heatmap, box) still lands on the part.
+    heatmap: np.ndarray
     box: Letterbox
     latency_ms: float
     threshold: float
+    tile_heatmaps: np.ndarray | None = None  # [T, h, w] per tile, tiled models only
+    layout: TileLayout | None = None  # where those tiles sit, tiled models only
 
     @property
     def label(self) -> str:
@@ -58,6 +81,8 @@ class Verdict:
 
     def heatmap_on_image(self) -> np.ndarray:
         """The heatmap as float32 H x W over the original image (padding cut away)."""
+        if self.layout is not None:  # exact stitch from the tiles, not the coarse grid
+            return stitch(self.tile_heatmaps, self.layout)
         return heatmap_to_image(self.heatmap, self.box)
 
 
@@ -82,6 +107,8 @@ def _parse_model_info(meta_json: str | None, path: Path) -> ModelInfo:
             threshold=float(meta["threshold"]),
             version=None if meta.get("version") is None else str(meta["version"]),
             reference=meta.get("reference") or None,
+            tiling=TilePlan.from_dict(meta.get("tiling")),
+            mode=str(meta.get("mode") or DEFAULT_MODE),
         )
     except ModelFileError:
         raise
@@ -89,6 +116,11 @@ def _parse_model_info(meta_json: str | None, path: Path) -> ModelInfo:
         raise ModelFileError(f"{path}: the Lineside metadata in this model is damaged ({exc}).") from exc
     if not class_names or class_names[0] != "ok" or info.input_size <= 0:
         raise ModelFileError(f"{path}: the Lineside metadata in this model is inconsistent.")
+    if info.tiling is not None and info.tiling.tile != info.input_size:
+        raise ModelFileError(
+            f"{path}: the model's tile size ({info.tiling.tile}) differs from its input size "
+            f"({info.input_size}); the metadata is inconsistent. Re-export the model."
+        )
     return info
 
 
@@ -167,43 +199,91 @@ class Inspector:
         except Exception as exc:
             raise ModelFileError(f"{self.model_path}: the model failed to run ({exc}).") from exc
         n = batch.shape[0]
-        return (
+        out = (
             np.asarray(score, np.float32).reshape(n),
             np.asarray(probs, np.float32).reshape(n, -1),
             np.asarray(heat, np.float32).reshape(n, heat.shape[-2], heat.shape[-1]),
         )
+        self._check_finite(*out)
+        return out
+
+    def _check_finite(self, scores: np.ndarray, probs: np.ndarray, heat: np.ndarray) -> None:
+        """A NaN/inf output is a broken model, never a verdict: NaN >= threshold is False,
+        so a NaN score would otherwise PASS every part without anyone noticing."""
+        for name, values in (("score", scores), ("class probabilities", probs), ("heatmap", heat)):
+            bad = values[~np.isfinite(values)]
+            if bad.size:
+                kind = "NaN" if np.isnan(bad).any() else "infinite"
+                raise ModelFileError(
+                    f"{self.model_path}: the model returned an invalid {name} ({kind}); its verdicts "
+                    "cannot be trusted. The model file is damaged or was trained/exported badly: "
+                    "retrain or re-export it."
+                )
+
+    def _run_chunked(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All model inputs of a batch, at most MAX_TILES_PER_RUN per session run."""
+        parts = [
+            self._run(np.stack(inputs[i : i + MAX_TILES_PER_RUN])) for i in range(0, len(inputs), MAX_TILES_PER_RUN)
+        ]
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
+
+    def _class_of(self, probs: np.ndarray) -> str:
+        names = self.info.class_names
+        if len(probs) > 1 and len(names) > 1:
+            return names[1 + int(np.argmax(probs[1 : len(names)]))]
+        return GENERIC_DEFECT
 
     def _verdict(self, score: float, probs: np.ndarray, heat: np.ndarray, box: Letterbox, ms: float) -> Verdict:
         names = self.info.class_names
         class_probs = {name: float(p) for name, p in zip(names, probs)}
         passed = score < self.threshold  # reject when score >= threshold (as evaluation)
-        defect_class = None
-        if not passed:
-            if len(probs) > 1 and len(names) > 1:
-                defect_class = names[1 + int(np.argmax(probs[1 : len(names)]))]
-            else:
-                defect_class = GENERIC_DEFECT
+        defect_class = None if passed else self._class_of(probs)
         return Verdict(passed, score, defect_class, class_probs, heat, box, ms, self.threshold)
+
+    def _pooled_verdict(self, scores: np.ndarray, probs: np.ndarray, heat: np.ndarray,
+                        layout: TileLayout, ms: float) -> Verdict:
+        """One part from its tiles: the strongest tile speaks for the part (score and
+        class), the heatmap is all tiles stitched."""
+        best = int(np.argmax(scores))
+        stride = max(1, layout.tile // heat.shape[-1])
+        grid, box = stitch_grid(heat, layout, stride)
+        verdict = self._verdict(float(scores[best]), probs[best], grid, box, ms)
+        verdict.tile_heatmaps, verdict.layout = heat, layout
+        return verdict
 
     def inspect(self, image: np.ndarray) -> Verdict:
         return self.inspect_batch([image])[0]
 
+    def _model_inputs(self, image: np.ndarray) -> tuple[list[np.ndarray], Letterbox | TileLayout]:
+        """The model inputs for one part: its tiles, or its single letterbox."""
+        image = to_bgr8(image)
+        if self.info.tiling is not None:
+            return self.info.tiling.tiles(image)
+        square, box = letterbox(image, self.info.input_size)
+        return [square], box
+
     def inspect_batch(self, images: list[np.ndarray]) -> list[Verdict]:
-        """Inspect several parts in one model call; latency_ms is the batch time per part."""
+        """Inspect several parts in one go (all their tiles together, in chunks);
+        latency_ms is the batch time per part."""
         if not images:
             return []
         start = time.perf_counter()
-        size = self.info.input_size
-        squares, boxes = [], []
+        inputs: list[np.ndarray] = []
+        spans, places = [], []
         for image in images:
-            square, box = letterbox(to_bgr8(image), size)
-            squares.append(square)
-            boxes.append(box)
-        scores, probs, heat = self._run(np.stack(squares))
+            part_inputs, place = self._model_inputs(image)
+            spans.append((len(inputs), len(inputs) + len(part_inputs)))
+            inputs.extend(part_inputs)
+            places.append(place)
+        scores, probs, heat = self._run_chunked(inputs)
         ms = (time.perf_counter() - start) * 1000.0 / len(images)
-        return [
-            self._verdict(float(scores[i]), probs[i], heat[i], boxes[i], ms) for i in range(len(images))
-        ]
+        verdicts = []
+        for (a, b), place in zip(spans, places):
+            if isinstance(place, TileLayout):
+                verdicts.append(self._pooled_verdict(scores[a:b], probs[a:b], heat[a:b], place, ms))
+            else:
+                verdicts.append(self._verdict(float(scores[a]), probs[a], heat[a], place, ms))
+        return verdicts
 
     def inspect_file(self, path: Path | str) -> Verdict:
         return self.inspect(read_image(path))

@@ -1,0 +1,121 @@
+"""The operating point the line gets: a threshold set on held-out OK parts, with intervals.
+
+The engineer states a target false-reject rate (default 1 %). The threshold is set on
+scores of OK parts the model never trained on, computed by the exported model in ONNX
+Runtime (the very numbers the line will compute), so the rate it delivers on new parts
+is known in advance:
+
+- With n held-out OK scores and the threshold just above the (k+1)-th highest, the
+  share of *new* OK parts at or above it is Beta(k+1, n-k) distributed (the classic
+  order-statistic / conformal argument; it needs only that new OK parts resemble the
+  held-out ones). Its mean is (k+1)/(n+1). We pick the largest k whose mean stays
+  within the target, and report the Beta interval as the false-reject interval.
+- The catch rate is counted on held-out defective parts (Clopper-Pearson interval).
+
+The threshold sits halfway (in logit space) between the two held-out OK scores it
+separates, never one float step above a score: a part scored 3e-8 higher by another
+runtime or CPU must not flip from PASS to FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from app.core.errors import NotEnoughDataError
+
+DEFAULT_FALSE_REJECT_TARGET = 0.01
+# Half the logit gap to the next score, but at least this: far above any float
+# difference between PyTorch, ONNX Runtime builds and CPUs (about 1e-6 in logit).
+MIN_LOGIT_MARGIN = 1e-3
+_CLIP = 1e-7
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), _CLIP, 1 - _CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def allowed_rejects(n_ok: int, target: float) -> int:
+    """Largest k with (k+1)/(n+1) <= target: how many held-out OK scores may lie above.
+
+    0 when even k = 0 exceeds the target (fewer than 1/target - 1 OK parts): the
+    threshold then sits above every held-out OK score and the interval says how far
+    from the target that may be.
+    """
+    return max(0, int(math.floor(target * (n_ok + 1) + 1e-9)) - 1)
+
+
+def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET) -> tuple[float, int]:
+    """(threshold, k): k held-out OK parts score at or above the returned threshold."""
+    ok = np.sort(np.asarray(ok_scores, np.float64).ravel())[::-1]
+    if ok.size == 0:
+        raise NotEnoughDataError("No held-out OK parts to set a threshold from: label more OK parts.")
+    if not np.all(np.isfinite(ok)):
+        raise NotEnoughDataError("The model gave invalid (NaN) scores on held-out OK parts; retrain.")
+    k = min(allowed_rejects(ok.size, target), ok.size - 1)
+    logits = _logit(ok)
+    below = logits[k]  # the highest score that must PASS
+    if k > 0:
+        gap = logits[k - 1] - below  # the lowest score that may FAIL lies above the threshold
+    elif ok.size > 1:
+        gap = below - logits[1]  # nothing above: extrapolate by the top gap
+    else:
+        gap = 0.0
+    return _sigmoid(below + max(MIN_LOGIT_MARGIN, 0.5 * gap)), k
+
+
+@dataclass
+class OperatingPoint:
+    threshold: float
+    false_reject_target: float
+    false_reject_rate: float  # expected on new OK parts: (k+1)/(n+1)
+    false_reject_rate_ci: list[float]
+    false_reject_on_heldout: float  # what the held-out OK parts themselves show (k/n)
+    n_ok_heldout: int
+    catch_rate: float | None  # on held-out defective parts
+    catch_rate_ci: list[float] | None
+    n_defect_heldout: int
+    threshold_source: str
+    confidence: float = 0.95
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line for the CLI and the reports."""
+        fr = (f"false reject {self.false_reject_rate:.1%} expected "
+              f"(95% CI {self.false_reject_rate_ci[0]:.1%}-{self.false_reject_rate_ci[1]:.1%})")
+        if self.catch_rate is None:
+            return f"{fr}; no held-out defective parts to measure the catch rate"
+        lo, hi = self.catch_rate_ci
+        return (f"catch {self.catch_rate:.1%} (95% CI {lo:.1%}-{hi:.1%}) of {self.n_defect_heldout} "
+                f"held-out defective parts, {fr}")
+
+
+def operating_point(ok_scores, defect_scores, target: float = DEFAULT_FALSE_REJECT_TARGET,
+                    source: str = "held-out OK parts", confidence: float = 0.95) -> OperatingPoint:
+    from app.core.evaluation import rate_interval, threshold_false_reject_interval
+
+    ok = np.asarray(ok_scores, np.float64).ravel()
+    bad = np.asarray(defect_scores, np.float64).ravel()
+    threshold, k = choose_threshold(ok, target)
+    forecast = threshold_false_reject_interval(ok.size, k, confidence)
+    expected, low, high = forecast.mean, forecast.low, forecast.high
+    catch = ci = None
+    if bad.size:
+        caught = int(np.sum(bad >= threshold))
+        catch = caught / bad.size
+        ci = [float(v) for v in rate_interval(caught, bad.size, confidence)]
+    return OperatingPoint(
+        threshold=float(threshold), false_reject_target=float(target), false_reject_rate=float(expected),
+        false_reject_rate_ci=[float(low), float(high)],
+        false_reject_on_heldout=float(np.mean(ok >= threshold)), n_ok_heldout=int(ok.size),
+        catch_rate=catch, catch_rate_ci=ci, n_defect_heldout=int(bad.size), threshold_source=source,
+        confidence=confidence)

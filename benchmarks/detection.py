@@ -1,0 +1,260 @@
+"""What the line catches, on a real dataset with a fixed split: one command per dataset.
+
+    python benchmarks/detection.py magnetic-tile     # -> benchmarks/results/magnetic_tile.md
+    python benchmarks/detection.py kolektorsdd       # -> benchmarks/results/kolektorsdd.md
+    options: --quick (a small subset, checks the script), --no-curve, --dataset-root PATH
+
+For each dataset, with the trainer's DEFAULT settings (nothing here is tuned per
+dataset; the trainer picks mode, input size and tiling from the data):
+  1. the train and val images go into a fresh project with their labels, masks and the
+     dataset's split; the test split is never shown to the trainer;
+  2. `auto` mode (supervised here) and `good-only` mode are trained, each timed;
+  3. the exported models judge every test image through ONNX Runtime at the threshold
+     they store: catch and false reject with 95 % intervals lead; AUROC, the test-optimal
+     catch at 1 % false reject (labelled as such), pixel AUROC and PRO follow;
+  4. the image-statistics baseline on the same split;
+  5. the learning curve: 5, 10, 20 and all training defects (same OK parts), plus good
+     parts only, catch at the stored threshold (table and PNG plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+
+from app.core.imageio import read_image, read_mask  # noqa: E402
+from app.core.records import OK  # noqa: E402
+from app.core.runtime import Inspector  # noqa: E402
+from benchmarks import tile_data  # noqa: E402
+from benchmarks.detection_report import render  # noqa: E402
+from benchmarks.machine import load_average  # noqa: E402
+
+DATASETS = {
+    "magnetic-tile": 'Y. Huang, C. Qiu and K. Yuan, "Surface defect saliency of magnetic tile", '
+                     "The Visual Computer 36, 85-96 (2020)",
+    "kolektorsdd": 'D. Tabernik, S. Sela, J. Skvarc and D. Skocaj, "Segmentation-based deep-learning approach '
+                   'for surface-defect detection", Journal of Intelligent Manufacturing 31, 759-776 (2020); '
+                   "CC BY-NC-SA 4.0",
+}
+SEED = 0
+CURVE_DEFECTS = (5, 10, 20)  # plus "all"
+QUICK = {"train": {"good": 16, "*": 6}, "val": {"good": 8, "*": 3}, "test": {"good": 12, "*": 4}}
+
+
+@dataclass
+class Trained:
+    name: str
+    mode: str
+    version: str
+    model_dir: Path
+    train_s: float
+    metrics: dict
+    report: dict
+    n_train_defects: int
+    test: dict = field(default_factory=dict)
+
+
+def train(project_dir: Path, name: str, mode: str, quick: bool) -> Trained:
+    from training.pipeline import train_project
+
+    events: list[dict] = []
+    t0 = time.perf_counter()
+    model = train_project(project_dir, device="cpu", seed=SEED, mode=mode, epochs=2 if quick else None,
+                          on_event=events.append)
+    seconds = time.perf_counter() - t0
+    start = next(e for e in events if e["event"] == "start")
+    print(f"  {name}: {model.version} {model.metrics.get('mode')} in {seconds:.1f} s "
+          f"({start['n_train']} train / {start['n_val']} val); {model.metrics.get('mode_reason')}", flush=True)
+    n_def = sum(v["train"] for k, v in model.report["per_class"].items() if k != OK)
+    return Trained(name, model.metrics.get("mode", mode), model.version, model.path, seconds, model.metrics,
+                   model.report, n_def)
+
+
+def judge_test(run: Trained, test: list[tile_data.Item], root: Path) -> dict:
+    """The exported model at its stored threshold on every test image, with localization."""
+    from app.core.evaluation import pixel_auroc, pro_score, rate_interval
+
+    inspector = Inspector(run.model_dir / "model.onnx", threads=2)
+    scores, truth, heatmaps, masks, names = [], [], [], [], []
+    for item in test:
+        image = read_image(item.path)
+        verdict = inspector.inspect(image)
+        scores.append(verdict.score)
+        truth.append(item.verdict)
+        names.append(item.path.name)
+        mask_file = item.mask_path(root)
+        if item.verdict == OK or mask_file.is_file():
+            mask = read_mask(mask_file, image.shape[:2]) if mask_file.is_file() else np.zeros(image.shape[:2], np.uint8)
+            heatmaps.append(verdict.heatmap_on_image())
+            masks.append(mask)
+    scores = np.array(scores)
+    defect = np.array([t != OK for t in truth])
+    t = inspector.threshold
+    caught, rejected = int(np.sum(scores[defect] >= t)), int(np.sum(scores[~defect] >= t))
+    from app.core.evaluation import auroc, catch_at_false_reject
+
+    result = {
+        "threshold": t, "n_defect": int(defect.sum()), "n_ok": int((~defect).sum()),
+        "caught": caught, "false_rejects": rejected,
+        "catch_rate": caught / max(1, defect.sum()), "catch_rate_ci": list(rate_interval(caught, int(defect.sum()))),
+        "false_reject_rate": rejected / max(1, (~defect).sum()),
+        "false_reject_rate_ci": list(rate_interval(rejected, int((~defect).sum()))),
+        "auroc": auroc(defect.astype(int), scores),
+        "catch_at_1pct_false_reject_test_optimal": catch_at_false_reject(scores[~defect], scores[defect], 0.01),
+        "pixel_auroc": pixel_auroc(heatmaps, masks) if any(m.any() for m in masks) else None,
+        "pro": pro_score(heatmaps, masks) if any(m.any() for m in masks) else None,
+        "per_class": {},
+        "missed": [n for n, s, d in zip(names, scores, defect) if d and s < t],
+        "false_rejected": [n for n, s, d in zip(names, scores, defect) if not d and s >= t],
+    }
+    for cls in sorted({x for x in truth if x != OK}):
+        sel = np.array([x == cls for x in truth])
+        result["per_class"][cls] = {"n": int(sel.sum()), "caught": float(np.mean(scores[sel] >= t))}
+    return result
+
+
+def run_baseline(train_val: list[tile_data.Item], test: list[tile_data.Item]) -> dict:
+    """Image statistics + logistic regression: fit on train, L2 and threshold on val, judge test."""
+    from app.core.evaluation import auroc, catch_at_false_reject, rate_interval, threshold_for_false_reject
+    from training import baseline
+
+    def xy(items):
+        return (np.stack([baseline.image_features(read_image(i.path)) for i in items]),
+                np.array([i.verdict != OK for i in items]))
+
+    (tx, ty), (vx, vy) = xy(tile_data.in_split(train_val, "train")), xy(tile_data.in_split(train_val, "val"))
+    model = baseline.fit_selected(tx, ty, vx, vy)
+    threshold = threshold_for_false_reject(model.scores(vx)[~vy], 0.01)
+    sx, sy = xy(test)
+    scores = model.scores(sx)
+    caught, rejected = int(np.sum(scores[sy] >= threshold)), int(np.sum(scores[~sy] >= threshold))
+    return {"auroc": auroc(sy.astype(int), scores), "catch_rate": caught / sy.sum(),
+            "catch_rate_ci": list(rate_interval(caught, int(sy.sum()))),
+            "false_reject_rate": rejected / (~sy).sum(),
+            "false_reject_rate_ci": list(rate_interval(rejected, int((~sy).sum()))),
+            "catch_at_1pct_false_reject_test_optimal": catch_at_false_reject(scores[~sy], scores[sy], 0.01)}
+
+
+def curve_items(train_val: list[tile_data.Item], n_defects: int) -> list[tile_data.Item]:
+    """All OK parts and the validation split as they are; n training defects, stratified by class."""
+    train_def = [i for i in tile_data.in_split(train_val, "train") if i.verdict != OK]
+    keep = set()
+    if n_defects < len(train_def):
+        fraction = n_defects / len(train_def)
+        picked = tile_data.stratified_fraction(train_def, fraction, SEED)
+        keep = {i.path for i in picked[:n_defects]}
+    else:
+        keep = {i.path for i in train_def}
+    return [i for i in train_val if not (i.split == "train" and i.verdict != OK and i.path not in keep)]
+
+
+def plot_curve(rows: list[dict], path: Path, dataset: str) -> None:
+    import cv2
+
+    w, h, m = 640, 400, 60
+    canvas = np.full((h, w, 3), 255, np.uint8)
+    xs = [r["n_train_defects"] for r in rows]
+    xmax = max(xs) or 1
+    cv2.rectangle(canvas, (m, 20), (w - 20, h - m), (0, 0, 0), 1)
+    for frac in (0, 0.25, 0.5, 0.75, 1.0):
+        y = int(h - m - frac * (h - m - 20))
+        cv2.line(canvas, (m - 4, y), (m, y), (0, 0, 0), 1)
+        cv2.putText(canvas, f"{int(frac * 100)}%", (8, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    pts = []
+    for r in rows:
+        x = int(m + (r["n_train_defects"] / xmax) * (w - 20 - m))
+        y = int(h - m - r["catch_rate"] * (h - m - 20))
+        lo, hi = r["catch_rate_ci"]
+        cv2.line(canvas, (x, int(h - m - lo * (h - m - 20))), (x, int(h - m - hi * (h - m - 20))), (160, 160, 160), 2)
+        color = (200, 80, 0) if r["mode"] == "supervised" else (0, 120, 220)
+        cv2.circle(canvas, (x, y), 5, color, -1)
+        cv2.putText(canvas, str(r["n_train_defects"]), (x - 6, h - m + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        pts.append((x, y))
+    for a, b in zip(pts, pts[1:]):
+        cv2.line(canvas, a, b, (120, 120, 120), 1)
+    cv2.putText(canvas, f"{dataset}: catch on test at the stored threshold vs training defects",
+                (m, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.putText(canvas, "labeled defective training images (blue: supervised, orange: good-only)",
+                (m, h - 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.imwrite(str(path), canvas)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--dataset-root", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="a small subset and 2 epochs: checks the script only")
+    parser.add_argument("--no-curve", action="store_true", help="skip the learning curve")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    root = args.dataset_root or REPO_ROOT.parent / "shared" / "datasets" / args.dataset
+    load_at_start = load_average()
+    try:
+        items = tile_data.read_split(root)
+    except tile_data.DatasetMissing as exc:
+        print(f"detection: {exc}", file=sys.stderr)
+        return 2
+    if args.quick:
+        items = [i for s in ("train", "val", "test") for i in tile_data.stratified_counts(
+            tile_data.in_split(items, s), {c: QUICK[s].get(c, QUICK[s]["*"])
+                                           for c in tile_data.class_counts(tile_data.in_split(items, s))}, SEED)]
+    train_val, test = tile_data.in_split(items, "train", "val"), tile_data.in_split(items, "test")
+    stem = args.dataset.replace("-", "_") + ("_quick" if args.quick else "")
+    out = args.out or REPO_ROOT / "benchmarks" / "results" / f"{stem}.md"
+    print(f"{args.dataset}: {len(tile_data.in_split(items, 'train'))} train, "
+          f"{len(tile_data.in_split(items, 'val'))} val, {len(test)} test", flush=True)
+    runs: list[Trained] = []
+    curve: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="lineside-detection-") as work:
+        work = Path(work)
+        t0 = time.perf_counter()
+        project = tile_data.build_project(work / "full", root, train_val)
+        import_s = time.perf_counter() - t0
+        for name, mode in (("default (auto)", "auto"), ("good parts only", "good-only")):
+            run = train(project, name, mode, args.quick)
+            run.test = judge_test(run, test, root)
+            t = run.test
+            print(f"  {name} on test at the stored threshold: caught {t['caught']}/{t['n_defect']}, "
+                  f"false reject {t['false_rejects']}/{t['n_ok']}; AUROC {t['auroc']:.4f}", flush=True)
+            runs.append(run)
+        baseline = run_baseline(train_val, test)
+        if not args.no_curve:
+            n_all = sum(1 for i in tile_data.in_split(train_val, "train") if i.verdict != OK)
+            for n in [c for c in CURVE_DEFECTS if c < n_all]:
+                sub = tile_data.build_project(work / f"curve-{n}", root, curve_items(train_val, n))
+                run = train(sub, f"{n} defects", "auto", args.quick)
+                run.test = judge_test(run, test, root)
+                curve.append({"n_train_defects": n, "mode": run.mode, "catch_rate": run.test["catch_rate"],
+                              "catch_rate_ci": run.test["catch_rate_ci"],
+                              "false_reject_rate": run.test["false_reject_rate"], "auroc": run.test["auroc"]})
+            for run in runs:
+                curve.append({"n_train_defects": run.n_train_defects if run.mode == "supervised" else 0,
+                              "mode": run.mode, "catch_rate": run.test["catch_rate"],
+                              "catch_rate_ci": run.test["catch_rate_ci"],
+                              "false_reject_rate": run.test["false_reject_rate"], "auroc": run.test["auroc"]})
+            curve.sort(key=lambda r: (r["n_train_defects"], r["mode"]))
+            plot_curve(curve, out.with_suffix(".curve.png"), args.dataset)
+    report = render(dataset=args.dataset, citation=DATASETS[args.dataset], runs=runs, baseline=baseline,
+                    curve=curve, items=items, import_s=import_s, quick=args.quick, load_at_start=load_at_start,
+                    curve_png=out.with_suffix(".curve.png").name if curve else None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    out.with_suffix(".json").write_text(json.dumps({"runs": [{**r.__dict__, "model_dir": None} for r in runs],
+                                                    "baseline": baseline, "curve": curve}, indent=1, default=float))
+    print(report)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The detection benchmark's results page: the line's figures first, then the rest."""
+
+from __future__ import annotations
+
+from benchmarks import tile_data
+from benchmarks.machine import machine_lines
+from benchmarks.tile_report import num, pct, table
+
+# The targets the product set itself (test split, 2-core CPU, default settings).
+TARGETS = {
+    "magnetic-tile": {"supervised": {"auroc": 0.995, "catch": 0.97, "fr": 0.015, "pixel": 0.95, "train_s": 120},
+                      "good-only": {"auroc": 0.98, "catch": 0.85, "fr": 0.015, "pixel": 0.90, "train_s": 60}},
+    "kolektorsdd": {"supervised": {"auroc": 0.99, "catch": 17 / 18, "fr": 0.015, "pixel": 0.95, "train_s": 180},
+                    "good-only": {"auroc": 0.95, "catch": None, "fr": None, "pixel": 0.90, "train_s": 60}},
+}
+
+
+def _ci(rate, ci) -> str:
+    return f"{pct(rate)} ({pct(ci[0])}-{pct(ci[1])})"
+
+
+def _met(value, target, higher=True) -> str:
+    if target is None or value is None:
+        return "report"
+    ok = value >= target if higher else value <= target
+    return "yes" if ok else "**no**"
+
+
+def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, load_at_start, curve_png) -> str:
+    lines = [f"# {dataset}: what the line catches", "",
+             f"Dataset: {citation}. The dataset's fixed split (`split.csv`); train and val are imported with "
+             "labels and masks, the test split is never shown to the trainer. Default settings: the trainer "
+             "chose mode, input size and tiling from the data.", ""]
+    if quick:
+        lines += ["**--quick run: a small subset and 2 epochs. It checks the script; it is not a result.**", ""]
+    counts = {s: tile_data.class_counts(tile_data.in_split(items, s)) for s in ("train", "val", "test")}
+    classes = sorted({c for v in counts.values() for c in v})
+    lines += table(["Class", "train", "val", "test"], [[c, *(counts[s].get(c, 0) for s in ("train", "val", "test"))]
+                                                        for c in classes]) + [""]
+
+    lines += ["## At the threshold each model stores (what the line gets)", "",
+              "Catch and false reject on the test split at the threshold the model chose for itself from "
+              "held-out OK parts (target false reject 1 %), with 95 % Clopper-Pearson intervals.", ""]
+    rows = []
+    for r in runs:
+        t = r.test
+        rows.append([f"{r.name}: {r.mode}", f"{t['caught']}/{t['n_defect']} = {_ci(t['catch_rate'], t['catch_rate_ci'])}",
+                     f"{t['false_rejects']}/{t['n_ok']} = {_ci(t['false_reject_rate'], t['false_reject_rate_ci'])}",
+                     num(t["auroc"]), num(t["pixel_auroc"]), num(t["pro"]), f"{r.train_s:.0f} s",
+                     f"{r.metrics['threshold']:.4f}"])
+    if baseline:
+        rows.append(["baseline: image statistics + logistic regression",
+                     _ci(baseline["catch_rate"], baseline["catch_rate_ci"]),
+                     _ci(baseline["false_reject_rate"], baseline["false_reject_rate_ci"]),
+                     num(baseline["auroc"]), "-", "-", "-", "-"])
+    lines += table(["Model", "Caught", "False reject", "AUROC", "Pixel AUROC", "PRO (30 % FPR)", "Retrain",
+                    "Threshold"], rows) + [""]
+
+    lines += ["## What each model promised on its own held-out parts", "",
+              "The trainer's estimate before the test split was seen: expected false reject (k+1)/(n+1) with its "
+              "Beta interval, and catch on held-out defects.", ""]
+    lines += table(["Model", "Threshold from", "Expected false reject", "Held-out catch", "Mode rule"],
+                   [[r.name, r.metrics.get("threshold_source", ""),
+                     _ci(r.metrics["false_reject_rate"], r.metrics["false_reject_rate_ci"]),
+                     _ci(r.metrics["catch_rate"], r.metrics["catch_rate_ci"]) if r.metrics.get("catch_rate") is not None
+                     else "n/a", r.metrics.get("mode_reason", "")] for r in runs]) + [""]
+
+    lines += ["## Targets", ""]
+    rows = []
+    for r in runs:
+        target = TARGETS.get(dataset, {}).get(r.mode)
+        if not target:
+            continue
+        t = r.test
+        rows += [[f"{r.mode}: AUROC >= {target['auroc']}", num(t["auroc"]), _met(t["auroc"], target["auroc"])],
+                 [f"{r.mode}: catch at stored threshold >= {pct(target['catch']) if target['catch'] else 'report'}",
+                  pct(t["catch_rate"]), _met(t["catch_rate"], target["catch"])],
+                 [f"{r.mode}: false reject at stored threshold <= {pct(target['fr']) if target['fr'] else 'report'}",
+                  pct(t["false_reject_rate"]), _met(t["false_reject_rate"], target["fr"], higher=False)],
+                 [f"{r.mode}: pixel AUROC >= {target['pixel']}", num(t["pixel_auroc"]),
+                  _met(t["pixel_auroc"], target["pixel"])],
+                 [f"{r.mode}: retrain <= {target['train_s']} s", f"{r.train_s:.0f} s",
+                  _met(r.train_s, target["train_s"], higher=False)]]
+    lines += table(["Target", "Measured", "Met"], rows) + [""]
+
+    lines += ["## Test-optimal figure (tuned on the test split: no line can do this)", ""]
+    lines += table(["Model", "Catch at 1 % false reject, threshold picked on test"],
+                   [[r.name, pct(r.test["catch_at_1pct_false_reject_test_optimal"])] for r in runs]
+                   + ([["baseline", pct(baseline["catch_at_1pct_false_reject_test_optimal"])]] if baseline else [])
+                   ) + [""]
+
+    lines += ["## Per class at the stored threshold", ""]
+    names = sorted({c for r in runs for c in r.test["per_class"]})
+    lines += table(["Class", *(r.name for r in runs)],
+                   [[c, *(pct(r.test["per_class"].get(c, {}).get("caught")) for r in runs)] for c in names]) + [""]
+
+    lines += ["## Misses and false rejects (test images, stored threshold)", ""]
+    for r in runs:
+        lines.append(f"- {r.name}: missed {', '.join(r.test['missed']) or 'none'}; "
+                     f"false rejects {', '.join(r.test['false_rejected']) or 'none'}")
+    lines.append("")
+
+    if curve:
+        lines += ["## Learning curve", "",
+                  "The same OK parts and validation split; the training defects cut to 5, 10, 20 and all "
+                  "(stratified by class), `auto` mode each time (it picks good-only below 10 labeled defects in "
+                  "all), and the good-only model at 0.", ""]
+        lines += table(["Training defects", "Mode", "Caught (95 % CI)", "False reject", "AUROC"],
+                       [[c["n_train_defects"], c["mode"], _ci(c["catch_rate"], c["catch_rate_ci"]),
+                         pct(c["false_reject_rate"]), num(c["auroc"])] for c in curve]) + [""]
+        if curve_png:
+            lines += [f"![learning curve]({curve_png})", ""]
+
+    lines += ["## Machine", "", f"- import into the project: {import_s:.1f} s (not in the retrain)",
+              *machine_lines("benchmarks/detection.py", ("numpy", "torch", "onnxruntime"), load_at_start), ""]
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""The threshold the line gets: set on held-out OK scores, with a margin and honest intervals."""
+
+from __future__ import annotations
+
+from math import erf, sqrt
+
+import numpy as np
+import pytest
+
+from app.core.errors import NotEnoughDataError
+from app.core.operating_point import allowed_rejects, choose_threshold, operating_point
+
+
+@pytest.mark.parametrize("n, target, k", [(143, 0.01, 0), (99, 0.01, 0), (199, 0.01, 1), (666, 0.01, 5),
+                                          (1000, 0.05, 49)])
+def test_allowed_rejects_keeps_the_expected_rate_within_the_target(n, target, k):
+    assert allowed_rejects(n, target) == k
+    assert (k + 1) / (n + 1) <= target + 1e-12
+    if k + 2 <= n:  # one more allowed would break the target
+        assert (k + 2) / (n + 1) > target
+
+
+def test_threshold_sits_between_held_out_scores_with_a_margin_no_float_difference_crosses():
+    rng = np.random.default_rng(1)
+    ok = rng.uniform(0.0, 0.6, 400)
+    threshold, k = choose_threshold(ok, 0.01)
+    ranked = np.sort(ok)[::-1]
+    assert ranked[k] < threshold <= ranked[k - 1] if k else ranked[0] < threshold
+    assert np.sum(ok >= threshold) == k
+    # Another runtime scores every part a little higher: the verdicts must not move.
+    assert np.sum(ok + 3e-6 >= threshold) == k
+
+
+def test_a_single_top_score_gets_a_margin_above_it():
+    threshold, k = choose_threshold([0.1, 0.2, 0.9], 0.01)
+    assert k == 0 and threshold > 0.9 + 1e-6
+
+
+def test_delivered_false_reject_on_new_parts_falls_in_the_interval_most_of_the_time():
+    # The promise on the data the line will see: new OK parts from the same distribution.
+    rng = np.random.default_rng(7)
+    inside, trials = 0, 300
+    for _ in range(trials):
+        # OK scores are sigmoid(N(0, 1)): the true rate of any threshold is known exactly.
+        point = operating_point(1 / (1 + np.exp(-rng.normal(size=300))), [0.9], 0.01)
+        z = np.log(point.threshold / (1 - point.threshold))
+        true_rate = 0.5 * (1 - erf(z / sqrt(2)))
+        lo, hi = point.false_reject_rate_ci
+        inside += lo <= true_rate <= hi
+    assert 0.9 <= inside / trials <= 0.99
+
+
+def test_catch_interval_and_counts():
+    point = operating_point(np.linspace(0, 0.5, 200), [0.1, 0.7, 0.8, 0.9], 0.01, source="test")
+    assert point.n_ok_heldout == 200 and point.n_defect_heldout == 4
+    assert point.catch_rate == 0.75
+    lo, hi = point.catch_rate_ci
+    assert lo < 0.75 < hi
+    assert "catch 75.0%" in point.describe()
+
+
+def test_no_ok_scores_or_nan_scores_are_refused():
+    with pytest.raises(NotEnoughDataError):
+        choose_threshold([], 0.01)
+    with pytest.raises(NotEnoughDataError):
+        choose_threshold([0.1, float("nan")], 0.01)

@@ -1,0 +1,75 @@
+"""Which kind of model a project gets, and whether its labels are enough for it.
+
+- **supervised**: the fine-tuned patch classifier, learned from OK and defect labels.
+- **good-only**: an anomaly model (training/anomaly.py) that learns what OK parts look
+  like; for a new line with thousands of good parts and almost no defects.
+
+`--mode auto` (the default) decides from the labels alone, by the rule in
+`choose_mode`, and says the rule in words: the CLI, the Train summary and the model
+report all show that sentence.
+"""
+
+from __future__ import annotations
+
+from app.core.errors import NotEnoughDataError
+
+OK = "ok"
+SUPERVISED, GOOD_ONLY = "supervised", "good-only"
+MODES = ("auto", SUPERVISED, GOOD_ONLY)
+MIN_OK = 10  # below this the false-reject threshold means nothing
+MIN_PER_CLASS = 5  # below this a class cannot be both learned and validated
+RECOMMENDED_PER_CLASS = 20
+# A supervised model needs defects in training AND in validation: with the 80/20
+# split, 10 labeled defects leave about 2 to validate on. Fewer, and the anomaly
+# model (which needs no defect labels at all) is the honest choice.
+MIN_DEFECTS_SUPERVISED = 10
+
+
+def defect_count(counts: dict[str, int]) -> int:
+    return sum(n for verdict, n in counts.items() if verdict not in (OK, "unlabeled"))
+
+
+def choose_mode(counts: dict[str, int], requested: str = "auto") -> tuple[str, str]:
+    """(mode, the reason in one sentence)."""
+    n_ok, n_def = counts.get(OK, 0), defect_count(counts)
+    if requested not in MODES:
+        raise NotEnoughDataError(f"Unknown training mode '{requested}'; use one of {', '.join(MODES)}.")
+    if requested != "auto":
+        return requested, f"{requested} (asked for); {n_ok} OK and {n_def} defective labeled parts"
+    if n_def >= MIN_DEFECTS_SUPERVISED:
+        return SUPERVISED, (f"supervised: {n_def} labeled defective parts (auto picks supervised "
+                            f"from {MIN_DEFECTS_SUPERVISED} on)")
+    return GOOD_ONLY, (f"good-only: {n_def} labeled defective parts, fewer than the "
+                       f"{MIN_DEFECTS_SUPERVISED} a supervised model needs, so the model learns what "
+                       f"the {n_ok} OK parts look like and flags what differs")
+
+
+def check_supervised(counts: dict[str, int], class_names: list[str]) -> list[str]:
+    """Raise NotEnoughDataError naming every class that is short; return soft shortfalls."""
+    problems = []
+    if counts.get(OK, 0) < MIN_OK:
+        problems.append(f"ok: {counts.get(OK, 0)} labeled images, at least {MIN_OK} needed")
+    if len(class_names) < 2:
+        problems.append(f"no defect class has labeled images; at least {MIN_PER_CLASS} of one are needed "
+                        "(or train with --mode good-only)")
+    for name in class_names[1:]:
+        if counts.get(name, 0) < MIN_PER_CLASS:
+            problems.append(f"{name}: {counts.get(name, 0)} labeled images, at least {MIN_PER_CLASS} needed")
+    if problems:
+        raise NotEnoughDataError("Not enough labeled images to train. " + "; ".join(problems) + ".")
+    return [f"{name}: {counts[name]} labeled images, {RECOMMENDED_PER_CLASS}+ recommended for a reliable catch rate"
+            for name in class_names[1:] if counts[name] < RECOMMENDED_PER_CLASS]
+
+
+def check_good_only(counts: dict[str, int]) -> list[str]:
+    n_ok = counts.get(OK, 0)
+    if n_ok < MIN_OK:
+        raise NotEnoughDataError(
+            f"Not enough labeled images to train. ok: {n_ok} labeled images, at least {MIN_OK} needed "
+            "for a good-only model.")
+    notes = []
+    if n_ok < 100:
+        notes.append(f"ok: {n_ok} labeled images; 100+ give a threshold that holds at 1 % false reject")
+    if defect_count(counts) == 0:
+        notes.append("no labeled defects: the catch rate cannot be measured until some are labeled")
+    return notes
