@@ -85,9 +85,18 @@ def create_application(argv: list[str] | None = None) -> QApplication:
         app = QApplication(argv if argv is not None else sys.argv)
     assert isinstance(app, QApplication)
     guard_against_emit_refcount_bug()
+    dress_application(app)
+    return app
+
+
+def dress_application(app: QApplication) -> None:
+    """Display name, icon, style and stylesheet: everything that changes how the app looks.
+
+    One function, so the UI tests dress their QApplication exactly as the app does
+    (layouts that fit without the stylesheet can overflow with it).
+    """
     app.setApplicationDisplayName(APPLICATION)
     icon = _icon_path()
     if icon is not None:
         app.setWindowIcon(QIcon(str(icon)))
     apply_style(app)
-    return app

@@ -51,16 +51,20 @@ class CameraPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
 
-        row = QHBoxLayout()
+        # The source on a row of its own: beside the buttons it made the panel too wide
+        # for a 1024 px screen next to the labeling tools.
         self.source_box = QComboBox()
         self.source_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.source_box.setMinimumWidth(220)
+        self.source_box.setMinimumWidth(160)
+        self.source_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source_box.setMinimumContentsLength(12)
+        layout.addWidget(self.source_box)
+        row = QHBoxLayout()
         self.find_button = QPushButton("Find cameras")
         self.start_button = QPushButton("Start")
         self.start_button.setProperty("primary", True)
         for button in (self.find_button, self.start_button):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        row.addWidget(self.source_box, 1)
         row.addWidget(self.find_button)
         row.addWidget(self.start_button)
         layout.addLayout(row)
@@ -84,8 +88,8 @@ class CameraPanel(QWidget):
         grid.addWidget(self.support_note, 3, 0, 1, 2)
         layout.addLayout(grid)
 
-        self.find_button.clicked.connect(self.find_cameras)
-        self.start_button.clicked.connect(self._toggle)
+        self.find_button.clicked.connect(lambda: self.find_cameras())
+        self.start_button.clicked.connect(lambda: self._toggle())
         self.source_box.currentIndexChanged.connect(self._source_choice_changed)
         self.exposure_spin.valueChanged.connect(lambda v: self._camera_property("exposure", v))
         self.gain_spin.valueChanged.connect(lambda v: self._camera_property("gain", v))
@@ -190,6 +194,9 @@ class CameraPanel(QWidget):
         if value != AUTO and self.running:
             self.property_changed.emit(key, value)
 
-    def show_support(self, supported: dict[str, bool]) -> None:
+    def show_support(self, supported: dict[str, bool] | None) -> None:
+        """What the connected source ignores; None (not a camera) clears the note, which
+        may still say "No camera found" from an earlier search."""
+        supported = supported or {}
         missing = [k for k, ok in supported.items() if not ok]
         self.support_note.setText(f"This camera ignores: {', '.join(missing)}." if missing else "")

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QKeySequenceEdit,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -29,6 +30,7 @@ from app.core.camera import Frame
 from app.ui.capture_controls import CameraPanel
 from app.ui.capture_live import LiveView, clamp_roi, crop_to_roi
 from app.ui.label_workspace import LabelWorkspace
+from app.ui.style import FAIL
 from app.ui.workers import run_in_background
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 CAPTURE_KEY_SETTING = "capture/key"
 DEFAULT_CAPTURE_KEY = "Space"
 FRAME_INTERVAL_MS = 33
+# Keys the main window binds (see window_dialogs.SHORTCUTS): never the capture key.
+WINDOW_KEYS = ("F1", "Ctrl+1", "Ctrl+2", "Ctrl+3", "Ctrl+4", "Ctrl+W", "Ctrl+Q", "Ctrl+Shift+O")
 
 
 def save_frame(project, frame: Frame, roi) -> int:
@@ -70,6 +74,7 @@ class CaptureWorkspace(QWidget):
         outer.addWidget(self.alarm)
 
         split = QSplitter(Qt.Orientation.Horizontal)
+        split.setChildrenCollapsible(False)
         outer.addWidget(split, 1)
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -89,18 +94,33 @@ class CaptureWorkspace(QWidget):
         self.clear_roi_button = QPushButton("Clear ROI")
         for button in (self.capture_button, self.roi_button, self.clear_roi_button):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        buttons.addWidget(self.capture_button, 2)
+        left_layout.addWidget(self.capture_button)
         buttons.addWidget(self.roi_button)
         buttons.addWidget(self.clear_roi_button)
         left_layout.addLayout(buttons)
 
         key_row = QHBoxLayout()
-        key_row.addWidget(QLabel("Capture key (foot pedal):"))
+        key_label = QLabel("Capture key:")
+        key_label.setToolTip("The key that captures a frame: a foot pedal sends one too")
+        key_row.addWidget(key_label)
         self.key_edit = QKeySequenceEdit(QKeySequence(self.capture_key_text()))
         self.key_edit.setMaximumSequenceLength(1)
         key_row.addWidget(self.key_edit, 1)
         left_layout.addLayout(key_row)
-        split.addWidget(left)
+        self.key_message = QLabel("")
+        self.key_message.setWordWrap(True)
+        self.key_message.setStyleSheet(f"color: {FAIL}; font-weight: 700;")
+        self.key_message.hide()
+        left_layout.addWidget(self.key_message)
+        # The camera column scrolls when the screen is short (1024 x 768) rather than
+        # squeezing the live view or pushing the labeling tools off the window.
+        self.left_scroll = QScrollArea()
+        self.left_scroll.setWidgetResizable(True)
+        self.left_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.left_scroll.setWidget(left)
+        self.left_scroll.setMinimumWidth(left.minimumSizeHint().width() + 24)
+        split.addWidget(self.left_scroll)
 
         self.labeling = LabelWorkspace(context)
         split.addWidget(self.labeling)
@@ -160,17 +180,37 @@ class CaptureWorkspace(QWidget):
     def capture_key_text(self) -> str:
         return str(self.context.settings.value(CAPTURE_KEY_SETTING, DEFAULT_CAPTURE_KEY)) or DEFAULT_CAPTURE_KEY
 
-    def set_capture_key(self, text: str) -> None:
+    def reserved_keys(self) -> set[str]:
+        """Keys something else in this tab or window answers to (labeling, Esc, Ctrl+1..4)."""
+        keys = {s.key().toString() for s in self.labeling._shortcuts} | {self.escape_shortcut.key().toString()}
+        return {k for k in keys | set(WINDOW_KEYS) if k}
+
+    def set_capture_key(self, text: str) -> bool:
+        """Bind capture to *text*; refuses (False, with a visible reason) a key in use.
+
+        Clicking the key field and pressing 0 used to make 0 the capture key: from then
+        on "OK" captured a frame instead of labeling one, and nothing said so.
+        """
         sequence = QKeySequence(text)
         if sequence.isEmpty():
-            return
-        self.context.settings.setValue(CAPTURE_KEY_SETTING, sequence.toString())
+            return False
+        key = sequence.toString()
+        if key in self.reserved_keys():
+            self.key_message.setText(f"{key} is a labeling or window key, so it cannot capture. "
+                                     f"Capture stays on {self.capture_key_text()}.")
+            self.key_message.show()
+            self.key_edit.setKeySequence(QKeySequence(self.capture_key_text()))
+            return False
+        self.key_message.hide()
+        self.context.settings.setValue(CAPTURE_KEY_SETTING, key)
         self.capture_shortcut.setKey(sequence)
         self._update_capture_button()
+        return True
 
     def _capture_key_edited(self) -> None:
         sequence = self.key_edit.keySequence()
-        if not sequence.isEmpty():
+        # The field reports "finished" again when a refused key is put back: not a change.
+        if not sequence.isEmpty() and sequence.toString() != self.capture_key_text():
             self.set_capture_key(sequence.toString())
         self.setFocus()  # back to labeling keys
 
@@ -234,9 +274,7 @@ class CaptureWorkspace(QWidget):
         self.camera_panel.set_running(running)
         if state.startswith("connected"):
             source = self.context.frame_source
-            supported = getattr(source, "supported", None)
-            if supported is not None:
-                self.camera_panel.show_support(supported)
+            self.camera_panel.show_support(getattr(source, "supported", None))
         if not running:
             self.live.clear()
             self.last_frame = None

@@ -6,6 +6,7 @@ grid lines, the series and a legend, and redraws only when a point is added.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QPointF, QRectF, Qt
@@ -29,6 +30,10 @@ def _nice_range(low: float, high: float) -> tuple[float, float]:
     return low - pad, high + pad
 
 
+def _tick_text(x: float) -> str:
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.2g}"
+
+
 class LineChart(QWidget):
     """Plots named series of (x, y) points; the axes follow the data."""
 
@@ -40,11 +45,18 @@ class LineChart(QWidget):
         x_label: str = "",
         y_range: tuple[float, float] | None = None,
         parent: QWidget | None = None,
+        integer_x: bool = False,
+        y_from_zero: bool = False,
     ) -> None:
+        """*integer_x*: x counts whole things (epochs): the axis ends on a whole number
+        and its ticks are whole numbers. *y_from_zero*: a quantity that is never
+        negative (a loss) is drawn from 0, so the curve's height means something."""
         super().__init__(parent)
         self._title = title
         self._x_label = x_label
         self._fixed_y = y_range
+        self._integer_x = integer_x
+        self._y_from_zero = y_from_zero
         self._series: dict[str, Series] = {}
         self.setMinimumSize(280, 180)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -75,10 +87,32 @@ class LineChart(QWidget):
             return None
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         x0, x1 = min(0.0, min(xs)), max(xs)  # curves start at the origin of training
+        if self._integer_x:
+            x0, x1 = math.floor(x0), math.ceil(x1)
         if x1 - x0 < 1e-9:
             x1 = x0 + 1
-        y0, y1 = self._fixed_y if self._fixed_y else _nice_range(min(ys), max(ys))
+        if self._fixed_y:
+            y0, y1 = self._fixed_y
+        elif self._y_from_zero and min(ys) >= 0:
+            y0, y1 = 0.0, (max(ys) * 1.08 if max(ys) > 0 else 1.0)
+        else:
+            y0, y1 = _nice_range(min(ys), max(ys))
         return x0, x1, y0, y1
+
+    def bounds(self) -> tuple[float, float, float, float] | None:
+        """(x0, x1, y0, y1) of the axes as drawn, None before the first point."""
+        return self._data_bounds()
+
+    def x_ticks(self) -> list[float]:
+        """The values written under the x axis: at most 8, whole numbers for integer_x."""
+        bounds = self._data_bounds()
+        if bounds is None:
+            return []
+        x0, x1 = bounds[:2]
+        if self._integer_x:
+            step = max(1, math.ceil((x1 - x0) / 8))
+            return [float(v) for v in range(int(x0), int(x1) + 1, step)]
+        return [x0 + (x1 - x0) * i / 4 for i in range(5)]
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         painter = QPainter(self)
@@ -122,10 +156,14 @@ class LineChart(QWidget):
             painter.drawLine(QPointF(plot.left(), p.y()), QPointF(plot.right(), p.y()))
             painter.setPen(text_color)
             painter.drawText(QRectF(0, p.y() - 10, self.MARGIN_LEFT - 6, 20), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{y:.2f}")
+        for x in self.x_ticks():  # tick values under the axis, the axis name at its left
+            p = to_screen(x, y0)
+            painter.drawLine(QPointF(p.x(), plot.bottom()), QPointF(p.x(), plot.bottom() + 4))
+            painter.drawText(QRectF(p.x() - 30, plot.bottom() + 4, 60, 22), Qt.AlignmentFlag.AlignCenter, _tick_text(x))
         painter.drawText(
-            QRectF(plot.left(), plot.bottom() + 4, plot.width(), 22),
-            Qt.AlignmentFlag.AlignCenter,
-            f"{self._x_label}  {x0:g} – {x1:g}".strip(),
+            QRectF(0, plot.bottom() + 4, self.MARGIN_LEFT - 10, 22),
+            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+            self._x_label,
         )
         for series in self._series.values():
             if not series.points:

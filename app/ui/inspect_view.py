@@ -17,17 +17,32 @@ DISPLAY_MAX_SIDE = 720
 HEAT_ALPHA = 0.65
 
 
-def overlay_heatmap(image: np.ndarray, heat: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
-    """BGR image (downscaled to *max_side*) with the 0..1 heatmap blended in turbo colours."""
+def display_layers(image: np.ndarray, heat: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """The image downscaled to *max_side* and the 0..1 heatmap resized to match it.
+
+    Kept apart (not only blended) so the GUI can re-blend the part on screen when the
+    inspector changes the overlay's opacity, without running the model again.
+    """
     h, w = image.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     base = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else image
     heat = cv2.resize(np.asarray(heat, np.float32), size, interpolation=cv2.INTER_LINEAR)
-    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
+    return base, np.clip(np.nan_to_num(heat), 0.0, 1.0)
+
+
+def blend_heatmap(base: np.ndarray, heat: np.ndarray, alpha: float = HEAT_ALPHA) -> np.ndarray:
+    """*base* with the same-sized heatmap blended in turbo colours; alpha 0 = the bare part."""
+    if alpha <= 0.0:
+        return base
     colored = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-    weight = (heat * HEAT_ALPHA)[:, :, None]
+    weight = (heat * min(1.0, alpha))[:, :, None]
     return (base.astype(np.float32) * (1 - weight) + colored.astype(np.float32) * weight).astype(np.uint8)
+
+
+def overlay_heatmap(image: np.ndarray, heat: np.ndarray, max_side: int = DISPLAY_MAX_SIDE, alpha: float = HEAT_ALPHA) -> np.ndarray:
+    """BGR image (downscaled to *max_side*) with the 0..1 heatmap blended in turbo colours."""
+    return blend_heatmap(*display_layers(image, heat, max_side), alpha)
 
 
 def bgr_to_qimage(image: np.ndarray) -> QImage:

@@ -22,7 +22,7 @@ from PySide6.QtGui import QImage
 from app.core.camera import Frame, FrameQueue
 from app.core.errors import LinesideError
 from app.ui.inspect_log import InspectionRecord
-from app.ui.inspect_view import bgr_to_qimage, overlay_heatmap
+from app.ui.inspect_view import HEAT_ALPHA, bgr_to_qimage, blend_heatmap, display_layers
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class LiveView:
     image: np.ndarray  # the frame as captured (BGR), kept for "this verdict is wrong"
     display: QImage  # the image with the heatmap, at display size
     class_probs: dict[str, float]
+    base: np.ndarray | None = None  # the image at display size, without the heatmap
+    heat: np.ndarray | None = None  # 0..1 heatmap at display size (re-blended on an opacity change)
 
 
 class InspectWorker(QThread):
@@ -70,6 +72,7 @@ class InspectWorker(QThread):
         self._inspector = None
         self._model_version = ""
         self._drift = None
+        self._heat_alpha = HEAT_ALPHA  # a float: written by the GUI thread, read here
         self.inspected = 0
 
     # -- control from the GUI thread -----------------------------------------------
@@ -83,6 +86,10 @@ class InspectWorker(QThread):
         self._continuous = continuous
         if wake:  # leave the trigger wait at once; it does not count as a trigger
             self._trigger.set()
+
+    def set_heat_alpha(self, alpha: float) -> None:
+        """Opacity of the heatmap on the next parts (0 = off)."""
+        self._heat_alpha = float(alpha)
 
     def reload_model(self) -> None:
         """Load the project's production model again (a new one was deployed)."""
@@ -178,8 +185,9 @@ class InspectWorker(QThread):
                 frame.source,
             )
         drift_text = self._update_drift(frame.image, float(verdict.score))
-        display = bgr_to_qimage(overlay_heatmap(frame.image, verdict.heatmap_on_image()))
-        live = LiveView(record, frame.image, display, dict(verdict.class_probs))
+        base, heat = display_layers(frame.image, verdict.heatmap_on_image())
+        display = bgr_to_qimage(blend_heatmap(base, heat, self._heat_alpha))
+        live = LiveView(record, frame.image, display, dict(verdict.class_probs), base, heat)
         self.inspected += 1
         with self._lock:
             self._pending.append(record)

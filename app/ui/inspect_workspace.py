@@ -16,28 +16,28 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QKeySequenceEdit,
     QLabel,
     QMessageBox,
     QPushButton,
     QSplitter,
     QStackedLayout,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from app.core.errors import LinesideError
-from app.ui.inspect_log import InspectionCounters, InspectionRecord, ResultsTableModel, export_csv
-from app.ui.inspect_panels import CorrectionDialog, CountersPanel, NoModelPanel
-from app.ui.inspect_view import ImageView
+from app.ui.inspect_controls import HeatmapControls, ResultsPanel
+from app.ui.inspect_log import InspectionCounters, InspectionRecord, export_csv
+from app.ui.inspect_panels import CorrectionDialog, NoModelPanel
+from app.ui.inspect_view import ImageView, blend_heatmap, bgr_to_qimage
 from app.ui.inspect_worker import InspectWorker, LiveView
 from app.ui.verdict_banner import NoticeBanner, VerdictBanner
 
 SOURCES = (("simulated", "Simulated line"), ("camera", "Camera"), ("folder", "Hot folder…"))
 TRIGGER_KEY_SETTING = "inspect/trigger_key"
 GUI_REFRESH_MS = 100  # results are shown at most this often; the line may run faster
+IDLE_IMAGE_TEXT = "Press Start to inspect parts."
 
 
 class InspectWorkspace(QWidget):
@@ -70,7 +70,7 @@ class InspectWorkspace(QWidget):
         self._stack.addWidget(line)
         root = QVBoxLayout(line)
 
-        controls = QHBoxLayout()
+        # Two rows of controls: in one row they need more than a 1024 px screen has.
         self.source_combo = QComboBox()
         for key, text in SOURCES:
             self.source_combo.addItem(text, key)
@@ -79,82 +79,71 @@ class InspectWorkspace(QWidget):
         self.mode_combo.addItem("On trigger key", False)
         self.start_button = QPushButton("&Start")
         self.start_button.setProperty("primary", True)
-        self.start_button.setMinimumWidth(160)
+        self.start_button.setMinimumWidth(140)
         self.trigger_button = QPushButton("&Inspect now")
         self.key_edit = QKeySequenceEdit(QKeySequence(self._trigger_key()))
         self.key_edit.setMaximumWidth(140)
         self.key_edit.setToolTip("The key that triggers one inspection")
-        for widget in (QLabel("Source"), self.source_combo, QLabel("Mode"), self.mode_combo, self.start_button,
-                       self.trigger_button, QLabel("Key"), self.key_edit):
-            controls.addWidget(widget)
-        controls.addStretch(1)
+        first, second = QHBoxLayout(), QHBoxLayout()
+        for widget in (QLabel("Source"), self.source_combo, QLabel("Mode"), self.mode_combo, self.start_button):
+            first.addWidget(widget)
+        first.addStretch(1)
         self.model_label = QLabel("")
         self.model_label.setStyleSheet("font-size: 13pt;")
-        controls.addWidget(self.model_label)
-        root.addLayout(controls)
+        first.addWidget(self.model_label)
+        for widget in (self.trigger_button, QLabel("Key"), self.key_edit):
+            second.addWidget(widget)
+        second.addSpacing(16)
+        self.heatmap_controls = HeatmapControls(self.context.settings)
+        second.addWidget(self.heatmap_controls, 1)
+        root.addLayout(first)
+        root.addLayout(second)
 
         self.notice = NoticeBanner()
         root.addWidget(self.notice)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setChildrenCollapsible(False)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         self.banner = VerdictBanner()
-        self.banner.setMinimumHeight(190)
+        self.banner.setMinimumHeight(150)
         left_layout.addWidget(self.banner)
-        self.image_view = ImageView("Press Start to inspect parts.")
+        self.image_view = ImageView(IDLE_IMAGE_TEXT)
         left_layout.addWidget(self.image_view, 1)
         splitter.addWidget(left)
 
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
-        self.counters_panel = CountersPanel()
-        right_layout.addWidget(self.counters_panel)
-        self.table_model = ResultsTableModel(self)
-        self.table = QTableView()
-        self.table.setModel(self.table_model)
-        self.table.verticalHeader().hide()
-        header = self.table.horizontalHeader()
-        # Fixed widths: sizing columns to their contents re-measures every row on each
-        # refresh, which at full line speed costs the GUI thread more than anything else.
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for column, width in enumerate((88, 72, 90, 66, 84, 120)):
-            header.resizeSection(column, width)
-        header.setStretchLastSection(True)
-        self.table.verticalHeader().setDefaultSectionSize(30)
-        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
-        right_layout.addWidget(self.table, 1)
-        buttons = QHBoxLayout()
-        self.wrong_button = QPushButton("This verdict is &wrong")
-        self.wrong_button.setEnabled(False)
-        self.export_button = QPushButton("&Export CSV")
-        self.reset_button = QPushButton("&Reset counters")
-        for b in (self.wrong_button, self.export_button, self.reset_button):
-            buttons.addWidget(b)
-        right_layout.addLayout(buttons)
-        splitter.addWidget(right)
+        self.results = ResultsPanel()
+        # The names tests and the window use, kept from before the panel was split out.
+        self.counters_panel, self.table_model, self.table = self.results.counters_panel, self.results.table_model, self.results.table
+        self.wrong_button, self.export_button = self.results.wrong_button, self.results.export_button
+        self.reset_button = self.results.reset_button
+        splitter.addWidget(self.results)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
         root.addWidget(splitter, 1)
 
         # Trigger keys work anywhere in the workspace; Enter always triggers too.
         self._trigger_shortcuts = [QShortcut(QKeySequence(self._trigger_key()), self), QShortcut(QKeySequence("Return"), self)]
-        for shortcut in self._trigger_shortcuts:
+        self._heat_shortcut = QShortcut(QKeySequence("H"), self)
+        for shortcut in (*self._trigger_shortcuts, self._heat_shortcut):
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
 
     def _connect(self) -> None:
-        self.start_button.clicked.connect(self.toggle)
-        self.trigger_button.clicked.connect(self.trigger)
+        # clicked(bool) would hand its "checked" flag to a slot with an optional first
+        # parameter (export_log(path=False), correct_current(verdict=False)): lambdas.
+        self.start_button.clicked.connect(lambda: self.toggle())
+        self.trigger_button.clicked.connect(lambda: self.trigger())
         for shortcut in self._trigger_shortcuts:
             shortcut.activated.connect(self.trigger)
+        self._heat_shortcut.activated.connect(self.heatmap_controls.toggle)
+        self.heatmap_controls.changed.connect(self._heat_alpha_changed)
         self.key_edit.editingFinished.connect(self._store_trigger_key)
         self.mode_combo.currentIndexChanged.connect(self._mode_changed)
-        self.wrong_button.clicked.connect(self.correct_current)
-        self.export_button.clicked.connect(self.export_log)
-        self.reset_button.clicked.connect(self.reset_counters)
+        self.wrong_button.clicked.connect(lambda: self.correct_current())
+        self.export_button.clicked.connect(lambda: self.export_log())
+        self.reset_button.clicked.connect(lambda: self.reset_counters())
         self.no_model.navigate_requested.connect(self.navigate_requested)
         self.context.project_changed.connect(self._on_project_changed)
         self.context.models_changed.connect(self._on_models_changed)
@@ -214,6 +203,7 @@ class InspectWorkspace(QWidget):
         if not self._start_source(source_key, hot_folder):
             return False
         self.worker = InspectWorker(project, self.context.frames, continuous=self.continuous())
+        self.worker.set_heat_alpha(self.heatmap_controls.alpha())
         self.worker.results_ready.connect(self._schedule_refresh)
         self.worker.model_loaded.connect(lambda v: self.model_label.setText(f"Model {v}"))
         self.worker.failed.connect(self._on_worker_failed)
@@ -326,7 +316,22 @@ class InspectWorkspace(QWidget):
     def _on_project_changed(self, _project) -> None:
         self.stop()
         self.reset_counters()
+        # The last part belongs to the old project: its verdict, image and correction go.
+        self.latest = None
+        self.banner.show_idle()
+        self.image_view.set_image(None)
+        self.wrong_button.setEnabled(False)
+        self.notice.show_notice("")
         self.refresh()
+
+    def _heat_alpha_changed(self, alpha: float) -> None:
+        if self.worker is not None:
+            self.worker.set_heat_alpha(alpha)
+        live = self.latest
+        if live is not None and live.base is not None and live.heat is not None:
+            # Re-blend the part on screen now; the next parts come blended by the worker.
+            live.display = bgr_to_qimage(blend_heatmap(live.base, live.heat, alpha))
+            self.image_view.set_image(live.display)
 
     # -- actions ---------------------------------------------------------------------
 

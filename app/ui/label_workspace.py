@@ -17,11 +17,13 @@ from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QColorDialog,
+    QFrame,
     QHBoxLayout,
     QInputDialog,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QVBoxLayout,
@@ -37,6 +39,7 @@ from app.ui.style import FAIL, PASS, readable_text_on
 log = logging.getLogger(__name__)
 
 TOOL_KEYS = {"brush": "B", "eraser": "E", "polygon": "P", "pan": "H"}
+CLASS_BUTTON_HEIGHT = 56
 
 
 class LabelWorkspace(QWidget):
@@ -54,8 +57,18 @@ class LabelWorkspace(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.class_bar = QHBoxLayout()
-        layout.addLayout(self.class_bar)
+        # The class buttons scroll sideways: a project may have nine classes, more than
+        # fit beside the camera on a 1024 px screen (keys 0-9 reach them all anyway).
+        class_strip = QWidget()
+        self.class_bar = QHBoxLayout(class_strip)
+        self.class_bar.setContentsMargins(0, 0, 0, 0)
+        self.class_scroll = QScrollArea()
+        self.class_scroll.setWidgetResizable(True)
+        self.class_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.class_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.class_scroll.setWidget(class_strip)
+        self.class_scroll.setFixedHeight(CLASS_BUTTON_HEIGHT + 26)  # the buttons and a scroll bar
+        layout.addWidget(self.class_scroll)
 
         tools = QHBoxLayout()
         self.tool_group = QButtonGroup(self)
@@ -64,11 +77,15 @@ class LabelWorkspace(QWidget):
             button = QPushButton(f"{tool.capitalize()}  ({key})")
             button.setCheckable(True)
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.setStyleSheet("padding: 0 8px;")
             button.clicked.connect(lambda _c=False, t=tool: self.set_tool(t))
             self.tool_group.addButton(button)
             self.tool_buttons[tool] = button
             tools.addWidget(button)
         self.tool_buttons["brush"].setChecked(True)
+        tools.addStretch(1)
+        layout.addLayout(tools)
+        tools = QHBoxLayout()  # a second row: in one they need more than 1024 px allows
         tools.addWidget(QLabel("Size"))
         self.size_spin = QSpinBox()
         self.size_spin.setRange(1, 200)
@@ -108,6 +125,7 @@ class LabelWorkspace(QWidget):
         self.author_edit = QLineEdit(str(context.settings.value("label/author", "")))
         self.author_edit.setPlaceholderText("your name or badge number")
         self.author_edit.setMaximumWidth(260)
+        self.author_edit.setMinimumWidth(120)
         self.author_edit.editingFinished.connect(self._author_edited)
         options.addWidget(self.author_edit)
         self.advance_box = QCheckBox("Next image after OK")
@@ -194,7 +212,7 @@ class LabelWorkspace(QWidget):
         self.class_buttons["+"] = add
         for button in self.class_buttons.values():
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            button.setMinimumHeight(56)
+            button.setMinimumHeight(CLASS_BUTTON_HEIGHT)
             self.class_bar.addWidget(button)
         self.class_bar.addStretch(1)
 

@@ -14,13 +14,14 @@ from typing import Callable
 
 from PySide6.QtCore import QProcess, QSettings, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QStackedWidget, QTabWidget, QWidget
+from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QStackedWidget, QTabWidget, QWidget
 
 from app.core.errors import LinesideError
 from app.ui.capture_workspace import CaptureWorkspace
 from app.ui.context import AppContext
 from app.ui.start_page import StartPage
 from app.ui.style import FAIL, PASS, WARN
+from app.ui.window_dialogs import CANCEL, KEEP, STAY, ShortcutsOverlay, ask_close_during_training
 from app.ui.workers import run_in_background, wait_for_background_work
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,14 @@ OTHER_WORKSPACES = [
     ("Models", "app.ui.models_workspace", "ModelsWorkspace"),
 ]
 STATUS_MESSAGE_MS = 8000
+APP_TITLE = "Lineside"
+
+
+def window_title(project_name: str | None) -> str:
+    """"line 3 — Lineside". Ending with the application's display name matters: Qt
+    appends that name to any title that does not end with it, which turned
+    "Lineside — line 3" into "Lineside — line 3 — Lineside"."""
+    return f"{project_name} — {APP_TITLE}" if project_name else APP_TITLE
 
 
 def _load_workspace(title: str, module_name: str, class_name: str, context: AppContext) -> QWidget:
@@ -65,9 +74,11 @@ class MainWindow(QMainWindow):
         self._demo_process: QProcess | None = None
         self._demo_log: list[str] = []
         self._demo_start_camera = True
-        self.setWindowTitle("Lineside")
+        self.setWindowTitle(APP_TITLE)
         self.resize(1500, 950)
         self._closed = False
+        self._close_after_training = False
+        self.shortcuts_overlay: ShortcutsOverlay | None = None
 
         self.stack = QStackedWidget()
         self.setCentralWidget(self.stack)
@@ -123,9 +134,35 @@ class MainWindow(QMainWindow):
         ):
             action = QAction(text, self)
             action.setShortcut(QKeySequence(shortcut))
-            action.triggered.connect(slot)
+            action.triggered.connect(lambda _checked=False, slot=slot: slot())
             menu.addAction(action)
         self.addActions(menu.actions())
+        # Ctrl+1..4: the workspaces by position, the same keys in every tab.
+        view = self.menuBar().addMenu("&View")
+        for index in range(self.tabs.count()):
+            action = QAction(self.tabs.tabText(index), self)
+            action.setShortcut(QKeySequence(f"Ctrl+{index + 1}"))
+            action.triggered.connect(lambda _checked=False, i=index: self.show_workspace_at(i))
+            view.addAction(action)
+        self.addActions(view.actions())
+        help_menu = self.menuBar().addMenu("&Help")
+        keys = QAction("Keyboard shortcuts", self)
+        keys.setShortcut(QKeySequence("F1"))
+        keys.triggered.connect(lambda: self.toggle_shortcuts())
+        help_menu.addAction(keys)
+        self.addAction(keys)
+
+    def toggle_shortcuts(self) -> None:
+        """The F1 overlay: every key, by workspace. F1 again (or Esc) closes it."""
+        overlay = self.shortcuts_overlay
+        if overlay is not None and overlay.isVisible():
+            overlay.accept()
+            return
+        if overlay is None:
+            overlay = self.shortcuts_overlay = ShortcutsOverlay(self)
+        overlay.show()
+        overlay.raise_()
+        overlay.activateWindow()
 
     def _update_camera_status(self, state: str) -> None:
         color = FAIL if state.startswith("lost") else (PASS if state.startswith("connected") else "")
@@ -149,6 +186,10 @@ class MainWindow(QMainWindow):
                 self.tabs.setCurrentIndex(index)
                 return
 
+    def show_workspace_at(self, index: int) -> None:
+        if self.stack.currentWidget() is self.tabs and 0 <= index < self.tabs.count():
+            self.tabs.setCurrentIndex(index)
+
     def _tab_changed(self, index: int) -> None:
         new = self.tabs.widget(index) if self.stack.currentWidget() is self.tabs else None
         if new is self._active:
@@ -162,9 +203,9 @@ class MainWindow(QMainWindow):
     def _project_changed(self, project) -> None:
         if project is None:
             self.show_start_page()
-            self.setWindowTitle("Lineside")
+            self.setWindowTitle(window_title(None))
         else:
-            self.setWindowTitle(f"Lineside — {project.name}")
+            self.setWindowTitle(window_title(project.name))
             self.stack.setCurrentWidget(self.tabs)
             self._tab_changed(self.tabs.currentIndex())
         self._update_model_status()
@@ -271,6 +312,45 @@ class MainWindow(QMainWindow):
         self.context.shutdown()
         wait_for_background_work(15000)
 
+    def _training(self) -> QWidget | None:
+        return next((w for w in self.workspaces if callable(getattr(w, "is_busy", None))), None)
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        train = self._training()
+        if not self._closed and not self._close_after_training and train is not None and train.is_busy():
+            choice = ask_close_during_training(self)
+            if choice == STAY:
+                event.ignore()
+                return
+            if choice == KEEP:
+                event.ignore()
+                self._finish_training_in_background(train)
+                return
+            assert choice == CANCEL  # shutdown() cancels the training and waits for it
         self.shutdown()
         super().closeEvent(event)
+
+    def _finish_training_in_background(self, train) -> None:
+        """Hide the window, stop the camera and inspection, close when the trainer ends."""
+        self._close_after_training = True
+        for widget in self.workspaces:
+            if widget is not train:
+                for method in ("deactivate", "shutdown"):
+                    call = getattr(widget, method, None)
+                    if callable(call):
+                        call()
+        self.context.stop_source()
+        train.trainer.finished.connect(lambda _code: self._close_after_background_training())
+        self.hide()
+
+    def _close_after_background_training(self) -> None:
+        self.close()
+        # Closing a hidden window does not count as closing the last window in Qt: the
+        # application would run on with nothing on screen.
+        visible = [w for w in QApplication.topLevelWidgets() if w.isVisible()]
+        if not visible and QApplication.quitOnLastWindowClosed():
+            self.quit_application()
+
+    @staticmethod
+    def quit_application() -> None:
+        QApplication.quit()  # a method of its own: tests replace it (quit ends every later event loop)

@@ -22,9 +22,10 @@ from app.core.records import ModelVersion
 from app.ui.model_actions import confirm_and_deploy
 from app.ui.style import PASS
 from app.ui.table_models import ListTableModel
-from app.ui.train_summary import percent
+from app.ui.train_summary import operating_point_text, percent, with_interval
 
-COLUMNS = ("Version", "Status", "Trained", "Threshold", "AUROC", "Defects caught", "Good rejected", "Training images")
+COLUMNS = ("Version", "Status", "Mode", "Trained", "Threshold", "Defects caught", "Good rejected", "AUROC",
+           "Training images")
 STATUS_TEXT = {"production": "In production", "candidate": "Candidate", "retired": "Retired"}
 
 
@@ -83,11 +84,13 @@ class ModelsTableModel(ListTableModel):
             return (
                 m.version,
                 STATUS_TEXT.get(m.status, m.status),
+                m.metrics.get("mode", "supervised"),
                 m.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
                 f"{m.threshold:.3f}",
+                # At the stored threshold, with 95 % intervals: what the line gets.
+                with_interval(m.metrics.get("catch_rate"), m.metrics.get("catch_rate_ci")),
+                with_interval(m.metrics.get("false_reject_rate"), m.metrics.get("false_reject_rate_ci")),
                 f"{auroc:.3f}" if isinstance(auroc, (int, float)) else "–",
-                percent(m.metrics.get("catch_rate")),
-                percent(m.metrics.get("false_reject_rate")),
                 training_size_text(m.report),
             )[column]
         if m.status == "production":
@@ -119,6 +122,9 @@ class ModelsWorkspace(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(44)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableView.SelectionMode.SingleSelection)
+        # Tab (and Ctrl+Tab) moved the selected row, and with it the version "Set as
+        # production" deploys, without a word: Tab now leaves the table as elsewhere.
+        self.table.setTabKeyNavigation(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
@@ -141,8 +147,8 @@ class ModelsWorkspace(QWidget):
         buttons.addStretch(1)
         root.addLayout(buttons)
 
-        self.deploy_button.clicked.connect(self.deploy_selected)
-        self.rollback_button.clicked.connect(self.roll_back)
+        self.deploy_button.clicked.connect(lambda: self.deploy_selected())
+        self.rollback_button.clicked.connect(lambda: self.roll_back())
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         context.project_changed.connect(lambda _p: self.refresh())
         context.models_changed.connect(self.refresh)
@@ -181,6 +187,8 @@ class ModelsWorkspace(QWidget):
     def _selection_changed(self, *_args) -> None:
         m = self.selected()
         self.deploy_button.setEnabled(m is not None and m.status != "production")
+        # The button names the version it deploys: what the table shows selected is what goes.
+        self.deploy_button.setText(f"Set {m.version} as production" if m is not None else "Set as production")
         target = rollback_target(self.table_model.versions)
         self.rollback_button.setEnabled(target is not None)
         self.rollback_button.setText(f"Roll back to {target.version}" if target else "Roll back")
@@ -188,6 +196,13 @@ class ModelsWorkspace(QWidget):
             self.details.setText("")
             return
         lines = [f"<b>{m.version}</b> — {STATUS_TEXT.get(m.status, m.status)}, trained on {training_size_text(m.report)} images."]
+        point = operating_point_text(m.metrics)
+        if point:
+            lines.append(point)
+        if m.report.get("tiling"):
+            tiling = m.report["tiling"]
+            lines.append(f"Large parts are judged in {tiling['tile']}-px tiles at {tiling['scale']:.0%} of full "
+                         "resolution; the heatmap is stitched over the whole part.")
         if m.report.get("n_val") is not None:
             lines.append(f"Checked on {training_size_text(m.report, 'val')} validation images.")
         for key, text in (("device", "Device"), ("elapsed_s", "Training time (s)"), ("epochs_run", "Epochs")):
@@ -196,8 +211,8 @@ class ModelsWorkspace(QWidget):
         base = m.report.get("baseline_on_same_val") or {}
         if isinstance(base.get("catch_at_1pct_false_reject"), (int, float)):
             mine = m.metrics.get("catch_at_1pct_false_reject")
-            lines.append(f"At 1 % false reject on validation this model catches "
-                         f"{mine:.0%} of defects; a simple method ({base.get('method')}) catches "
+            lines.append(f"Best case at 1 % false reject on validation (threshold picked on those parts): this model "
+                         f"catches {mine:.0%} of defects; a simple method ({base.get('method')}) catches "
                          f"{base['catch_at_1pct_false_reject']:.0%}." if isinstance(mine, (int, float)) else "")
         changes = changes_text(m.report)
         if changes:

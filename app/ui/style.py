@@ -39,6 +39,8 @@ QPushButton:disabled, QToolButton:disabled {{ color: #9aa3ad; border-color: #e0e
 QPushButton:focus, QToolButton:focus {{ border-color: {ACCENT}; }}
 QPushButton[primary="true"] {{ background: {ACCENT}; color: white; border-color: {ACCENT_DARK}; }}
 QPushButton[primary="true"]:hover {{ background: {ACCENT_DARK}; }}
+/* The primary rule outranks :disabled above; without this a disabled Retrain stays blue. */
+QPushButton[primary="true"]:disabled {{ background: {PANEL}; color: #9aa3ad; border-color: #e0e4ea; }}
 QComboBox, QSpinBox, QDoubleSpinBox, QLineEdit, QKeySequenceEdit {{
     min-height: {TOUCH - 8}px; padding: 0 10px; border: 2px solid {LINE}; border-radius: 6px; background: white;
 }}

@@ -14,6 +14,34 @@ def percent(value: object) -> str:
     return f"{float(value) * 100:.1f} %" if isinstance(value, (int, float)) else "–"
 
 
+def with_interval(value: object, interval: object) -> str:
+    """"81.4 % (73.1-87.9 %)": a rate and its 95 % interval, as every headline shows it."""
+    if not isinstance(value, (int, float)):
+        return "–"
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval):
+        return f"{value * 100:.1f} % ({interval[0] * 100:.1f}-{interval[1] * 100:.1f} %)"
+    return percent(value)
+
+
+def operating_point_text(metrics: dict) -> str:
+    """Where the line's figures come from, in one sentence people can check."""
+    parts = []
+    if metrics.get("mode"):
+        parts.append(f"Mode: {metrics.get('mode_reason') or metrics['mode']}.")
+    threshold = metrics.get("threshold")
+    if isinstance(threshold, (int, float)):
+        source = metrics.get("threshold_source")
+        target = metrics.get("false_reject_target")
+        parts.append(f"Threshold {threshold:.3f}, set for "
+                     + (f"{target * 100:.1f} % false reject " if isinstance(target, (int, float)) else "")
+                     + (f"on {source}" if source else "on validation parts")
+                     + "; rates in brackets are 95 % intervals.")
+    best = metrics.get("catch_at_1pct_false_reject")
+    if isinstance(best, (int, float)):
+        parts.append(f"Best case (threshold picked on these same parts): {percent(best)} caught at 1 % false reject.")
+    return " ".join(parts)
+
+
 def duration(seconds: object) -> str:
     if not isinstance(seconds, (int, float)):
         return "–"
@@ -87,8 +115,12 @@ class TrainSummaryCard(QFrame):
         self._version = str(event.get("version") or "") or None
         metrics = event.get("metrics") or {}
         production = event.get("production") or None
-        self.cells[("catch", "candidate")].setText(percent(metrics.get("catch_rate")))
-        self.cells[("false_reject", "candidate")].setText(percent(metrics.get("false_reject_rate")))
+        # The line's figures: at the threshold the model stores, with their intervals.
+        self.cells[("catch", "candidate")].setText(
+            with_interval(metrics.get("catch_rate"), metrics.get("catch_rate_ci"))
+            if metrics.get("catch_rate") is not None else "no defects to measure")
+        self.cells[("false_reject", "candidate")].setText(
+            with_interval(metrics.get("false_reject_rate"), metrics.get("false_reject_rate_ci")))
         self.cells[("auroc", "candidate")].setText(
             f"{metrics['auroc']:.3f}" if isinstance(metrics.get("auroc"), (int, float)) else "–"
         )
@@ -102,7 +134,6 @@ class TrainSummaryCard(QFrame):
                 self.cells[(key, "production")].setText("none yet" if key == "catch" else "–")
         self.headline.setText(self._verdict_text(metrics, production))
         device = device_text(event.get("device"))
-        threshold = metrics.get("threshold")
         baseline = event.get("baseline") or {}
         yardstick = ""
         if isinstance(baseline.get("catch_at_1pct_false_reject"), (int, float)):
@@ -112,8 +143,8 @@ class TrainSummaryCard(QFrame):
                          f"(AUROC {baseline.get('auroc', float('nan')):.3f}).")
         changes = [str(c) for c in event.get("changes") or []]
         self.details.setText(
-            f"Trained in {duration(event.get('elapsed_s'))} on {device}."
-            + (f" Decision threshold {threshold:.3f}." if isinstance(threshold, (int, float)) else "")
+            f"Trained in {duration(event.get('elapsed_s'))} on {device}. "
+            + operating_point_text({**metrics, "mode": event.get("mode"), "mode_reason": event.get("mode_reason")})
             + yardstick
             + (f"\nSince the last version: {'; '.join(changes)}." if changes else "")
         )
@@ -141,4 +172,4 @@ class TrainSummaryCard(QFrame):
         return f"{name} trades off against {production.get('version')}: compare before deploying."
 
 
-__all__ = ["TrainSummaryCard", "percent", "duration", "device_text"]
+__all__ = ["TrainSummaryCard", "percent", "with_interval", "operating_point_text", "duration", "device_text"]

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -33,6 +34,7 @@ PHASE_TEXT = {
 }
 # Share of the progress bar each phase takes: training dominates the wall time.
 PHASE_SPAN = {"cache": (0.0, 0.1), "train": (0.1, 0.9), "export": (0.9, 0.95), "evaluate": (0.95, 1.0)}
+MIN_FRACTION_FOR_ETA = 0.05
 BIG_BUTTON_STYLE = "font-size: 20pt; font-weight: bold; padding: 0 32px;"
 
 
@@ -60,6 +62,20 @@ def phase_text(event: dict) -> str:
     return text
 
 
+def eta_text(eta: object, fraction: float) -> str:
+    """"About 3 min 10 s left", or "Estimating time left…" while an estimate means nothing.
+
+    The trainer's first estimates come from a batch or two (caching, warm-up), and said
+    "About 0 s left" at 1 %: until a few percent are done, or while the estimate is
+    under a second with most of the work ahead, we say we are still estimating.
+    """
+    if not isinstance(eta, (int, float)):
+        return ""
+    if fraction < MIN_FRACTION_FOR_ETA or (eta < 1 and fraction < 0.95) or eta < 0:
+        return "Estimating time left…"
+    return f"About {duration(eta)} left"
+
+
 class TrainWorkspace(QWidget):
     """Retrain, follow the progress, compare, deploy."""
 
@@ -78,7 +94,17 @@ class TrainWorkspace(QWidget):
     # -- layout ----------------------------------------------------------------------
 
     def _build(self) -> None:
-        root = QVBoxLayout(self)
+        # Everything scrolls as one page: with the result card up, the curves and the
+        # card need more height than a 768 px screen gives.
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        outer.addWidget(self.scroll)
+        page = QWidget()
+        self.scroll.setWidget(page)
+        root = QVBoxLayout(page)
         root.setSpacing(14)
         title = QLabel("Train")
         title.setStyleSheet("font-size: 24pt; font-weight: bold;")
@@ -128,10 +154,10 @@ class TrainWorkspace(QWidget):
         root.addLayout(status_row)
 
         charts = QHBoxLayout()
-        self.loss_chart = LineChart("Loss", x_label="epoch")
+        self.loss_chart = LineChart("Loss", x_label="epoch", integer_x=True, y_from_zero=True)
         self.loss_chart.add_series("training", "#1f77b4")
         self.loss_chart.add_series("validation", "#d62728", dashed=True)
-        self.quality_chart = LineChart("Validation", x_label="epoch", y_range=(0.0, 1.02))
+        self.quality_chart = LineChart("Validation", x_label="epoch", y_range=(0.0, 1.02), integer_x=True)
         self.quality_chart.add_series("AUROC", "#2ca02c")
         self.quality_chart.add_series("caught", "#9467bd")
         self.quality_chart.add_series("false rejects", "#ff7f0e", dashed=True)
@@ -158,8 +184,8 @@ class TrainWorkspace(QWidget):
         return spin
 
     def _connect(self) -> None:
-        self.retrain_button.clicked.connect(self.start_training)
-        self.cancel_button.clicked.connect(self.cancel_training)
+        self.retrain_button.clicked.connect(lambda: self.start_training())
+        self.cancel_button.clicked.connect(lambda: self.cancel_training())
         self.trainer.started_training.connect(self._on_start)
         self.trainer.progress.connect(self._on_progress)
         self.trainer.epoch_finished.connect(self._on_epoch)
@@ -204,7 +230,7 @@ class TrainWorkspace(QWidget):
         project = self.context.project
         if project is None or self.trainer.is_running():
             return
-        self._reset_view("Starting…", "Starting the trainer…")
+        self._reset_view("Starting…", "Starting the trainer…", keep_summary=True)
         self._set_running(True)
         self.trainer.start(
             project.path,
@@ -246,8 +272,7 @@ class TrainWorkspace(QWidget):
         self.progress_bar.setValue(int(fraction * 1000))
         self.progress_bar.setFormat(f"{fraction * 100:.0f} %")
         self.phase_label.setText(phase_text(event))
-        eta = event.get("eta_s")
-        self.eta_label.setText(f"About {duration(eta)} left" if isinstance(eta, (int, float)) else "")
+        self.eta_label.setText(eta_text(event.get("eta_s"), fraction))
         if event.get("phase") == "train" and isinstance(event.get("loss"), (int, float)):
             steps = max(1, int(event.get("steps") or 1))
             x = int(event.get("epoch") or 1) - 1 + float(event.get("step") or 0) / steps
@@ -298,10 +323,13 @@ class TrainWorkspace(QWidget):
         self._reset_view("", "Not started.")
         self.refresh()
 
-    def _reset_view(self, bar_text: str, status: str) -> None:
+    def _reset_view(self, bar_text: str, status: str, keep_summary: bool = False) -> None:
+        """Clear the progress; *keep_summary* leaves the last candidate's card (and its
+        Deploy button) up: a new run, or a cancelled one, has not replaced it."""
         self.loss_chart.clear()
         self.quality_chart.clear()
-        self.summary.hide()
+        if not keep_summary:
+            self.summary.hide()
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat(bar_text)
         self.phase_label.setText(status)

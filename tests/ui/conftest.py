@@ -1,14 +1,24 @@
-"""Qt test set-up: offscreen, isolated settings, a main window factory, leak checks.
+"""Qt test set-up: offscreen, the app's own style, slot exceptions fail tests,
+isolated settings, a main window factory, leak checks.
 
 Every test gets its own settings folder and organisation name, so recent projects or a
 capture key set by one test never reach another (nor the developer's real settings).
 At teardown no camera thread, background task or child process may still be running.
+
+An exception raised in a Qt slot never reaches the code that emitted the signal: Qt
+hands it to sys.excepthook and carries on, so a button that does nothing but print a
+traceback looks fine to a test. pytest-qt catches these too, but only while its
+capture is on (the ini option or marker `qt_no_exception_capture` turns it off); ours
+is always on for UI tests, and a test that expects one takes it with
+`slot_exceptions.take()`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import traceback
 import uuid
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any QApplication exists
@@ -23,6 +33,70 @@ def _emit_refcount_guard():
     from app.ui.app import guard_against_emit_refcount_bug
 
     guard_against_emit_refcount_bug()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _app_style(qapp):
+    """The stylesheet, font and display name the app runs with (sizes, titles and the
+    disabled look all depend on them), applied by the app's own function."""
+    from app.ui.app import dress_application
+
+    dress_application(qapp)
+    return qapp
+
+
+class SlotExceptions:
+    """Exceptions that reached sys.excepthook (raised in slots, virtual methods, QThreads)."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[type[BaseException], BaseException, object]] = []
+
+    def hook(self, exc_type, value, tb) -> None:
+        self.recorded.append((exc_type, value, tb))
+        sys.stderr.write("".join(traceback.format_exception(exc_type, value, tb)))
+
+    def take(self) -> list[BaseException]:
+        """The exceptions so far (oldest first), forgotten: a test that expects one takes it."""
+        taken, self.recorded = [value for _t, value, _tb in self.recorded], []
+        return taken
+
+    def fail_if_any(self, when: str) -> None:
+        if not self.recorded:
+            return
+        text = "".join("".join(traceback.format_exception(t, v, tb)) for t, v, tb in self.recorded)
+        self.recorded = []
+        pytest.fail(f"{when}: an exception was raised in a Qt slot:\n{text}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def slot_exceptions(request):
+    """Record slot exceptions during the test; fail it if any were left untaken."""
+    recorder = SlotExceptions()
+    previous, sys.excepthook = sys.excepthook, recorder.hook
+    request.node._slot_exceptions = recorder
+    try:
+        yield recorder
+        from PySide6.QtWidgets import QApplication
+
+        if QApplication.instance() is not None:
+            QApplication.processEvents()  # deliver what is still queued while we listen
+    finally:
+        sys.excepthook = previous
+    recorder.fail_if_any("TEARDOWN")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Fail the test itself (not only its teardown) when its body raised in a slot."""
+    result = yield
+    recorder = getattr(item, "_slot_exceptions", None)
+    if recorder is not None:
+        from PySide6.QtWidgets import QApplication
+
+        if QApplication.instance() is not None:
+            QApplication.processEvents()
+        recorder.fail_if_any("CALL")
+    return result
 
 
 def lineside_threads() -> list[threading.Thread]:
@@ -70,11 +144,12 @@ def main_window(qtbot, tmp_path, no_leaks):
 
     windows = []
 
-    def factory(open_project: bool = True, project_path=None, demo_path=None, prepare_demo=None, demo_command=None):
+    def factory(open_project: bool = True, project_path=None, demo_path=None, prepare_demo=None, demo_command=None,
+                size=(1400, 900)):
         context = AppContext(QSettings())
         window = MainWindow(context, demo_path=demo_path, prepare_demo=prepare_demo, demo_command=demo_command)
         qtbot.addWidget(window)
-        window.resize(1400, 900)
+        window.resize(*size)
         window.show()
         qtbot.waitExposed(window)
         if open_project:

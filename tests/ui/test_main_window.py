@@ -28,7 +28,9 @@ def test_open_create_recent_and_errors(main_window, tmp_path, monkeypatch):
 
     assert window.create_project(str(tmp_path / "line 3")) is True
     assert window.stack.currentWidget() is window.tabs
-    assert window.windowTitle() == "Lineside — line 3"
+    # Qt appends the display name to a title that does not end with it: once, not twice.
+    assert window.windowTitle() == "line 3 — Lineside"
+    assert window.windowTitle().endswith(QApplication.applicationDisplayName())
     first = str((tmp_path / "line 3").resolve())
     assert context.recent_projects() == [first]
 

@@ -27,9 +27,13 @@ def test_table_lists_versions_with_metrics_and_data(models_ws):
     texts = [[model.index(r, c).data() for c in range(model.columnCount())] for r in range(model.rowCount())]
     assert texts[1][:2] == ["v2", "In production"]
     assert texts[0][1] == "Candidate" and texts[2][1] == "Retired"
-    assert texts[0][4] == "0.900" and texts[0][5] == "80.0 %" and texts[0][6] == "5.0 %"
-    assert texts[0][7] == "40 (ok 30, scratch 10)"
-    assert "first model" in models_ws.details.text()
+    assert texts[0][2] == "supervised"
+    # The line's figures at the stored threshold lead, each with its 95 % interval.
+    assert texts[0][5] == "80.0 % (60.0-90.0 %)" and texts[0][6] == "5.0 % (1.0-10.0 %)"
+    assert texts[0][4] == "0.450" and texts[0][7] == "0.900"
+    assert texts[0][8] == "40 (ok 30, scratch 10)"
+    details = models_ws.details.text()
+    assert "first model" in details and "20 validation OK parts" in details
 
 
 def test_deploy_selected_asks_first(models_ws, project, monkeypatch, qtbot):

@@ -108,7 +108,7 @@ needs_trainer = pytest.mark.skipif(not HAS_TRAINER, reason="the trainer (torch, 
 
 @pytest.fixture
 def tiny_project(app_context, project):
-    add_labeled_parts(project, 14, {"scratch": 8}, seed=3)
+    add_labeled_parts(project, 14, {"scratch": 12}, seed=3)  # 12 defects: supervised
     app_context._set_project(project)
     return project
 
@@ -175,3 +175,21 @@ def test_trainer_runs_below_the_gui_priority(qtbot):
     assert os.getpriority(os.PRIO_PROCESS, trainer.pid()) == min(19, ours + 10)
     trainer.wait_stopped(100)  # kills it: the hang mode ignores SIGTERM
     assert not trainer.is_running()
+
+
+def test_summary_card_leads_with_the_stored_threshold_figures_and_their_intervals(qtbot):
+    from app.ui.train_summary import TrainSummaryCard
+
+    card = TrainSummaryCard()
+    qtbot.addWidget(card)
+    card.show_result({"version": "v4", "mode": "good-only", "mode_reason": "good-only: 3 labeled defective parts",
+                      "elapsed_s": 42, "device": "cpu (2 cores)",
+                      "metrics": {"catch_rate": 0.75, "catch_rate_ci": [0.4, 0.95], "false_reject_rate": 0.009,
+                                  "false_reject_rate_ci": [0.003, 0.017], "threshold": 0.91, "auroc": 0.97,
+                                  "threshold_source": "523 training OK parts scored out-of-fold",
+                                  "false_reject_target": 0.01, "catch_at_1pct_false_reject": 0.8}})
+    assert card.cells[("catch", "candidate")].text() == "75.0 % (40.0-95.0 %)"
+    assert card.cells[("false_reject", "candidate")].text() == "0.9 % (0.3-1.7 %)"
+    details = card.details.text()
+    assert "good-only: 3 labeled defective parts" in details
+    assert "out-of-fold" in details and "Best case" in details

@@ -52,7 +52,9 @@ def register_fixture_model(project: Project, version: str = "v1", deploy: bool =
         version,
         folder,
         kwargs["threshold"],
-        {"auroc": 0.9, "catch_rate": 0.8, "false_reject_rate": 0.05},
+        {"auroc": 0.9, "catch_rate": 0.8, "catch_rate_ci": [0.6, 0.9], "false_reject_rate": 0.05,
+         "false_reject_rate_ci": [0.01, 0.1], "mode": "supervised", "threshold": kwargs["threshold"],
+         "threshold_source": "20 validation OK parts", "false_reject_target": 0.05},
         {"n_train": 40, "per_class": {"ok": 30, "scratch": 10}, "changes": ["first model"]},
     )
     if deploy:
@@ -73,3 +75,12 @@ def answer_yes(monkeypatch):
     warnings: list[str] = []
     monkeypatch.setattr(QMessageBox, "warning", staticmethod(lambda _p, title, text, *a, **k: warnings.append(f"{title}: {text}")))
     return warnings
+
+
+def shown(qtbot, widget, width: int = 1024, height: int = 700):
+    """A workspace on screen at a shop-PC size, exposed, owned by the test."""
+    qtbot.addWidget(widget)
+    widget.resize(width, height)
+    widget.show()
+    qtbot.waitExposed(widget)
+    return widget

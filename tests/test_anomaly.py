@@ -1,0 +1,198 @@
+"""The good-only anomaly model (training/anomaly.py) on generated textures."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import training.export
+from app.core.evaluation import auroc, rates_at, threshold_for_false_reject
+from training.anomaly import (
+    AnomalyConfig,
+    PatchEmbedder,
+    _Reservoir,
+    anomaly_outputs,
+    anomaly_scores,
+    export_anomaly,
+    fit_anomaly,
+    greedy_coreset,
+)
+from training.export import ExportParityError
+from training.loop import Cancelled
+from training.network import EfficientNetLite0
+
+SIZE = 128  # 8 x 8 patches of 16 px
+GRID = SIZE // 16
+
+
+def texture(rng: np.random.Generator, spot: bool, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """A brushed-metal-like texture (BGR uint8) and its defect mask; a dark round spot if *spot*."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    angle = rng.uniform(-0.2, 0.2)
+    phase = rng.uniform(0, 2 * np.pi)
+    level = rng.uniform(115, 140)
+    gray = level + 18 * np.sin(0.9 * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
+    gray += rng.normal(0, 5, (size, size))
+    mask = np.zeros((size, size), np.uint8)
+    if spot:
+        cx, cy = rng.uniform(24, size - 24, 2)
+        r = rng.uniform(7, 10)
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        gray[disc] -= 70
+        mask[disc] = 255
+    img = np.clip(gray, 0, 255).astype(np.uint8)
+    tint = np.array([1.02, 1.0, 0.97], np.float32)
+    return np.clip(img[..., None] * tint, 0, 255).astype(np.uint8), mask
+
+
+def images(seed: int, n: int, spot: bool, size: int = SIZE):
+    rng = np.random.default_rng(seed)
+    return [texture(rng, spot, size) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    ok = [img for img, _ in images(1, 30, False)]
+    events = []
+    fit = fit_anomaly(ok, AnomalyConfig(input_size=SIZE), on_event=events.append)
+    return ok, fit, events
+
+
+def test_good_only_fit_detects_spots_and_points_at_them(fitted):
+    _, fit, events = fitted
+    ok_test = [img for img, _ in images(2, 12, False)]
+    bad = images(3, 12, True)
+    s_ok = anomaly_scores(fit.net, ok_test)
+    out = anomaly_outputs(fit.net, [img for img, _ in bad])
+    s_bad = out.score.numpy()
+    labels = np.r_[np.zeros(len(s_ok)), np.ones(len(s_bad))]
+    assert auroc(labels, np.r_[s_ok, s_bad]) >= 0.95
+    # The threshold comes from the out-of-fold OK scores only, as the product sets it.
+    threshold = threshold_for_false_reject(fit.oof_ok_scores, 0.01)
+    catch, false_reject = rates_at(s_ok, s_bad, threshold)
+    assert catch >= 0.9
+    assert false_reject <= 0.25
+    # The heatmap's hottest patch lies on the spot (or touches it).
+    hits = 0
+    for (_, mask), heat in zip(bad, out.heatmap.numpy()):
+        assert heat.shape == (GRID, GRID)
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        cell = mask[max(0, 16 * y - 4):16 * y + 20, max(0, 16 * x - 4):16 * x + 20]
+        hits += bool(cell.any())
+    assert hits >= 11
+    # Progress was reported for each phase.
+    assert {e["phase"] for e in events} >= {"features", "coreset", "oof"}
+
+
+def test_outputs_are_calibrated_and_consistent(fitted):
+    ok, fit, _ = fitted
+    out = anomaly_outputs(fit.net, ok[:5])
+    score, probs, heat = out.score.numpy(), out.class_probs.numpy(), out.heatmap.numpy()
+    assert score.shape == (5,) and probs.shape == (5, 2) and heat.shape == (5, GRID, GRID)
+    assert np.all((heat >= 0) & (heat <= 1))
+    np.testing.assert_allclose(score, heat.reshape(5, -1).max(1), atol=1e-7)
+    np.testing.assert_allclose(probs[:, 1], score, atol=1e-7)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    # Median OOF OK distance maps to 0.5 by construction.
+    assert np.median(fit.oof_ok_scores) == pytest.approx(0.5, abs=0.02)
+
+
+def test_out_of_fold_scores_for_every_ok_image_and_deterministic(fitted):
+    ok, fit, _ = fitted
+    assert fit.oof_ok_scores.shape == (len(ok),)
+    assert np.all(np.isfinite(fit.oof_ok_scores))
+    assert np.all((fit.oof_ok_scores >= 0) & (fit.oof_ok_scores <= 1))
+    again = fit_anomaly(ok, AnomalyConfig(input_size=SIZE))
+    np.testing.assert_allclose(again.oof_ok_scores, fit.oof_ok_scores, atol=1e-5)
+    assert again.bank_entries == fit.bank_entries
+
+
+def test_held_out_features_beyond_the_store_cap_are_recomputed(fitted):
+    ok, fit, _ = fitted
+    # A store too small for even one image: every held-out image is re-extracted, same result.
+    cfg = AnomalyConfig(input_size=SIZE, oof_store_cap_bytes=1)
+    again = fit_anomaly(ok, cfg)
+    np.testing.assert_allclose(again.oof_ok_scores, fit.oof_ok_scores, atol=1e-4)
+
+
+def test_onnx_export_matches_pytorch(fitted, tmp_path):
+    ok, fit, _ = fitted
+    bad = [img for img, _ in images(4, 3, True)]
+    path = tmp_path / "model.onnx"
+    diff = export_anomaly(fit.net, path, SIZE, {"kind": "anomaly"}, ok[:3] + bad)
+    assert diff <= training.export.PARITY_TOLERANCE
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert [o.name for o in session.get_outputs()] == ["score", "class_probs", "heatmap"]
+    batch = np.stack(bad)
+    score, probs, heat = session.run(None, {"image": batch})
+    assert score.shape == (3,) and probs.shape == (3, 2) and heat.shape == (3, GRID, GRID)
+    np.testing.assert_allclose(score, anomaly_scores(fit.net, bad), atol=1e-4)
+
+
+def test_export_refused_when_parity_fails(fitted, tmp_path, monkeypatch):
+    ok, fit, _ = fitted
+    monkeypatch.setattr(training.export, "PARITY_TOLERANCE", -1.0)
+    path = tmp_path / "model.onnx"
+    with pytest.raises(ExportParityError):
+        export_anomaly(fit.net, path, SIZE, {}, ok[:2])
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("n_images", [6, 60])
+def test_bank_respects_caps_however_many_images(n_images):
+    ok = [img for img, _ in images(5, n_images, False, size=64)]  # 16 patches each
+    dim = PatchEmbedder(EfficientNetLite0(), AnomalyConfig().layers, 3).dim
+    cap_entries = 12
+    cfg = AnomalyConfig(input_size=64, bank_cap_bytes=cap_entries * (dim + 1) * 4, pool_rows=50,
+                        coreset_ratio=1.0)
+    fit = fit_anomaly(ok, cfg)
+    assert fit.bank_entries <= cap_entries
+    assert fit.bank_bytes <= cfg.bank_cap_bytes
+    assert fit.oof_ok_scores.shape == (n_images,)
+    # The entry cap binds as well as the byte cap.
+    cfg2 = AnomalyConfig(input_size=64, max_bank_entries=7, pool_rows=50, coreset_ratio=1.0)
+    assert fit_anomaly(ok, cfg2).bank_entries <= 7
+
+
+def test_candidate_pool_never_grows_past_its_rows():
+    rng = np.random.default_rng(0)
+    pool = _Reservoir(100, 4, rng)
+    for start in range(0, 10_000, 37):
+        rows = np.arange(start, start + 37, dtype=np.float32)[:, None].repeat(4, 1)
+        pool.add(rows, np.arange(start, start + 37))
+    kept, owners = pool.view()
+    assert kept.shape == (100, 4) and pool.rows.shape == (100, 4)
+    assert np.array_equal(kept[:, 0].astype(int), owners)
+    # A uniform sample of the stream: not stuck on the first rows.
+    assert 2500 < owners.mean() < 7500
+    assert len(set(owners.tolist())) == 100
+
+
+def test_greedy_coreset_covers_every_cluster():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 50, (6, 64))
+    feats = np.concatenate([c + rng.normal(0, 0.5, (200, 64)) for c in centres]).astype(np.float32)
+    chosen = greedy_coreset(feats, 6, projection_dim=32, seed=0)
+    assert sorted(set((chosen // 200).tolist())) == list(range(6))
+
+
+@pytest.mark.parametrize("stop_after", [0, 5, 12])
+def test_should_stop_cancels(stop_after):
+    ok = [img for img, _ in images(6, 20, False, size=64)]
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > stop_after
+
+    with pytest.raises(Cancelled):
+        fit_anomaly(ok, AnomalyConfig(input_size=64, batch=2), should_stop=should_stop)
+
+
+def test_rejects_parts_of_the_wrong_size():
+    ok = [img for img, _ in images(7, 4, False, size=64)]
+    with pytest.raises(ValueError):
+        fit_anomaly(ok, AnomalyConfig(input_size=96))
