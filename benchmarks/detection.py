@@ -86,9 +86,14 @@ def judge_test(run: Trained, test: list[tile_data.Item], root: Path) -> dict:
 
     inspector = Inspector(run.model_dir / "model.onnx", threads=2)
     scores, truth, heatmaps, masks, names = [], [], [], [], []
+    examples: dict[str, list[np.ndarray]] = {"missed": [], "false_rejected": []}
     for item in test:
         image = read_image(item.path)
         verdict = inspector.inspect(image)
+        wrong = ("missed" if item.verdict != OK and verdict.passed else
+                 "false_rejected" if item.verdict == OK and not verdict.passed else None)
+        if wrong and len(examples[wrong]) < EXAMPLES:
+            examples[wrong].append(thumbnail(image, verdict.heatmap_on_image(), verdict.score, item.path.name))
         scores.append(verdict.score)
         truth.append(item.verdict)
         names.append(item.path.name)
@@ -116,11 +121,50 @@ def judge_test(run: Trained, test: list[tile_data.Item], root: Path) -> dict:
         "per_class": {},
         "missed": [n for n, s, d in zip(names, scores, defect) if d and s < t],
         "false_rejected": [n for n, s, d in zip(names, scores, defect) if not d and s >= t],
+        "examples": examples,
     }
     for cls in sorted({x for x in truth if x != OK}):
         sel = np.array([x == cls for x in truth])
         result["per_class"][cls] = {"n": int(sel.sum()), "caught": float(np.mean(scores[sel] >= t))}
     return result
+
+
+EXAMPLES = 4  # per kind and model: a few, never the dataset
+
+
+def thumbnail(image: np.ndarray, heat: np.ndarray, score: float, name: str, side: int = 180) -> np.ndarray:
+    """The part with its heatmap blended in, the score and the file name written on it."""
+    import cv2
+
+    scale = side / max(image.shape[:2])
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    colour = cv2.applyColorMap((np.clip(cv2.resize(heat, size), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+    out = np.full((side + 30, side, 3), 255, np.uint8)
+    out[:size[1], :size[0]] = cv2.addWeighted(small, 0.6, colour, 0.4, 0)
+    cv2.putText(out, f"{score:.3f} {name[:18]}", (2, side + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    return out
+
+
+def save_examples(runs: list, path: Path) -> bool:
+    """One PNG: a row per model and kind (missed defects, false rejects)."""
+    import cv2
+
+    rows = []
+    for run in runs:
+        for kind, tiles in run.test["examples"].items():
+            if tiles:
+                label = np.full((210, 150, 3), 255, np.uint8)
+                for i, text in enumerate([run.name[:20], run.mode, kind.replace("_", " ")]):
+                    cv2.putText(label, text, (4, 60 + 24 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+                padded = [np.pad(t, ((0, 210 - t.shape[0]), (0, 190 - t.shape[1]), (0, 0)), constant_values=255)
+                          for t in tiles]
+                padded += [np.full((210, 190, 3), 255, np.uint8)] * (EXAMPLES - len(padded))
+                rows.append(np.hstack([label, *padded]))
+    if not rows:
+        return False
+    cv2.imwrite(str(path), np.vstack(rows))
+    return True
 
 
 def run_baseline(train_val: list[tile_data.Item], test: list[tile_data.Item]) -> dict:
@@ -208,17 +252,19 @@ def main(argv: list[str] | None = None) -> int:
         items = [i for s in ("train", "val", "test") for i in tile_data.stratified_counts(
             tile_data.in_split(items, s), {c: QUICK[s].get(c, QUICK[s]["*"])
                                            for c in tile_data.class_counts(tile_data.in_split(items, s))}, SEED)]
-    train_val, test = tile_data.in_split(items, "train", "val"), tile_data.in_split(items, "test")
+    train_val = tile_data.in_split(items, "train", "val")
+    test, leaked = tile_data.without_leaks(tile_data.in_split(items, "test"), train_val)
     stem = args.dataset.replace("-", "_") + ("_quick" if args.quick else "")
     out = args.out or REPO_ROOT / "benchmarks" / "results" / f"{stem}.md"
     print(f"{args.dataset}: {len(tile_data.in_split(items, 'train'))} train, "
-          f"{len(tile_data.in_split(items, 'val'))} val, {len(test)} test", flush=True)
+          f"{len(tile_data.in_split(items, 'val'))} val, {len(test)} test"
+          + (f" ({len(leaked)} test images left out: the same bytes are in train/val)" if leaked else ""), flush=True)
     runs: list[Trained] = []
     curve: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="lineside-detection-") as work:
         work = Path(work)
         t0 = time.perf_counter()
-        project = tile_data.build_project(work / "full", root, train_val)
+        project = tile_data.build_project(work / "full", root, train_val, keep_splits=False)
         import_s = time.perf_counter() - t0
         for name, mode in (("default (auto)", "auto"), ("good parts only", "good-only")):
             run = train(project, name, mode, args.quick)
@@ -231,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_curve:
             n_all = sum(1 for i in tile_data.in_split(train_val, "train") if i.verdict != OK)
             for n in [c for c in CURVE_DEFECTS if c < n_all]:
-                sub = tile_data.build_project(work / f"curve-{n}", root, curve_items(train_val, n))
+                sub = tile_data.build_project(work / f"curve-{n}", root, curve_items(train_val, n),
+                                              keep_splits=False)
                 run = train(sub, f"{n} defects", "auto", args.quick)
                 run.test = judge_test(run, test, root)
                 curve.append({"n_train_defects": n, "mode": run.mode, "catch_rate": run.test["catch_rate"],
@@ -244,9 +291,14 @@ def main(argv: list[str] | None = None) -> int:
                               "false_reject_rate": run.test["false_reject_rate"], "auroc": run.test["auroc"]})
             curve.sort(key=lambda r: (r["n_train_defects"], r["mode"]))
             plot_curve(curve, out.with_suffix(".curve.png"), args.dataset)
+    examples_png = out.with_suffix(".examples.png")
+    has_examples = save_examples(runs, examples_png)
+    for run in runs:
+        run.test.pop("examples", None)
     report = render(dataset=args.dataset, citation=DATASETS[args.dataset], runs=runs, baseline=baseline,
                     curve=curve, items=items, import_s=import_s, quick=args.quick, load_at_start=load_at_start,
-                    curve_png=out.with_suffix(".curve.png").name if curve else None)
+                    curve_png=out.with_suffix(".curve.png").name if curve else None, leaked=leaked,
+                    examples_png=examples_png.name if has_examples else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     out.with_suffix(".json").write_text(json.dumps({"runs": [{**r.__dict__, "model_dir": None} for r in runs],

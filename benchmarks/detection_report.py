@@ -26,17 +26,28 @@ def _met(value, target, higher=True) -> str:
     return "yes" if ok else "**no**"
 
 
-def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, load_at_start, curve_png) -> str:
+def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, load_at_start, curve_png,
+           examples_png=None, leaked=()) -> str:
     lines = [f"# {dataset}: what the line catches", "",
-             f"Dataset: {citation}. The dataset's fixed split (`split.csv`); train and val are imported with "
-             "labels and masks, the test split is never shown to the trainer. Default settings: the trainer "
-             "chose mode, input size and tiling from the data.", ""]
+             f"Dataset: {citation}. The dataset's fixed test split (`split.csv`) is never shown to the "
+             "trainer; its train and val images are imported with labels and masks, and the trainer divides "
+             "them into its own train and validation parts as it would on a line (it holds out more OK parts "
+             "when it has plenty: the threshold is set on them). Default settings: the trainer chose mode, "
+             "input size and tiling from the data.", ""]
+    if leaked:
+        lines += [f"{len(leaked)} test images are byte-for-byte copies of train or val images in the published "
+                  f"split ({', '.join(i.path.name for i in leaked)}); they are left out of every test figure "
+                  "below, which otherwise would measure memory, not detection.", ""]
     if quick:
         lines += ["**--quick run: a small subset and 2 epochs. It checks the script; it is not a result.**", ""]
     counts = {s: tile_data.class_counts(tile_data.in_split(items, s)) for s in ("train", "val", "test")}
     classes = sorted({c for v in counts.values() for c in v})
-    lines += table(["Class", "train", "val", "test"], [[c, *(counts[s].get(c, 0) for s in ("train", "val", "test"))]
-                                                        for c in classes]) + [""]
+    used = runs[0].report["per_class"] if runs else {}
+    lines += table(["Class", "dataset train + val", "trainer's train", "trainer's val", "test (published)"],
+                   [[c, counts["train"].get(c, 0) + counts["val"].get(c, 0),
+                     used.get("ok" if c in ("good",) else c, {}).get("train", "-"),
+                     used.get("ok" if c in ("good",) else c, {}).get("val", "-"), counts["test"].get(c, 0)]
+                    for c in classes]) + [""]
 
     lines += ["## At the threshold each model stores (what the line gets)", "",
               "Catch and false reject on the test split at the threshold the model chose for itself from "
@@ -95,10 +106,17 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
                    [[c, *(pct(r.test["per_class"].get(c, {}).get("caught")) for r in runs)] for c in names]) + [""]
 
     lines += ["## Misses and false rejects (test images, stored threshold)", ""]
+    def names(values, most=12):
+        more = f" and {len(values) - most} more" if len(values) > most else ""
+        return (", ".join(values[:most]) + more) if values else "none"
+
     for r in runs:
-        lines.append(f"- {r.name}: missed {', '.join(r.test['missed']) or 'none'}; "
-                     f"false rejects {', '.join(r.test['false_rejected']) or 'none'}")
+        lines.append(f"- {r.name}: missed {len(r.test['missed'])} ({names(r.test['missed'])}); "
+                     f"false rejects {len(r.test['false_rejected'])} ({names(r.test['false_rejected'])})")
     lines.append("")
+    if examples_png:
+        lines += ["A few of them with their heatmaps (score and file name under each):", "",
+                  f"![missed defects and false rejects]({examples_png})", ""]
 
     if curve:
         lines += ["## Learning curve", "",

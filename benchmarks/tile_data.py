@@ -66,6 +66,20 @@ def read_split(root: Path) -> list[Item]:
     return items
 
 
+def file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def without_leaks(test: list[Item], seen: list[Item]) -> tuple[list[Item], list[Item]]:
+    """(test items, leaked ones): a test image with the same bytes as a training or
+    validation image measures memory, not detection, so it is left out (and counted)."""
+    known = {file_hash(item.path) for item in seen}
+    kept = [item for item in test if file_hash(item.path) not in known]
+    return kept, [item for item in test if item not in kept]
+
+
 def in_split(items: list[Item], *splits: str) -> list[Item]:
     return [item for item in items if item.split in splits]
 
@@ -98,25 +112,30 @@ def class_counts(items: list[Item]) -> dict[str, int]:
 
 
 def build_project(folder: Path, root: Path, items: list[Item],
-                  on_progress: Callable[[int, int], None] = lambda done, total: None) -> Path:
-    """A new project at *folder* holding *items*, labeled, masked and with their splits set.
+                  on_progress: Callable[[int, int], None] = lambda done, total: None,
+                  keep_splits: bool = True) -> Path:
+    """A new project at *folder* holding *items*, labeled and masked.
 
-    Splits are set here, before any training: the trainer only assigns a split to
-    images that have none, so the dataset's fixed split is the one trained on.
+    With *keep_splits* the dataset's train/val splits are set before any training (the
+    trainer only assigns a split to images that have none); without, the trainer
+    divides the items into train and val by its own rule, as it would on a line.
     """
-    project = Project.create(folder, name="magnetic-tile benchmark")
+    project = Project.create(folder, name="benchmark")
     try:
         for start in range(0, len(items), IMPORT_BATCH):
             with project.transaction():
                 for done, item in enumerate(items[start:start + IMPORT_BATCH], start + 1):
                     record, new = project.add_image_file(item.path)
                     if not new:
-                        raise ValueError(f"{item.path} has the same bytes as an image imported before it.")
+                        # Some published datasets hold the same file twice under two names
+                        # (kolektorsdd: 16 pairs). Stored once, as an import would.
+                        continue
                     mask = None
                     if item.verdict != OK and item.mask_path(root).is_file():
                         mask = read_mask(item.mask_path(root), (record.height, record.width))
                     project.set_label(record.id, item.verdict, mask=mask, author="benchmark")
-                    project.set_split(record.id, item.split)
+                    if keep_splits:
+                        project.set_split(record.id, item.split)
                     on_progress(done, len(items))
     finally:
         project.close()

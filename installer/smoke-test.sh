@@ -53,6 +53,13 @@ fi
 [ -x "$app" ] || fail "$app not found: run installer/build.sh $edition first"
 echo "app: $app"
 
+step "no GTK in the bundle"
+# Qt's GTK 3 theme plugin would bring libgtk-3 and its stack from the build PC
+# (installer/hooks/hook-PySide6.QtGui.py keeps it out).
+gtk=$(find "$(dirname "$app")" \( -name 'libgtk*' -o -name 'libgdk-3*' -o -name 'libgdk-x11*' -o -name '*qgtk3*' \) -print)
+[ -z "$gtk" ] || fail "GTK libraries were bundled: $gtk"
+echo "none"
+
 export LINESIDE_HOME="$scratch/home" QT_QPA_PLATFORM=offscreen
 work="$scratch/work"
 mkdir -p "$work"

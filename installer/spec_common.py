@@ -76,7 +76,10 @@ COMMON_TRIM = [
 # build machine. A bundled copy is found first (the bootloader puts the bundle on the
 # library path), so an older bundled libstdc++ or libexpat would break the system's
 # Mesa GL driver, and a bundled fontconfig may not read the system's font config.
-# The GTK theme plugin is dropped with its whole GTK/cairo/pango stack (Fusion is used).
+# The GTK 3 theme plugin is left out before the analysis by hooks/hook-PySide6.QtGui.py
+# (Fusion is used), so GTK itself is never collected; the cairo/pango/atk entries here
+# catch what other libraries may still pull in. LINUX_TRIM repeats the plugin as a
+# second line of defence, and check_no_gtk() fails the build if GTK got in anyway.
 LINUX_SYSTEM_LIBS = [
     "libX11*", "libxcb*", "libXau*", "libXdmcp*", "libXext*", "libXrender*", "libxkbcommon*",
     "libfontconfig*", "libfreetype*", "libdbus-1*", "libglib-2.0*", "libgobject-2.0*", "libgio-2.0*",
@@ -87,6 +90,8 @@ LINUX_SYSTEM_LIBS = [
     "libfribidi*", "libthai*", "libdatrie*", "libgraphite2*", "libEGL*", "libGL*", "libdrm.so*",
 ]
 LINUX_TRIM = ["PySide6/Qt/plugins/platformthemes/*gtk3*"]
+# Never in a bundle: GTK 3 (and GDK 3) come only through Qt's GTK theme plugin.
+FORBIDDEN_LIBS = ["libgtk-3*", "libgdk-3*", "libgtk-x11*", "libgdk-x11*", "*qgtk3*"]
 
 WORKSTATION_TRIM = [
     # torch/bin: test programs and protoc; torch_shm_manager is loaded by "import torch".
@@ -121,6 +126,22 @@ def trim(toc: list, patterns: list[str], system_libs: list[str] = ()) -> list:
         if _keep(entry[0], patterns)
         and not ("/" not in entry[0] and any(fnmatch.fnmatch(entry[0], lib) for lib in system_libs))
     ]
+
+
+def forbidden(toc: list) -> list[str]:
+    """Destinations in *toc* whose file name matches FORBIDDEN_LIBS."""
+    names = [entry[0].replace("\\", "/") for entry in toc]
+    return sorted(n for n in names if any(fnmatch.fnmatch(n.rsplit("/", 1)[-1], lib) for lib in FORBIDDEN_LIBS))
+
+
+def check_no_gtk(toc: list) -> None:
+    """Stop the build when GTK was collected: see hooks/hook-PySide6.QtGui.py."""
+    found = forbidden(toc)
+    if found:
+        raise SystemExit("spec_common: GTK libraries were collected into the bundle ("
+                         + ", ".join(found) + "); the GTK theme plugin must stay out "
+                         "(installer/hooks/hook-PySide6.QtGui.py). Find what pulled them in with "
+                         "--log-level DEBUG and exclude it.")
 
 
 def _app_modules(edition: str) -> list[str]:
@@ -166,6 +187,7 @@ def build(edition: str, dist_name: str) -> None:
     )
     a.binaries = trim(a.binaries, patterns, system_libs)
     a.datas = trim(a.datas, patterns)
+    check_no_gtk(a.binaries)
     pyz = PYZ(a.pure)
     icon = str(REPO / "resources" / "lineside.ico")
     common = dict(

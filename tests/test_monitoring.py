@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Callable
 
 import cv2
 import numpy as np
 import pytest
 
-from app.core.monitoring import DriftMonitor, build_reference, image_stats
+from app.core.monitoring import (DEFAULT_AUDIT_SAMPLE_RATE, DriftMonitor, audit_sample_rate, build_reference,
+                                 image_stats, should_sample)
 from app.core.synthetic import PartStream
 
 N_REFERENCE, N_STREAM = 120, 60
@@ -127,3 +129,71 @@ def test_without_reference_never_drifts(line_parts):
         monitor.update(image_stats(image), 0.9)
     status = monitor.status()
     assert not monitor.has_reference and not status["drifting"] and status["per_stat"] == {}
+
+
+# -- what to do about it --------------------------------------------------------------
+
+
+def _timed_stream(reference: dict, parts: list[np.ndarray], change, from_index: int) -> tuple[dict, datetime]:
+    """One part a minute from 14:00 today; *change* applies from part *from_index* on."""
+    start = datetime.now().astimezone().replace(hour=14, minute=0, second=0, microsecond=0)
+    monitor = DriftMonitor(reference, window=200)
+    scores = np.random.default_rng(1).beta(2, 30, len(parts))
+    for i, (image, score) in enumerate(zip(parts, scores)):
+        shown = change(image) if i >= from_index else image
+        monitor.update(image_stats(shown), float(score), at=start + timedelta(minutes=i))
+    return monitor.status(), start + timedelta(minutes=from_index)
+
+
+def test_darker_and_blurrier_stream_says_what_to_do_and_since_when(reference, line_parts):
+    def darker_and_blurrier(img):
+        return cv2.GaussianBlur(_scaled(0.6)(img), (0, 0), 2.0)
+
+    status, began = _timed_stream(reference, line_parts, darker_and_blurrier, from_index=20)
+    assert status["drifting"]
+    by_stat = {e["stat"]: e for e in status["evidence"]}
+    assert by_stat["brightness"]["direction"] == "below" and by_stat["sharpness"]["direction"] == "below"
+    assert by_stat["brightness"]["since"] == began.isoformat()  # the first darkened part, 14:20
+    assert "images darker than 95 % of the training images since 14:20" in by_stat["brightness"]["sentence"]
+    assert "images blurrier than 95 % of the training images since 14:20" in by_stat["sharpness"]["sentence"]
+    assert [abs(e["z"]) for e in status["evidence"]] == sorted((abs(e["z"]) for e in status["evidence"]), reverse=True)
+    first = status["evidence"][0]
+    assert status["recommendation"].startswith(f"{first['action']}: {first['sentence']}")
+    assert "images darker" in status["recommendation"] and "images blurrier" in status["recommendation"]
+    assert "since 14:20" in status["recommendation"]
+
+
+def test_darker_stream_recommends_lighting_or_retraining(reference, line_parts):
+    status, _ = _timed_stream(reference, line_parts, _scaled(0.6), from_index=0)
+    assert status["recommendation"].startswith("check the lighting, or retrain on parts taken under the new light: "
+                                               "images darker than 95 % of the training images since 14:00")
+    assert "median brightness" in status["recommendation"]
+
+
+def test_unchanged_stream_recommends_nothing(reference, line_parts):
+    status, _ = _timed_stream(reference, line_parts, lambda img: img, from_index=0)
+    assert not status["drifting"] and status["evidence"] == [] and status["recommendation"] == ""
+
+
+def test_audit_sampling_is_deterministic_and_near_its_rate():
+    ids = range(1, 40001)
+    picked = [i for i in ids if should_sample(i)]
+    assert picked == [i for i in ids if should_sample(i)]  # the same ids every time
+    assert 0.8 * 200 <= len(picked) <= 1.2 * 200  # 1/200 of 40,000 = 200
+    assert DEFAULT_AUDIT_SAMPLE_RATE == 1 / 200
+    assert not any(should_sample(i, 0.0) for i in range(100)) and all(should_sample(i, 1.0) for i in range(100))
+    tenth = sum(should_sample(i, 0.1) for i in ids)
+    assert 0.09 * 40000 <= tenth <= 0.11 * 40000 and set(picked) <= {i for i in ids if should_sample(i, 0.1)}
+
+
+def test_audit_sample_rate_setting(tmp_path):
+    from app.core.project import Project
+
+    with Project.create(tmp_path / "p") as project:
+        assert audit_sample_rate(project) == DEFAULT_AUDIT_SAMPLE_RATE
+        project.set_setting("audit_sample_rate", "1/50")
+        assert audit_sample_rate(project) == pytest.approx(0.02)
+        project.set_setting("audit_sample_rate", 0.1)
+        assert audit_sample_rate(project) == 0.1
+        project.set_setting("audit_sample_rate", "lots")
+        assert audit_sample_rate(project) == DEFAULT_AUDIT_SAMPLE_RATE

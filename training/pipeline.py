@@ -8,6 +8,7 @@ model by itself: `lineside deploy` (or Deploy in the app) does.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import os
 import platform
@@ -90,6 +91,18 @@ def class_names_for(project: Project, counts: dict[str, int]) -> list[str]:
     return [OK, *names]
 
 
+def ok_val_fraction(n_ok: int, target: float) -> float:
+    """Share of OK parts held out for the threshold in supervised mode.
+
+    The threshold needs about 3/target held-out OK parts for the rate it promises to
+    rest on more than the single highest OK score (299 at 1 %: the 3rd highest). OK
+    parts are what a line has plenty of, so up to half of them are held out when that
+    many are needed; never fewer than the usual 20 %.
+    """
+    wanted = math.ceil(3 / target) - 1
+    return float(min(0.5, max(0.2, wanted / max(1, n_ok))))
+
+
 def choose_tiling(project: Project, labeled: list, size: int) -> TilePlan | None:
     """Tiles at (close to) native resolution for parts much larger than the input, else None.
 
@@ -127,6 +140,27 @@ def _predicted(verdicts, class_names: list[str], threshold: float) -> list[str |
         probs = [v.class_probs.get(name, 0.0) for name in class_names[1:]]
         out.append(None if v.score < threshold else (class_names[1 + int(np.argmax(probs))] if probs else "defect"))
     return out
+
+
+def relative_weight_change(net) -> dict[str, float]:
+    """How far training moved each part of the backbone from its ImageNet weights:
+    |w - w0| / |w0| per block (0 = untouched), for the model report."""
+    from training.network import load_pretrained_backbone
+
+    before = load_pretrained_backbone().state_dict()
+    after = net.backbone.state_dict()
+    groups: dict[str, list[str]] = {}
+    for name in before:
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")) or name.startswith("_fc"):
+            continue
+        group = ".".join(name.split(".")[:2]) if name.startswith("_blocks.") else name.split(".")[0]
+        groups.setdefault(group, []).append(name)
+    change = {}
+    for group, names in groups.items():
+        delta = sum(float(torch.sum((after[n].float() - before[n].float()) ** 2)) for n in names)
+        base = sum(float(torch.sum(before[n].float() ** 2)) for n in names)
+        change[group.replace("_blocks.", "block ").lstrip("_")] = round((delta / max(base, 1e-12)) ** 0.5, 6)
+    return change
 
 
 def _per_part_max(samples, scores) -> list[float]:
@@ -177,7 +211,8 @@ class _Run:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
 
         # 2. Stable splits: an image keeps its split across versions, so validation stays honest.
-        project.assign_splits(0.2)
+        project.assign_splits(0.2, {OK: ok_val_fraction(counts.get(OK, 0), self.target)}
+                              if self.mode == SUPERVISED else None)
         labeled = project.labeled()
         self.size = choose_input_size(project, labeled)
         self.plan = choose_tiling(project, labeled, self.size)
@@ -226,9 +261,11 @@ class _Run:
         def export(path: Path, metadata: dict) -> float:
             return export_checked(result.net, path, self.size, metadata, [s.image for s in self.val_samples[:16]])
 
+        weight_change = relative_weight_change(result.net)
         torch_state = {"state_dict": result.net.state_dict(), "config": config_dict(cfg),
                        "class_names": self.class_names, "history": result.history}
         return {"export": export, "checkpoint": torch_state, "extra_ok_scores": [], "config": config_dict(cfg),
+                "weight_change": weight_change,
                 "history": result.history, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
                 "threshold_source": f"{sum(v == OK for _, v in self.held_out)} validation OK parts"}
 
@@ -325,7 +362,8 @@ class _Run:
                 "n_train_inputs": len(self.train_samples), "device": device_name(self.device),
                 "elapsed_s": round(time.monotonic() - self.t0, 1), "epochs_run": fitted["epochs_run"],
                 "stopped_early": fitted["stopped_early"], "history": fitted["history"], "config": fitted["config"],
-                "bank": fitted.get("bank"), "parity_max_abs_diff": parity_diff,
+                "bank": fitted.get("bank"), "weight_change": fitted.get("weight_change"),
+                "parity_max_abs_diff": parity_diff,
                 "production_on_same_val": production, "baseline_on_same_val": baseline,
                 "changes": changes_since(_latest_model(project), per_class, len(self.train_parts)),
                 "shortfalls": self.shortfalls, "trained_at": datetime.now(timezone.utc).isoformat(),

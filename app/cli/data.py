@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +52,8 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"skipped {path}: {reason}")
     for conflict in report.conflicts:
         print(f"conflict: {conflict.describe()}")
+    for warning in report.warnings:
+        print(f"lineside: WARNING {warning}", file=sys.stderr)
     conflicts = f"; {len(report.conflicts)} label conflicts (listed above)" if report.conflicts else ""
     print(
         f"imported {report.added} new images ({report.duplicates} duplicates, "

@@ -9,24 +9,30 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.core.errors import LinesideError
+from app.core.errors import LinesideError, printable
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from app.core.monitoring import DriftMonitor
     from app.core.project import Project
     from app.core.records import ModelVersion
     from app.core.runtime import Inspector
 
-# A file whose size did not change over this many polls is complete.
-STABLE_POLLS = 2
-# An empty file is usually one being created; only report it once it stays empty.
-EMPTY_FILE_POLLS = 10
+
+def __getattr__(name: str):
+    # `from app.cli.inspect import HotFolder`: the hot folder is app.core.hotfolder's,
+    # imported on use so that `lineside --help` does not load OpenCV.
+    if name == "HotFolder":
+        from app.core.hotfolder import HotFolder
+
+        return HotFolder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _add_project_and_model(parser: argparse.ArgumentParser) -> None:
@@ -75,58 +81,6 @@ def _image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-class HotFolder:
-    """New image files in a folder, each handed out once, never while still being written.
-
-    Files already there when watching starts are left alone: they were delivered before
-    (and presumably inspected by an earlier run).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        from app.core.imageio import is_image_file
-
-        if not folder.is_dir():
-            raise LinesideError(f"{folder}: the folder to watch does not exist.")
-        self.folder = folder
-        self._is_image = is_image_file
-        self._seen: set[str] = set(self._sizes())
-        self._pending: dict[str, tuple[int, int]] = {}  # name -> (size, polls unchanged)
-
-    def _sizes(self) -> dict[str, int]:
-        sizes = {}
-        try:
-            with os.scandir(self.folder) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_file() and self._is_image(Path(entry.name)):
-                            sizes[entry.name] = entry.stat().st_size
-                    except OSError:  # deleted between listing and stat
-                        continue
-        except OSError as exc:
-            raise LinesideError(f"{self.folder}: the watched folder cannot be read ({exc.strerror or exc}).") from exc
-        return sizes
-
-    def poll(self) -> list[Path]:
-        """Files whose size has stayed the same for STABLE_POLLS polls, in name order."""
-        sizes = self._sizes()
-        ready = []
-        for name in sorted(sizes):
-            if name in self._seen:
-                continue
-            size = sizes[name]
-            last_size, unchanged = self._pending.get(name, (-1, -1))
-            unchanged = unchanged + 1 if size == last_size else 0
-            self._pending[name] = (size, unchanged)
-            if unchanged >= (STABLE_POLLS if size > 0 else EMPTY_FILE_POLLS):
-                ready.append(self.folder / name)
-                self._seen.add(name)
-                del self._pending[name]
-        for name in list(self._pending):
-            if name not in sizes:  # removed before it was complete
-                del self._pending[name]
-        return ready
-
-
 class _LineSession:
     """One inspection run: inspect, print, record, watch for drift."""
 
@@ -137,22 +91,36 @@ class _LineSession:
         self.monitor: DriftMonitor = DriftMonitor(inspector.info.reference)
         self.counts = {"PASS": 0, "FAIL": 0, "ERROR": 0}
         self._drifting = False
+        self._noted = False  # the range warning was given
+
+    def read(self, path: Path) -> tuple[bytes, "np.ndarray"]:
+        """The file's bytes and image; LinesideError (BadImageError) saying why not."""
+        from app.core.imageio import decode_image, read_file
+
+        data = read_file(path)
+        notes: list[str] = []
+        image = decode_image(data, str(path), notes)
+        if notes and not self._noted:  # once per run: every part of a camera would repeat it
+            self._noted = True
+            print(f"lineside: WARNING {printable(path)} has {notes[0]}.", file=sys.stderr, flush=True)
+        return data, image
 
     def inspect_file(self, path: Path) -> None:
-        from app.core.imageio import decode_image
+        try:
+            data, image = self.read(path)
+        except LinesideError as exc:
+            return self.error(path, exc)
+        self.judge(path, data, image)
+
+    def judge(self, path: Path, data: bytes, image: "np.ndarray") -> None:
         from app.core.monitoring import image_stats
 
-        try:
-            data = path.read_bytes()
-            image = decode_image(data, str(path))
-        except OSError as exc:
-            return self._error(path, f"cannot be read ({exc.strerror or exc})")
-        except LinesideError as exc:
-            return self._error(path, str(exc).removeprefix(f"{path}: "))
         verdict = self.inspector.inspect(image)
         self.counts[verdict.label] += 1
         cls = verdict.defect_class or "-"
-        print(f"{verdict.label}  {cls}  score={verdict.score:.3f}  {verdict.latency_ms:.1f} ms  {path}", flush=True)
+        # A file name that is not valid UTF-8 can be neither printed nor stored as it is.
+        shown = printable(path)
+        print(f"{verdict.label}  {cls}  score={verdict.score:.3f}  {verdict.latency_ms:.1f} ms  {shown}", flush=True)
         sha = hashlib.sha256(data).hexdigest()
         known = self.project.find_image(sha)
         self.project.record_inspection(
@@ -161,16 +129,19 @@ class _LineSession:
             score=verdict.score,
             defect_class=verdict.defect_class,
             latency_ms=verdict.latency_ms,
-            source=str(path),
+            source=shown,
             image_id=None if known is None else known.id,
             image_sha=sha,
         )
         self.monitor.update(image_stats(image), verdict.score)
         self._report_drift()
 
+    def error(self, path: Path, exc: LinesideError) -> None:
+        self._error(path, str(exc).removeprefix(f"{path}: "))
+
     def _error(self, path: Path, reason: str) -> None:
         self.counts["ERROR"] += 1
-        print(f"ERROR {path}: {reason}", flush=True)
+        print(f"ERROR {printable(path)}: {printable(reason)}", flush=True)
 
     def _report_drift(self) -> None:
         status = self.monitor.status()
@@ -209,11 +180,32 @@ def _open(args: argparse.Namespace) -> tuple["Project", "Inspector", "ModelVersi
 
 
 def _watch(session: _LineSession, folder: Path, interval: float, max_files: int | None) -> None:
-    hot = HotFolder(folder)
-    print(f"lineside: watching {folder} for new images (Ctrl+C to stop)", file=sys.stderr, flush=True)
+    """Judge every new (or rewritten) image in *folder* once it is completely written.
+
+    A file that does not decode is waited for while it changes (a slow writer); it is
+    reported unreadable only once it has sat unchanged for the hot folder's settle time.
+    """
+    from app.core.hotfolder import HotFolder
+
+    try:
+        hot = HotFolder(folder)
+    except LinesideError as exc:
+        raise LinesideError(f"{printable(folder)}: the folder to watch does not exist.") from exc
+    print(f"lineside: watching {printable(folder)} for new images (Ctrl+C to stop)", file=sys.stderr, flush=True)
     while max_files is None or session.done < max_files:
-        for path in hot.poll():
-            session.inspect_file(path)
+        try:
+            ready = hot.poll()
+        except OSError as exc:
+            raise LinesideError(f"{printable(folder)}: the watched folder cannot be read "
+                                f"({exc.strerror or exc}).") from exc
+        for path in ready:
+            try:
+                data, image = session.read(path)
+            except LinesideError as exc:
+                if hot.unreadable(path):
+                    session.error(path, exc)
+            else:
+                session.judge(path, data, image)
             if max_files is not None and session.done >= max_files:
                 return
         time.sleep(interval)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from app.core.errors import DiskFullError, LinesideError, ReadOnlyError, StoreBusyError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # How long a write waits for another program (a second Lineside, a backup tool) to
 # release the database before giving up with StoreBusyError.
 BUSY_TIMEOUT_S = 30.0
@@ -66,7 +66,9 @@ images = sa.Table(
     sa.Column("captured_at", UTCDateTime, nullable=False),
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
-    sa.Column("split", sa.String(5)),  # NULL | train | val | test
+    # NULL | train | val | test | golden (never trained on: app/core/golden.py). SQLite
+    # ignores the length, so version-2 files hold "golden" without a migration.
+    sa.Column("split", sa.String(10)),
 )
 
 image_tags = sa.Table(
@@ -132,6 +134,46 @@ inspections = sa.Table(
 )
 
 
+# Who may do what (app/core/people.py). The PIN is kept only as its scrypt hash, with a
+# salt of its own per person; nothing here can give the PIN back.
+people = sa.Table(
+    "people",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("name_key", sa.String(200), nullable=False, unique=True),  # casefolded name
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("pin_hash", sa.String(128), nullable=False),
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("kdf", sa.String(100), nullable=False),  # e.g. "scrypt:n=16384,r=8,p=1"
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint("role IN ('engineer', 'operator')", name="ck_people_role"),
+)
+
+# Append-only, hash-chained (app/core/audit.py): each row carries the SHA-256 of the
+# previous row's canonical form, so an edited, inserted or deleted row breaks the chain.
+# `at` and `what` are stored as the exact text that was hashed.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.String(40), nullable=False),  # ISO 8601 UTC
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(50), nullable=False),
+    sa.Column("what", sa.Text, nullable=False),  # canonical JSON
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+# A plain UPDATE or DELETE is refused by SQLite itself; someone who drops these
+# triggers to edit a row is still caught by the hash chain.
+for _event in ("UPDATE", "DELETE"):
+    sa.event.listen(audit_log, "after_create", sa.DDL(
+        f"CREATE TRIGGER audit_log_no_{_event.lower()} BEFORE {_event} ON audit_log "
+        f"BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+    ).execute_if(dialect="sqlite"))
+
+
 def _to_v2(conn: Connection) -> None:
     # Version 1 had no train/val split, no undo bookkeeping and no inspection log.
     conn.execute(sa.text("ALTER TABLE images ADD COLUMN split VARCHAR(5)"))
@@ -141,8 +183,17 @@ def _to_v2(conn: Connection) -> None:
     inspections.create(conn)
 
 
+def _to_v3(conn: Connection) -> None:
+    # Version 2 had no people (roles) and no audit trail; both tables are new, so they
+    # are created from today's definitions (the audit triggers come with the table).
+    # The split column widens from 5 to 10 characters for "golden": SQLite does not
+    # enforce the length, so its files need no change.
+    people.create(conn)
+    audit_log.create(conn)
+
+
 # MIGRATIONS[n] upgrades a version n-1 database to version n.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3}
 
 
 def make_engine(db_path: Path, read_only: bool = False, immutable: bool = False) -> Engine:
@@ -219,6 +270,12 @@ def environment_error(exc: sa_exc.DBAPIError, db_path: Path, while_doing: str) -
             "writable folder) and try again."
         )
     return None
+
+
+def is_damaged(exc: sa_exc.DBAPIError) -> bool:
+    """SQLite found the file itself damaged (not a database, a malformed page)."""
+    message = str(exc.orig).lower()
+    return "malformed" in message or "not a database" in message or "corrupt" in message
 
 
 def _found_version(conn: Connection, db_path: Path, create: bool) -> int | None:
@@ -306,8 +363,29 @@ class Store:
         if joined is not None:
             yield joined
             return
-        with self._engine.connect() as conn:
-            yield conn
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except sa_exc.DatabaseError as exc:
+            error = self._store_error(exc, "Nothing was read")
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _store_error(self, exc: sa_exc.DatabaseError, while_doing: str) -> Exception:
+        """What to raise for a failed statement: the surroundings (full, read-only,
+        busy), a damaged file, or, when it is neither, the error itself (a bug)."""
+        known = environment_error(exc, self._db_path, while_doing)
+        if known is not None:
+            return known
+        if is_damaged(exc):
+            # A page of the file is damaged (a disk error, a copy cut short): the parts
+            # of the project that were read so far are fine, the rest cannot be trusted.
+            return LinesideError(
+                f"{self._db_path} is damaged ({exc.orig}). {while_doing}. Restore the project folder "
+                "from a backup; until then nothing more can be saved in this project."
+            )
+        return exc
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -324,11 +402,11 @@ class Store:
                             yield conn
                     finally:
                         self._local.conn = None
-            except sa_exc.OperationalError as exc:
-                known = environment_error(exc, self._db_path, "The last change was not saved")
-                if known is not None:
-                    raise known from exc
-                raise
+            except sa_exc.DatabaseError as exc:
+                error = self._store_error(exc, "The last change was not saved")
+                if error is exc:
+                    raise
+                raise error from exc
 
     def transaction(self):
         """Group the writes made on this thread inside the `with` block into one commit."""

@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from app.core.errors import BadImageError, LinesideError, printable
-from app.core.imageio import is_image_file, read_mask
+from app.core.imageio import is_image_file, read_file, read_mask
 from app.core.project import Project, read_source_file
 from app.core.project_labels import check_class_name
 from app.core.records import OK, PreparedImage
@@ -73,6 +73,8 @@ class ImportReport:
     masks: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     conflicts: list[ImportConflict] = field(default_factory=list)
+    # Said once per import, not per file: e.g. 12-bit camera data in 16-bit files.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,27 @@ class _Item:
     split: str | None = None
 
 
+def _loops_back(path: Path, folder: Path) -> bool:
+    """True for a link in *folder* to *folder* itself or a folder above it: read as a
+    class folder it would bring in every image of the source a second time."""
+    if not path.is_symlink():
+        return False
+    try:
+        target, here = path.resolve(strict=True), folder.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return True
+    return target == here or target in here.parents
+
+
 def _subfolders(folder: Path, report: ImportReport) -> list[Path]:
     try:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as exc:
         report.skipped.append((str(folder), f"folder cannot be read ({exc.strerror or exc})"))
         return []
+    loops = [p for p in found if _loops_back(p, folder)]
+    report.skipped += [(str(p), "a link back to a folder above it (a loop); not followed") for p in loops]
+    return [p for p in found if p not in loops]
 
 
 def _image_files(folder: Path, report: ImportReport, recursive: bool = True) -> list[Path]:
@@ -195,8 +212,8 @@ def _items(source: Path, report: ImportReport) -> Iterator[_Item]:
 
 def _file_sha(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_file(path)).hexdigest()
+    except BadImageError:
         return None  # the import itself reports it
 
 
@@ -267,6 +284,7 @@ class _Prepared:
     captured_at: datetime | None = None
     mask: np.ndarray | None = None
     problems: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # imageio.range_note remarks
 
 
 def _prepare(project: Project, item: _Item) -> _Prepared:
@@ -275,7 +293,7 @@ def _prepare(project: Project, item: _Item) -> _Prepared:
     try:
         data, result.captured_at = read_source_file(item.path)
         result.captured_at = item.captured_at or result.captured_at
-        result.image = project.prepare_image(data, item.filename or item.path.name)
+        result.image = project.prepare_image(data, item.filename or item.path.name, result.notes)
     except BadImageError as exc:
         result.problems.append((str(item.path), _reason(exc, item.path)))
         return result
@@ -298,10 +316,13 @@ class _Recorder:
         self.report = report
         self.conflicting = conflicting  # sha256 -> items labeling the same bytes differently
         self.conflicts: dict[str, ImportConflict] = {}  # sha256 -> its one entry in the report
+        self.noted: dict[str, list[str]] = {}  # range note -> the files it applies to
 
     def record(self, prepared: _Prepared) -> None:
         report, item = self.report, prepared.item
         report.skipped += prepared.problems
+        for note in prepared.notes:
+            self.noted.setdefault(note, []).append(_shown(item))
         if prepared.image is None:
             return
         record, new = self.project.add_prepared_image(prepared.image, "import", item.tags, prepared.captured_at)
@@ -324,6 +345,11 @@ class _Recorder:
             label = self.project.set_label(record.id, item.verdict, mask=prepared.mask, author="import")
             report.labeled += 1
             report.masks += label.mask_path is not None
+
+    def warnings(self) -> list[str]:
+        """One line per kind of note, naming the first file and how many there are."""
+        return [f"{len(paths)} image{'' if len(paths) == 1 else 's'} (the first: {paths[0]}) "
+                f"{'has' if len(paths) == 1 else 'have'} {note}." for note, paths in self.noted.items()]
 
     def _conflict(self, sha: str, current, sources: list[tuple[str, str]]) -> None:
         entry = self.conflicts.get(sha)
@@ -383,6 +409,7 @@ def _make_printable(report: ImportReport) -> ImportReport:
     report.skipped = _printable_pairs(report.skipped)
     for conflict in report.conflicts:
         conflict.sources = _printable_pairs(conflict.sources)
+    report.warnings = [printable(w) for w in report.warnings]
     return report
 
 
@@ -408,4 +435,5 @@ def import_folder(
                         on_progress(done, len(items))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    report.warnings = recorder.warnings()
     return _make_printable(report)

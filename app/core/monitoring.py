@@ -14,7 +14,9 @@ wrong on one side).
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
+from datetime import datetime
 
 import cv2
 import numpy as np
@@ -31,6 +33,57 @@ MIN_RELATIVE_SPREAD = 0.02
 MIN_SCORE_SPREAD = 0.02
 Z_FOR_Q05 = 1.645  # q05 and q95 of a normal distribution lie 1.645 std from the median
 DEFAULT_MIN_SAMPLES = 30
+# Since when a drift shows: a change point after which at least this share of the
+# window's parts lie outside the reference's 5-95 % range on the drifting side.
+ONSET_SHARE = 0.8
+# What to look at first for each kind of drift (retraining does not fix a blurred camera).
+_ACTIONS = {
+    ("brightness", "below"): "check the lighting, or retrain on parts taken under the new light",
+    ("brightness", "above"): "check the lighting, or retrain on parts taken under the new light",
+    ("contrast", "below"): "check the lighting and the camera exposure, or retrain on parts taken as they are now",
+    ("contrast", "above"): "check the lighting and the camera exposure, or retrain on parts taken as they are now",
+    ("sharpness", "below"): "check the camera focus and clean the lens (retraining does not fix blur)",
+    ("sharpness", "above"): "check the camera focus setting, or retrain on parts taken at the new focus",
+    ("saturation", "below"): "check the white balance and the material batch, or retrain on the new parts",
+    ("saturation", "above"): "check the white balance and the material batch, or retrain on the new parts",
+    (SCORE, "above"): "check recent parts by hand; if they are good, label them and retrain",
+}
+_WORDS = {
+    ("brightness", "below"): "images darker", ("brightness", "above"): "images brighter",
+    ("contrast", "below"): "images flatter (less contrast)", ("contrast", "above"): "images harsher (more contrast)",
+    ("sharpness", "below"): "images blurrier", ("sharpness", "above"): "images sharper",
+    ("saturation", "below"): "colours paler", ("saturation", "above"): "colours stronger",
+}  # fmt: skip
+# Inspections picked for a second look by a person (audit sampling): this share by default.
+DEFAULT_AUDIT_SAMPLE_RATE = 1 / 200
+
+
+def should_sample(inspection_id: int, rate: float = DEFAULT_AUDIT_SAMPLE_RATE) -> bool:
+    """Whether inspection *inspection_id* is one a person re-checks (audit sampling).
+
+    Deterministic: the same id gives the same answer on any PC and after a restart (a
+    hash of the id, not a random draw), so a sample can be re-derived at an audit, and
+    about *rate* of all inspections are picked, spread evenly.
+    """
+    if not rate or rate <= 0:
+        return False
+    if rate >= 1:
+        return True
+    digest = hashlib.sha256(f"lineside-audit-sample:{int(inspection_id)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < rate * 2**64
+
+
+def audit_sample_rate(project) -> float:
+    """The project's setting `audit_sample_rate` (a number or "1/200"); the default if unset or invalid."""
+    value = project.get_setting("audit_sample_rate")
+    try:
+        if isinstance(value, str) and "/" in value:
+            num, den = value.split("/", 1)
+            value = float(num) / float(den)
+        rate = float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return DEFAULT_AUDIT_SAMPLE_RATE
+    return rate if 0.0 <= rate <= 1.0 else DEFAULT_AUDIT_SAMPLE_RATE
 
 
 def image_stats(image_bgr: np.ndarray) -> dict[str, float]:
@@ -88,6 +141,7 @@ class DriftMonitor:
         self.z_alarm = z_alarm
         self.min_samples = min(min_samples, window)
         self._recent: dict[str, deque[float]] = {name: deque(maxlen=window) for name in self._reference}
+        self._when: dict[str, deque[datetime]] = {name: deque(maxlen=window) for name in self._reference}
         self._n = 0
         self._window = window
 
@@ -95,12 +149,15 @@ class DriftMonitor:
     def has_reference(self) -> bool:
         return bool(self._reference)
 
-    def update(self, stats: dict, score: float) -> None:
+    def update(self, stats: dict, score: float, at: datetime | None = None) -> None:
+        """Add one part; *at* is when it was inspected (default: now)."""
         values = {**stats, SCORE: score}
+        at = at or datetime.now().astimezone()
         for name, recent in self._recent.items():
             value = values.get(name)
             if value is not None and np.isfinite(value):
                 recent.append(float(value))
+                self._when[name].append(at)
         self._n += 1
 
     def _compare(self, name: str) -> dict | None:
@@ -125,14 +182,65 @@ class DriftMonitor:
         direction = "above" if cmp["change"] > 0 else "below"
         return f"{name} {abs(cmp['change']):.0%} {direction} training"
 
+    def _onset(self, name: str, below: bool) -> datetime | None:
+        """When the drift on *name* began: the change point of "lies beyond the
+        reference's q05 (below) / q95 (above)" in the window, the split into before and
+        after that explains those yes/no marks best (Bernoulli likelihood), taken where
+        most parts after it lie beyond. A normal part that happens to lie beyond just
+        before the real change does not move it, nor does a drifted part that happens to
+        lie inside the range. The window's first part when it drifts all along."""
+        ref = self._reference[name]
+        values, times = list(self._recent[name]), list(self._when[name])
+        out = np.array([v < ref["q05"] if below else v > ref["q95"] for v in values], np.float64)
+        n = len(out)
+        if not n:
+            return None
+        ones_before = np.concatenate([[0.0], np.cumsum(out)])  # beyond among the first i parts
+
+        def loglik(k: float, m: float) -> float:
+            return sum(c * np.log(c / m) for c in (k, m - k) if c > 0) if m else 0.0
+
+        best, onset = -np.inf, None
+        for i in range(n):
+            k_after, m_after = ones_before[n] - ones_before[i], n - i
+            if not out[i] or k_after < ONSET_SHARE * m_after:
+                continue
+            # A change inside the window must explain the marks better than none does
+            # (one more parameter: a BIC-like penalty of log n).
+            score = loglik(ones_before[i], i) + loglik(k_after, m_after) - (np.log(n) if i else 0.0)
+            if score > best:
+                best, onset = score, times[i]
+        return onset
+
+    def _evidence(self, name: str, cmp: dict) -> dict:
+        ref = self._reference[name]
+        direction = "above" if cmp["current"] >= cmp["reference"] else "below"
+        since = self._onset(name, direction == "below")
+        beyond_range = cmp["current"] < ref["q05"] if direction == "below" else cmp["current"] > ref["q95"]
+        if name == SCORE:
+            what = "parts score more like defects than the validation OK parts did"
+            figures = f"median score {cmp['current']:.3f}, validation OK {cmp['reference']:.3f}"
+        else:
+            words = _WORDS[(name, direction)]
+            what = f"{words} than {'95 % of the training images' if beyond_range else 'usual in training'}"
+            figures = f"median {name} {cmp['current']:.3g}, training {cmp['reference']:.3g}"
+        sentence = f"{what}{' since ' + _clock(since) if since else ''} ({figures})"
+        return {"stat": name, "direction": direction, "current": cmp["current"], "reference": cmp["reference"],
+                "reference_range": [ref["q05"], ref["q95"]], "z": cmp["z"], "change": cmp["change"],
+                "since": since.isoformat() if since else None, "sentence": sentence,
+                "action": _ACTIONS.get((name, direction), "check the line, or retrain on parts taken as they are now")}
+
     def status(self) -> dict:
-        """{"drifting", "n", "ready", "reasons", "message", "per_stat"}.
+        """{"drifting", "n", "ready", "reasons", "message", "per_stat", "evidence", "recommendation"}.
 
         Never drifting before min_samples parts; "message" is the reasons in one line
-        (empty when not drifting), ready to show at the line.
+        (empty when not drifting), ready to show at the line. "evidence" says, per
+        drifting fingerprint (strongest first), which way, by how much and since when;
+        "recommendation" is one sentence on what to do, led by the strongest drift
+        ("" when not drifting).
         """
         ready = self.has_reference and self._n >= self.min_samples
-        per_stat, reasons = {}, []
+        per_stat, reasons, evidence = {}, [], []
         for name in self._recent:
             cmp = self._compare(name)
             if cmp is None:
@@ -142,6 +250,14 @@ class DriftMonitor:
             alarming = cmp["z"] >= self.z_alarm if name == SCORE else abs(cmp["z"]) >= self.z_alarm
             if ready and alarming:
                 reasons.append(self._reason(name, cmp))
+                evidence.append(self._evidence(name, cmp))
+        evidence.sort(key=lambda e: -abs(e["z"]))
+        recommendation = ""
+        if evidence:
+            first, rest = evidence[0], evidence[1:]
+            recommendation = f"{first['action']}: {first['sentence']}"
+            if rest:
+                recommendation += "; also " + "; ".join(e["sentence"] for e in rest)
         return {
             "drifting": bool(reasons),
             "n": min(self._n, self._window),
@@ -149,10 +265,21 @@ class DriftMonitor:
             "reasons": reasons,
             "message": "; ".join(reasons),
             "per_stat": per_stat,
+            "evidence": evidence,
+            "recommendation": recommendation,
         }
 
     def reset(self) -> None:
         """Forget the window (after the line was fixed, or a new model was deployed)."""
         for recent in self._recent.values():
             recent.clear()
+        for when in self._when.values():
+            when.clear()
         self._n = 0
+
+
+def _clock(at: datetime) -> str:
+    """14:02 today, else 2024-05-03 14:02 (local time)."""
+    local = at.astimezone()
+    return local.strftime("%H:%M") if local.date() == datetime.now().astimezone().date() else local.strftime(
+        "%Y-%m-%d %H:%M")

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from app.core import atomic, db
 from app.core.errors import BadImageError, DiskFullError, LinesideError, NotAProjectError, ReadOnlyError, printable
-from app.core.imageio import IMAGE_SUFFIXES, decode_image, encode_png, read_image, to_bgr8
+from app.core.imageio import IMAGE_SUFFIXES, decode_image, encode_png, read_file, read_image, to_bgr8
 from app.core.project_labels import LabelStoreMixin, current_labels
 from app.core.project_models import ModelStoreMixin
 from app.core.records import OK, DefectClass, ImageRecord, Label, ModelVersion, PreparedImage
@@ -32,7 +32,8 @@ from app.core.records import OK, DefectClass, ImageRecord, Label, ModelVersion, 
 __all__ = ["OK", "DefectClass", "ImageRecord", "Label", "ModelVersion", "PreparedImage", "Project"]
 
 DB_NAME = "project.db"
-SPLITS = ("train", "val", "test")
+# "golden": parts set aside to judge every candidate before deploy, never trained on (app/core/golden.py).
+SPLITS = ("train", "val", "test", "golden")
 # What a killed process leaves behind: a training's hidden version folder (named with
 # the trainer's pid) and the temp files of atomic writes. Removed when a project is
 # opened, once old enough that no live writer can still be filling them: a project
@@ -68,8 +69,8 @@ def _stored_suffix(filename: str, data: bytes) -> str:
 
 def read_source_file(path: Path) -> tuple[bytes, datetime]:
     """The bytes of an image file to import, and when it was taken (BadImageError if unreadable)."""
+    data = read_file(path)  # a pipe or device among the files is refused, not read for ever
     try:
-        data = path.read_bytes()
         # The file's time is closer to when the part was photographed than now is.
         captured_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
     except OSError as exc:
@@ -185,6 +186,12 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
                 f"{path} is not a Lineside project ({reason}). Choose the project folder, "
                 "or create a new project with 'lineside new'."
             )
+        if (path / DB_NAME).stat().st_size == 0:
+            # SQLite would take an empty file for a new database and write into it.
+            raise LinesideError(
+                f"{path / DB_NAME} is empty (0 bytes): the project database was lost (a disk error, or a "
+                "copy that did not finish). Nothing was changed. Restore the project folder from a backup."
+            )
         project = cls(path, _open_engine(path / DB_NAME, read_only))
         if not read_only:
             project.remove_leftovers()
@@ -262,13 +269,14 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
             return existing, False
         return self.add_prepared_image(self.prepare_image(data, filename), source, tags, captured_at)
 
-    def prepare_image(self, data: bytes, filename: str) -> PreparedImage:
+    def prepare_image(self, data: bytes, filename: str, notes: list[str] | None = None) -> PreparedImage:
         """Check the bytes decode (BadImageError naming *filename*) and store the file.
 
         Touches no database, so a bulk import can prepare many images on worker
-        threads and record them with add_prepared_image in one transaction.
+        threads and record them with add_prepared_image in one transaction. *notes*
+        gets imageio.range_note's remark on the pixel values, if any.
         """
-        image = decode_image(data, filename)
+        image = decode_image(data, filename, notes)
         sha = hashlib.sha256(data).hexdigest()
         rel = f"images/{sha[:2]}/{sha}{_stored_suffix(filename, data)}"
         # The file is complete on disk before any row points at it.
@@ -406,14 +414,19 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
         with self._write() as conn:
             conn.execute(db.images.update().where(db.images.c.id == image_id).values(split=split))
 
-    def assign_splits(self, val_fraction: float = 0.2) -> dict[str, int]:
+    def assign_splits(self, val_fraction: float = 0.2,
+                      val_fraction_for: dict[str, float] | None = None) -> dict[str, int]:
         """Give labeled images without a split one, stratified per verdict and stable.
 
         Walking each class in sha256 order (not import order) means the same images get
         the same splits on any PC, and images added later never move earlier ones.
+        *val_fraction_for* sets another fraction for some verdicts (the trainer holds
+        out more OK parts when it has plenty: they are what the threshold is set on).
         """
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
+        fractions = dict(val_fraction_for or {})
+        for value in [val_fraction, *fractions.values()]:
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"val_fraction must be in [0, 1), not {value}")
         counts = {"train": 0, "val": 0}
         with self._write() as conn:
             current = current_labels()
@@ -433,7 +446,8 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
                     continue
                 tally = per_class.setdefault(verdict, {"train": 0, "val": 0})
                 assigned = tally["train"] + tally["val"]
-                chosen = "val" if assigned and tally["val"] / assigned < val_fraction else "train"
+                fraction = fractions.get(verdict, val_fraction)
+                chosen = "val" if assigned and tally["val"] / assigned < fraction else "train"
                 tally[chosen] += 1
                 counts[chosen] += 1
                 conn.execute(db.images.update().where(db.images.c.id == image_id).values(split=chosen))

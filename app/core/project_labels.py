@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from app.core import atomic, db
+from app.core import atomic, audit, db
 from app.core.errors import LinesideError
 from app.core.imageio import encode_png, read_mask
 from app.core.records import OK, DefectClass, ImageRecord, Label
@@ -176,6 +176,7 @@ class LabelStoreMixin:
             if mask is not None and verdict not in (None, OK):
                 mask_rel = self._store_mask(mask, image)
             label_id = self._append_label(conn, image_id, verdict, mask_rel, author)
+            audit.label_changed(conn, label_id)
             row = conn.execute(sa.select(db.labels).where(db.labels.c.id == label_id)).mappings().one()
         return self._label(row)
 
@@ -213,7 +214,7 @@ class LabelStoreMixin:
                 return self.label(image_id)  # nothing to undo
             undone = changes.pop()
             before = changes[-1] if changes else None
-            self._append_label(
+            label_id = self._append_label(
                 conn,
                 image_id,
                 before["verdict"] if before else None,
@@ -221,6 +222,7 @@ class LabelStoreMixin:
                 author if author is not None else (before["author"] if before else undone["author"]),
                 undoes=undone["id"],
             )
+            audit.label_changed(conn, label_id)
             return self.label(image_id)
 
     def load_mask(self, label: Label) -> np.ndarray | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from app.core import db
+from app.core import audit, db
 from app.core.errors import BadImageError, LinesideError, ModelFileError
 from app.core.imageio import read_image
 from app.core.records import ModelVersion
@@ -111,21 +111,30 @@ class ModelStoreMixin:
     def _set_status(self, conn: sa.Connection, status: str, *where: sa.ColumnElement[bool]) -> None:
         conn.execute(db.model_versions.update().where(*where).values(status=status))
 
-    def deploy(self, version: str) -> ModelVersion:
+    def deploy(self, version: str, actor=None, override_reason: str | None = None) -> ModelVersion:
         """Make *version* the production model; the previous one becomes 'retired'.
 
         The model is first loaded and run on a few of the project's images: a damaged
         file must be refused here, while the line still runs the old model, not found
-        out at the first part after the switch.
+        out at the first part after the switch. Then the deploy gate (app/core/golden.py)
+        checks *actor* may deploy (once roles are set up: an engineer, app/core/people.py)
+        and judges the model beside production on the golden set; *override_reason*
+        is an engineer's written reason to deploy when the gate refuses. The switch is
+        appended to the audit trail in the same transaction.
         """
+        from app.core import golden
+
         table = db.model_versions
         model = self.model(version)  # a clear error for an unknown version
         if not model.onnx_path.is_file():
             raise ModelFileError(f"{model.onnx_path} is missing; model {version} cannot go into production.")
         self._check_model_runs(model)
+        gate = golden.deploy_gate(self, model, actor, override_reason)
+        previous = self.production_model()
         with self._write() as conn:
             self._set_status(conn, "retired", table.c.status == "production", table.c.version != version)
             self._set_status(conn, "production", table.c.version == version)
+            golden.record_deploy(conn, model, previous, gate, actor)
             return self.model(version)
 
     def _check_model_runs(self, model: ModelVersion) -> None:
@@ -160,10 +169,15 @@ class ModelStoreMixin:
                 continue  # a missing image file is not the model's fault
         return images or [np.full((224, 224, 3), 128, np.uint8)]
 
-    def retire(self, version: str) -> None:
+    def retire(self, version: str, actor=None) -> None:
+        from app.core import people
+
         with self._write() as conn:
-            self.model(version)
+            by = people.require(self, actor, "retire", conn)
+            model = self.model(version)
             self._set_status(conn, "retired", db.model_versions.c.version == version)
+            audit.append(conn, audit.RETIRE, by.name if by else getattr(actor, "name", actor),
+                         {"version": version, "was": model.status})
 
     # -- inspections ---------------------------------------------------------------
 

@@ -1,0 +1,261 @@
+"""`lineside run`: the unattended station. `lineside plc-user`: add an OPC UA user.
+
+    lineside run PROJECT --source camera:0 [--source folder:DIR | sim ...]
+                 [--plc modbus://127.0.0.1:5020 | opcua://127.0.0.1:4840] [--max-parts N] [--rate HZ]
+
+One LineSession (app.core.line_session), headless: several --source are the views of
+one part (up to 4; the part FAILs if any view fails). With --plc the PLC triggers
+(app.core.plc); without, the station runs free (every file of a hot folder, every part
+of the simulated line, or the camera's newest frame at --rate). A lost camera is
+reconnected with back-off. SIGTERM or Ctrl+C stops it cleanly: the part in hand is
+finished and every result is committed before the process exits, so no acknowledged
+result is lost (and none that was judged, unless the disk refuses it). Each
+acknowledged result is printed as one line (`--quiet`: none); the log goes to the
+rotating log file (`lineside-station.log` in the log folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+from app.core.errors import LinesideError, printable
+
+log = logging.getLogger("lineside.station")
+
+LOG_NAME = "lineside-station"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run the station unattended (cameras, hot folder or simulated line; optional PLC)",
+        description="Run the inspection station headless until SIGTERM / Ctrl+C (or --max-parts). "
+        "Each --source is one view of the part (camera:N, folder:DIR or sim); with --plc the PLC "
+        "triggers over Modbus TCP or OPC UA (see docs/plc.md).",
+    )
+    run.add_argument("project", type=Path, help="the project folder")
+    run.add_argument("--source", action="append", metavar="SPEC", required=True,
+                     help="camera:N, folder:DIR or sim[:SEED]; repeat for more views of one part (up to 4)")
+    run.add_argument("--plc", metavar="URL",
+                     help="modbus://HOST:PORT or opcua://HOST:PORT[/PATH] (opc.tcp:// too); HOST 127.0.0.1 "
+                          "unless the PLC is on another machine (docs/plc.md: who can connect)")
+    run.add_argument("--max-parts", type=int, metavar="N", help="stop after N parts")
+    run.add_argument("--rate", type=float, metavar="HZ",
+                     help="free-run: parts per second of the simulated line, or how often a camera frame is judged")
+    run.add_argument("--model", metavar="VERSION", help="a model version instead of the production model")
+    run.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: the project's)")
+    plc = run.add_argument_group("PLC")
+    plc.add_argument("--handshake", action="store_true",
+                     help="start with the result handshake on (the PLC can switch it with HandshakeEnable)")
+    plc.add_argument("--trigger-enabled", action="store_true",
+                     help="accept triggers before the PLC sets TriggerEnable")
+    plc.add_argument("--ack-timeout", type=float, default=5.0, metavar="S",
+                     help="handshake: error 7 when a result is not acknowledged in S seconds (default 5)")
+    plc.add_argument("--buffer", type=int, default=16, metavar="N", help="handshake: results buffered (default 16)")
+    plc.add_argument("--opcua-secure", action="store_true",
+                     help="OPC UA: Basic256Sha256 SignAndEncrypt only, self-signed certificate in the data folder")
+    plc.add_argument("--opcua-users", type=Path, metavar="FILE",
+                     help="OPC UA: users file (lineside plc-user); anonymous clients are then refused")
+    plc.add_argument("--opcua-allow-insecure", action="store_true",
+                     help="OPC UA: allow an unencrypted endpoint on a non-loopback address")
+    keep = run.add_argument_group("image retention")
+    keep.add_argument("--keep-dir", type=Path, metavar="DIR", help="where kept images go (default PROJECT/retained)")
+    keep.add_argument("--keep-pass-every", type=int, default=100, metavar="N",
+                      help="keep one PASS image in N (0: none; every FAIL image is kept); default 100")
+    keep.add_argument("--keep-quota-mb", type=float, default=2048, metavar="MB",
+                      help="disk quota for kept images; oldest PASS images go first (default 2048)")
+    keep.add_argument("--no-keep", action="store_true", help="keep no images")
+    run.add_argument("--commit-interval", type=float, default=0.0, metavar="S",
+                     help="wait up to S seconds to batch results into one commit (default 0: group commit)")
+    run.add_argument("--quiet", action="store_true", help="print no line per result")
+    run.set_defaults(handler=run_station)
+
+    user = subparsers.add_parser(
+        "plc-user",
+        help="add or change a user in an OPC UA users file",
+        description="Add NAME to the OPC UA users file FILE (created if missing) with a password read "
+        "from the terminal (or from stdin when it is not a terminal). Stored as a PBKDF2 hash.",
+    )
+    user.add_argument("file", type=Path)
+    user.add_argument("name")
+    user.set_defaults(handler=run_plc_user)
+
+
+def parse_plc_url(url: str) -> tuple[str, str, int, str]:
+    """(kind, host, port, opc.tcp url) from modbus://HOST:PORT, opcua://... or opc.tcp://..."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    if scheme not in ("modbus", "opcua", "opc.tcp") or not parsed.hostname:
+        raise LinesideError(f"--plc {url}: expected modbus://HOST:PORT or opcua://HOST:PORT.")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise LinesideError(f"--plc {url}: the port is not a number.") from None
+    if scheme == "modbus":
+        from app.core.plc.modbus_server import DEFAULT_PORT
+
+        return "modbus", parsed.hostname, port or DEFAULT_PORT, ""
+    port = port or 4840
+    path = parsed.path if parsed.path not in ("", "/") else "/lineside/"
+    return "opcua", parsed.hostname, port, f"opc.tcp://{parsed.hostname}:{port}{path}"
+
+
+class _Printer:
+    """Prints each acknowledged result (a LineListener, duck-typed: see _listener)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def on_committed(self, results) -> None:
+        if self.quiet:
+            return
+        for r in results:
+            ident = r.inspection_id if r.inspection_id is not None else r.seq
+            cls = r.defect_class or "-"
+            print(f"{ident} {r.label} {cls} score={r.score:.3f} {r.timing.get('total', 0):.1f} ms "
+                  f"{printable(r.source)}", flush=True)
+
+    def on_error(self, code: int, message: str) -> None:
+        print(f"lineside: error {code}: {printable(message)}", file=sys.stderr, flush=True)
+
+    def on_state(self, state: str) -> None:
+        log.info("state: %s", state)
+
+    def on_drift(self, status: dict) -> None:
+        if status.get("drifting"):
+            print(f"lineside: WARNING the line drifts from the training images: {status['message']}",
+                  file=sys.stderr, flush=True)
+
+
+def _listener(printer: _Printer):
+    from app.core.line_session import CallbackListener
+
+    return CallbackListener(on_committed=printer.on_committed, on_error=printer.on_error,
+                            on_state=printer.on_state, on_drift=printer.on_drift)
+
+
+def run_station(args: argparse.Namespace) -> int:
+    from app.core.line_session import ImageRetention, LineSession, make_source
+    from app.core.project import Project
+    from app.core.userdirs import setup_logging
+
+    log_path = setup_logging(LOG_NAME)
+    if len(args.source) > 4:
+        raise LinesideError("at most 4 views (--source) per part.")
+    sources = [make_source(spec, rate_hz=args.rate, seed=i) for i, spec in enumerate(args.source)]
+    plc = parse_plc_url(args.plc) if args.plc else None
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    project = Project.open(args.project)
+    servers: list = []
+    link = None
+    session = None
+    try:
+        retention = None
+        if not args.no_keep:
+            retention = ImageRetention(args.keep_dir or project.path / "retained", pass_every=args.keep_pass_every,
+                                       quota_bytes=int(args.keep_quota_mb * 1024 * 1024))
+        session = LineSession(project, sources, [_listener(_Printer(args.quiet))], retention=retention,
+                              triggered=plc is not None, model=args.model, threads=args.threads,
+                              rate_hz=args.rate, max_parts=args.max_parts,
+                              commit_interval_s=args.commit_interval)  # fmt: skip
+        if plc is not None:
+            link, servers = _start_plc(args, plc, session)
+        session.start()
+        names = ", ".join(session.views)
+        mode = f"PLC {args.plc}" if plc else "free-run"
+        print(f"lineside: station running: model {session.model_version}, views {names}, {mode}; "
+              f"log {log_path} (Ctrl+C or SIGTERM stops)", file=sys.stderr, flush=True)
+        log.info("station running: project %s, model %s, views %s, %s", project.path, session.model_version, names, mode)
+        while not stop.wait(0.2):
+            if session.wait(0):
+                break
+    finally:
+        if session is not None:
+            session.stop()  # finishes the part in hand and commits every result
+        for server in servers:
+            server.stop()
+        if link is not None:
+            link.close()
+        project.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    c = session.counters
+    yield_ = f"{c.yield_:.1%}" if c.yield_ is not None else "n/a"
+    summary = (f"{c.parts} parts: {c.passed} PASS, {c.failed} FAIL (yield {yield_}), {c.missed} missed triggers, "
+               f"{c.errors} errors; {session.committed} results saved")
+    timing = session.timing()
+    if timing:
+        summary += "; ms p50/p99 " + ", ".join(
+            f"{stage} {t['p50']:.1f}/{t['p99']:.1f}" for stage, t in timing.items())
+    print(f"lineside: {summary}", file=sys.stderr, flush=True)
+    log.info("station stopped: %s", summary)
+    return 0
+
+
+def _start_plc(args: argparse.Namespace, plc: tuple[str, str, int, str], session) -> tuple:
+    from app.core.plc.link import PlcLink
+
+    kind, host, port, url = plc
+    link = PlcLink(buffer_size=args.buffer, ack_timeout_s=args.ack_timeout, trigger_enable=args.trigger_enabled,
+                   handshake=args.handshake).attach(session)
+    try:
+        if kind == "modbus":
+            from app.core.plc.modbus_server import ModbusServer
+
+            server = ModbusServer(link, host, port).start()
+        else:
+            from app.core.plc.opcua_server import OpcUaServer, read_users
+
+            users = read_users(args.opcua_users) if args.opcua_users else None
+            server = OpcUaServer(link, url, secure=args.opcua_secure, users=users,
+                                 allow_insecure=args.opcua_allow_insecure).start()
+    except ImportError as exc:
+        link.close()
+        raise LinesideError(f"the PLC interface is not installed ({exc.name}); install the extra: "
+                            "pip install 'lineside[plc]'.") from exc
+    except BaseException:
+        link.close()
+        raise
+    return link, [server]
+
+
+def run_plc_user(args: argparse.Namespace) -> int:
+    import getpass
+
+    from app.core.plc.opcua_server import hash_password
+
+    if ":" in args.name or not args.name.strip():
+        raise LinesideError("a user name must not be empty or hold ':'.")
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise LinesideError("the two passwords differ; nothing was changed.")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise LinesideError("use a password of at least 8 characters.")
+    lines = []
+    if args.file.exists():
+        lines = [ln for ln in args.file.read_text(encoding="utf-8").splitlines()
+                 if ln.partition(":")[0].strip() != args.name]  # fmt: skip
+    lines.append(f"{args.name}:{hash_password(password)}")
+    args.file.parent.mkdir(parents=True, exist_ok=True)
+    args.file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        args.file.chmod(0o600)
+    except OSError:
+        pass
+    print(f"{args.name} can now connect to the station's OPC UA server (users file {args.file}).")
+    return 0

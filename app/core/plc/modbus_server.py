@@ -1,0 +1,156 @@
+"""The PLC link over Modbus TCP (pymodbus), on 127.0.0.1:5020 unless configured.
+
+Modbus TCP has no security of its own: anyone who can reach the port can trigger the
+station and read results. So it listens on the loopback interface by default; bind it
+to the PLC network's interface (`--plc modbus://192.168.0.10:502`) only on a network
+that is the PLC's alone (a separate cell network or VLAN, or a firewall rule admitting
+the PLC's address). docs/plc.md has the map; app.core.plc.signals is its definition.
+
+The server runs its own asyncio loop on a thread. pymodbus calls `_action` for every
+request: a write updates the control word (coils 0..15 OR holding register 0) and the
+model number (holding register 1) and hands them to the PlcLink, which acts on the
+edges before the write is answered; a read is filled from PlcLink.outputs() at that
+moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from app.core.errors import LinesideError
+from app.core.plc.link import PlcLink
+from app.core.plc.signals import (
+    CONTROL_WORD_REGISTER,
+    HOLDING_REGISTERS,
+    INPUT_BITS,
+    INPUT_REGISTERS,
+    MODEL_NUMBER_REGISTER,
+    OUTPUT_BITS,
+    output_registers,
+    pack_bits,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5020  # 502 needs root on Linux; PLCs let you choose the port
+_COILS = (1, 5, 15)
+_DISCRETE = (2,)
+_HOLDING = (3, 6, 16, 22, 23)
+_INPUT = (4,)
+
+
+class ModbusServer:
+    """Serves a PlcLink over Modbus TCP until stop()."""
+
+    def __init__(self, link: PlcLink, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+        self.link = link
+        self.host, self.port = host, int(port)
+        # The control word as written through coils; it starts with the link's presets
+        # (`lineside run --trigger-enabled / --handshake`), so a PLC writing only the
+        # trigger coil does not clear them. A PLC using holding register 0 instead should
+        # set those bits itself and run the station without the presets.
+        inputs = link.inputs()
+        self._coils = pack_bits(inputs, INPUT_BITS)
+        self._holding = [0] * HOLDING_REGISTERS
+        self._holding[MODEL_NUMBER_REGISTER] = inputs["model_number"]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+        self.requests = 0
+
+    @property
+    def url(self) -> str:
+        return f"modbus://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> "ModbusServer":
+        self._thread = threading.Thread(target=self._run, name="lineside-modbus", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise LinesideError(f"the Modbus server on {self.host}:{self.port} did not start in {timeout:.0f} s.")
+        if self._failure is not None:
+            raise LinesideError(f"the Modbus server cannot listen on {self.host}:{self.port} "
+                                f"({self._failure}); is the port in use?") from self._failure
+        log.info("Modbus TCP server on %s:%d", self.host, self.port)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        loop = self._loop
+        if loop is not None and self._server is not None and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._server.shutdown(), loop)
+            try:
+                future.result(timeout)
+            except Exception:
+                log.exception("Modbus server shutdown")
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._listen())
+        except BaseException as exc:  # reported by start()
+            self._failure = exc
+            self._started.set()
+            loop.close()
+            return
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _listen(self) -> None:
+        from pymodbus.server import ModbusTcpServer
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        device = SimDevice(
+            0,  # every unit id
+            simdata=(
+                [SimData(0, count=16, values=False, datatype=DataType.BITS)],  # coils
+                [SimData(0, count=16, values=False, datatype=DataType.BITS)],  # discrete inputs
+                [SimData(0, count=HOLDING_REGISTERS, values=0, datatype=DataType.REGISTERS)],
+                [SimData(0, count=INPUT_REGISTERS, values=0, datatype=DataType.REGISTERS)],
+            ),
+            action=self._action,
+        )
+        self._server = ModbusTcpServer(device, address=(self.host, self.port))
+        await self._server.serve_forever(background=True)
+
+    async def _action(self, fc: int, start: int, address: int, count: int,
+                      registers: list[int], values: list | None) -> Any:
+        """pymodbus calls this before every read and write (see the module docstring)."""
+        self.requests += 1
+        if values is not None:  # a write: take it in before it is answered
+            if fc in _COILS:
+                word = self._coils
+                for i, value in enumerate(values):
+                    bit = address + i
+                    word = (word | (1 << bit)) if value else (word & ~(1 << bit))
+                self._coils = word & 0xFFFF
+            elif fc in _HOLDING:
+                for i, value in enumerate(values):
+                    self._holding[address + i] = int(value) & 0xFFFF
+            self.link.set_control_word(self._coils | self._holding[CONTROL_WORD_REGISTER],
+                                       self._holding[MODEL_NUMBER_REGISTER])
+            return None
+        if fc in _COILS:
+            registers[0] = self._coils
+        elif fc in _DISCRETE:
+            registers[0] = pack_bits(self.link.outputs(), OUTPUT_BITS)
+        elif fc in _HOLDING:
+            registers[:HOLDING_REGISTERS] = self._holding
+        elif fc in _INPUT:
+            registers[:INPUT_REGISTERS] = output_registers(self.link.outputs())
+        return None
+
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "INPUT_BITS", "ModbusServer"]  # INPUT_BITS: the control word's bits

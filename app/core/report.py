@@ -1,0 +1,816 @@
+"""The model report: what a quality manager asks before a model decides about parts.
+
+One HTML page per model version, from what the trainer stored (the model's metrics and
+report dicts) and from measurements made now on the project's own parts: the model and
+the production model it was judged beside are run again on the version's validation
+parts (its training_set.json) to draw score histograms, ROC curves, the confusion
+matrix, the parts whose verdict changed, the inference time, and the train/validation
+gap. Charts are drawn with OpenCV and embedded as PNG data URIs, so the file is one
+self-contained page; app/ui/report_pdf.py prints it to PDF with Qt.
+
+Every figure says where it comes from; what was not recorded is said to be missing,
+not guessed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from app.core.errors import BadImageError, LinesideError
+from app.core.evaluation import auroc, rate_interval
+from app.core.records import OK
+
+if TYPE_CHECKING:
+    from app.core.project import Project
+    from app.core.records import ModelVersion
+
+MAX_VAL_PARTS = 400  # validation parts re-measured (all of them on most projects)
+MAX_TRAIN_PARTS = 150  # training parts measured for the train/validation gap
+MAX_THUMBNAILS = 8  # per direction in "what got corrected"
+LATENCY_PARTS = 20
+# Assumed power draw for the energy estimate when the project sets no `tdp_watts`.
+DEFAULT_TDP_W = {"cpu": 65.0, "gpu": 300.0}
+GAP_WARNING = 0.10  # train catch more than 10 points above validation: it may have memorised
+GAP_LOSS_RATIO = 2.0
+
+# BGR colours of the charts
+_INK, _GRID, _WHITE = (40, 40, 40), (225, 225, 225), (255, 255, 255)
+_BLUE, _ORANGE, _GREEN, _RED, _GRAY = (180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (150, 150, 150)
+_SERIES = (_BLUE, _ORANGE, _GREEN, _RED, (189, 103, 148), (75, 86, 140))
+
+
+# -- charts ----------------------------------------------------------------------------------
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise LinesideError("A chart of the report could not be encoded as PNG.")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.5, color=_INK,
+          anchor: str = "left") -> None:
+    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = org
+    if anchor == "center":
+        x -= w // 2
+    elif anchor == "right":
+        x -= w
+    cv2.putText(img, text, (int(x), int(y + h // 2)), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> np.ndarray:
+    """Round tick values (1, 2 or 5 times a power of ten) covering [lo, hi]."""
+    span = max(hi - lo, 1e-9)
+    raw = span / max(1, n - 1)
+    power = 10 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    if integer:
+        step = max(1.0, float(np.ceil(step)))
+    start = np.floor(lo / step) * step
+    return np.round(np.arange(start, hi + step * 0.999, step), 10)
+
+
+@dataclass
+class _Axes:
+    """A plot area on a white canvas, mapping data (x, y) to pixels."""
+
+    width: int = 900
+    height: int = 380
+    x_range: tuple[float, float] = (0.0, 1.0)
+    y_range: tuple[float, float] = (0.0, 1.0)
+    left: int = 70
+    right: int = 20
+    top: int = 50
+    bottom: int = 60
+    canvas: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.canvas = np.full((self.height, self.width, 3), 255, np.uint8)
+
+    def px(self, x: float, y: float) -> tuple[int, int]:
+        (x0, x1), (y0, y1) = self.x_range, self.y_range
+        fx = (x - x0) / ((x1 - x0) or 1.0)
+        fy = (y - y0) / ((y1 - y0) or 1.0)
+        return (int(round(self.left + fx * (self.width - self.left - self.right))),
+                int(round(self.height - self.bottom - fy * (self.height - self.top - self.bottom))))
+
+    def frame(self, title: str, x_label: str, y_label: str, x_ticks, y_ticks, fmt_x="{:g}", fmt_y="{:g}") -> None:
+        img = self.canvas
+        for y in y_ticks:
+            a, b = self.px(self.x_range[0], y), self.px(self.x_range[1], y)
+            cv2.line(img, a, b, _GRID, 1)
+            _text(img, fmt_y.format(y), (a[0] - 8, a[1]), 0.42, anchor="right")
+        for x in x_ticks:
+            a = self.px(x, self.y_range[0])
+            cv2.line(img, a, (a[0], a[1] + 5), _INK, 1)
+            _text(img, fmt_x.format(x), (a[0], a[1] + 18), 0.42, anchor="center")
+        cv2.line(img, self.px(self.x_range[0], self.y_range[0]), self.px(self.x_range[1], self.y_range[0]), _INK, 1)
+        cv2.line(img, self.px(self.x_range[0], self.y_range[0]), self.px(self.x_range[0], self.y_range[1]), _INK, 1)
+        _text(img, title, (8, 14), 0.55)
+        _text(img, x_label, ((self.left + self.width - self.right) // 2, self.height - 18), 0.45, anchor="center")
+        _text(img, y_label, (8, self.top - 16), 0.45, _GRAY)
+
+    def legend(self, items: list[tuple[str, tuple[int, int, int]]], lower_right: bool = False) -> None:
+        """Names and colours: in a row at the top right, or stacked in the plot's lower right."""
+        if lower_right:
+            widest = max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0] for n, _ in items)
+            x = self.width - self.right - widest - 34
+            y = self.height - self.bottom - 14 - 20 * len(items)
+            cv2.rectangle(self.canvas, (x - 6, y - 8), (self.width - self.right - 4, y + 20 * len(items) - 4),
+                          _WHITE, -1)
+            for i, (name, color) in enumerate(items):
+                cv2.rectangle(self.canvas, (x, y + 20 * i - 6), (x + 14, y + 20 * i + 6), color, -1)
+                _text(self.canvas, name, (x + 20, y + 20 * i), 0.45)
+            return
+        x = self.width - self.right - 10
+        for name, color in reversed(items):
+            (w, _), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+            x -= w + 26
+            cv2.rectangle(self.canvas, (x, 10), (x + 14, 22), color, -1)
+            _text(self.canvas, name, (x + 18, 16), 0.45)
+
+
+def bar_chart(categories: list[str], series: dict[str, list[float]], title: str, y_label: str,
+              percent: bool = False, y_max: float | None = None) -> np.ndarray:
+    """Grouped vertical bars: one group per category, one bar per series."""
+    values = [v for vs in series.values() for v in vs if v is not None]
+    ticks = nice_ticks(0, y_max if y_max is not None else max(values + [1e-9]) * 1.12)
+    top = float(ticks[-1])
+    ax = _Axes(x_range=(0, max(1, len(categories))), y_range=(0, top), bottom=80 if len(categories) > 6 else 60)
+    ax.frame(title, "", y_label, [], ticks, fmt_y="{:.0%}" if percent else "{:g}")
+    n = max(1, len(series))
+    group = (ax.width - ax.left - ax.right) / max(1, len(categories))
+    bar = max(2, min(90, int(group * 0.8 / n)))
+    for i, name in enumerate(categories):
+        x0 = ax.px(i + 0.5, 0)[0] - (bar * n) // 2
+        for j, (_, vs) in enumerate(series.items()):
+            v = vs[i]
+            if v is None:
+                continue
+            left = x0 + j * bar
+            cv2.rectangle(ax.canvas, (left, ax.px(0, v)[1]), (left + bar - 2, ax.px(0, 0)[1]), _SERIES[j % 6], -1)
+            label = f"{v:.0%}" if percent else f"{v:.3g}"
+            if bar >= 28:
+                _text(ax.canvas, label, (left + bar // 2, ax.px(0, v)[1] - 9), 0.38, anchor="center")
+        room = max(8, int(group / 9))  # characters that fit under one group
+        short = name if len(name) <= room else name[:room - 1] + "."
+        _text(ax.canvas, short, (ax.px(i + 0.5, 0)[0], ax.px(0, 0)[1] + 16 + (12 * (i % 2) if len(categories) > 6
+                                                                             else 0)), 0.42, anchor="center")
+    if len(series) > 1:
+        ax.legend([(name, _SERIES[j % 6]) for j, name in enumerate(series)])
+    return ax.canvas
+
+
+def histogram_chart(ok_scores: np.ndarray, defect_scores: np.ndarray, threshold: float, title: str) -> np.ndarray:
+    """Score histograms of OK and defective parts, on a logit-spaced axis, with the threshold."""
+    bins = np.linspace(0, 1, 41)
+    h_ok = np.histogram(np.clip(ok_scores, 0, 1), bins)[0]
+    h_def = np.histogram(np.clip(defect_scores, 0, 1), bins)[0]
+    y_ticks = nice_ticks(0, max(1, int(np.ceil(max(h_ok.max(initial=0), h_def.max(initial=0)) * 1.12))),
+                         integer=True)
+    ax = _Axes(y_range=(0, float(y_ticks[-1])))
+    ax.frame(title, "score (0 = looks OK, 1 = looks defective)", "parts", np.linspace(0, 1, 11),
+             y_ticks, fmt_x="{:.1f}", fmt_y="{:.0f}")
+    overlay = ax.canvas.copy()
+    for counts, color in ((h_ok, _GREEN), (h_def, _RED)):
+        for k, c in enumerate(counts):
+            if c:
+                cv2.rectangle(overlay, ax.px(bins[k], c), ax.px(bins[k + 1], 0), color, -1)
+    cv2.addWeighted(overlay, 0.55, ax.canvas, 0.45, 0, ax.canvas)
+    x = ax.px(threshold, 0)[0]
+    cv2.line(ax.canvas, (x, ax.top), (x, ax.px(0, 0)[1]), _INK, 2)
+    _text(ax.canvas, f"threshold {threshold:.3f}", (x + 6, ax.top + 8), 0.45)
+    ax.legend([(f"OK ({len(ok_scores)})", _GREEN), (f"defective ({len(defect_scores)})", _RED)])
+    return ax.canvas
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false reject rate, catch rate) over all thresholds, highest score first."""
+    labels = np.asarray(labels, bool)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    s, y = np.asarray(scores, np.float64)[order], labels[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps, fps = np.cumsum(y)[distinct], np.cumsum(~y)[distinct]
+    tpr = np.r_[0, tps] / max(1, y.sum())
+    fpr = np.r_[0, fps] / max(1, (~y).sum())
+    return fpr, tpr
+
+
+def roc_chart(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
+              point: tuple[float, float] | None = None) -> np.ndarray:
+    ax = _Axes(width=620, height=460, left=70)
+    ticks = np.linspace(0, 1, 6)
+    ax.frame(title, "false-reject rate (OK parts failed)", "catch rate", ticks, ticks, "{:.0%}", "{:.0%}")
+    cv2.line(ax.canvas, ax.px(0, 0), ax.px(1, 1), _GRID, 1, cv2.LINE_AA)
+    for j, (name, (fpr, tpr)) in enumerate(curves.items()):
+        pts = np.array([ax.px(a, b) for a, b in zip(fpr, tpr)], np.int32)
+        # The first curve (the model of the report) thickest: one drawn over it still shows it.
+        cv2.polylines(ax.canvas, [pts], False, _SERIES[j % 6], 5 if j == 0 else 2, cv2.LINE_AA)
+    if point is not None:
+        cv2.circle(ax.canvas, ax.px(*point), 6, _INK, 2, cv2.LINE_AA)
+        _text(ax.canvas, "stored threshold", (ax.px(*point)[0] + 10, ax.px(*point)[1] + 12), 0.42)
+    ax.legend([(name, _SERIES[j % 6]) for j, name in enumerate(curves)], lower_right=True)
+    return ax.canvas
+
+
+def line_chart(x: list[float], series: dict[str, list[float]], title: str, x_label: str, y_label: str,
+               percent: bool = False, integer_x: bool = False, x_format: str = "{:g}") -> np.ndarray:
+    values = [v for vs in series.values() for v in vs if v is not None and np.isfinite(v)]
+    y_ticks = nice_ticks(min(values + [0.0]), max(values + [1e-9]) * 1.05)
+    x_ticks = nice_ticks(min(x), max(x), n=min(8, max(2, len(x))), integer=integer_x)
+    x_ticks = x_ticks[(x_ticks >= min(x)) & (x_ticks <= max(x) + 1e-9)]
+    ax = _Axes(x_range=(min(x), max(x) if max(x) > min(x) else min(x) + 1),
+               y_range=(float(y_ticks[0]), float(y_ticks[-1])))
+    ax.frame(title, x_label, y_label, x_ticks, y_ticks, fmt_x=x_format, fmt_y="{:.0%}" if percent else "{:g}")
+    for j, (name, vs) in enumerate(series.items()):
+        pts = np.array([ax.px(a, b) for a, b in zip(x, vs) if b is not None and np.isfinite(b)], np.int32)
+        if len(pts):
+            cv2.polylines(ax.canvas, [pts], False, _SERIES[j % 6], 2, cv2.LINE_AA)
+            for p in pts:
+                cv2.circle(ax.canvas, tuple(int(v) for v in p), 3, _SERIES[j % 6], -1, cv2.LINE_AA)
+    ax.legend([(name, _SERIES[j % 6]) for j, name in enumerate(series)])
+    return ax.canvas
+
+
+def interval_chart(rows: list[tuple[str, float, list[float] | None, float | None]], title: str) -> np.ndarray:
+    """Horizontal rates with their 95 % intervals; (name, rate, [low, high], target line)."""
+    ax = _Axes(height=70 + 60 * len(rows), left=150, y_range=(0, len(rows)), bottom=50)
+    ticks = np.linspace(0, 1, 11)
+    ax.frame(title, "rate", "", ticks, [], "{:.0%}")
+    for i, (name, rate, ci, target) in enumerate(rows):
+        y = ax.px(0, len(rows) - i - 0.5)[1]
+        _text(ax.canvas, name, (ax.left - 10, y), 0.45, anchor="right")
+        if ci:
+            cv2.line(ax.canvas, (ax.px(ci[0], 0)[0], y), (ax.px(ci[1], 0)[0], y), _SERIES[i % 6], 3)
+            for end in ci:
+                cv2.line(ax.canvas, (ax.px(end, 0)[0], y - 8), (ax.px(end, 0)[0], y + 8), _SERIES[i % 6], 2)
+        cv2.circle(ax.canvas, (ax.px(rate, 0)[0], y), 6, _SERIES[i % 6], -1, cv2.LINE_AA)
+        label = f"{rate:.1%}" + (f" ({ci[0]:.1%}-{ci[1]:.1%})" if ci else "")
+        middle = (ci[0] + ci[1]) / 2 if ci else rate  # centred on the interval: clear of the names
+        _text(ax.canvas, label, (ax.px(middle, 0)[0], y - 18), 0.42, anchor="center")
+        if target is not None:
+            x = ax.px(target, 0)[0]
+            cv2.line(ax.canvas, (x, y - 16), (x, y + 16), _INK, 1)
+            _text(ax.canvas, f"target {target:.1%}", (x, y + 26), 0.38, anchor="center")
+    return ax.canvas
+
+
+def matrix_chart(matrix: np.ndarray, rows: list[str], cols: list[str], title: str) -> np.ndarray:
+    """A confusion matrix: counts with each row shaded by its share."""
+    cell_w, cell_h, left, top = 130, 44, 170, 70
+    h, w = top + cell_h * len(rows) + 20, left + cell_w * len(cols) + 20
+    img = np.full((h, w, 3), 255, np.uint8)
+    _text(img, title, (10, 16), 0.55)
+    _text(img, "model says ->", (left, 44), 0.42, _GRAY)
+    for j, col in enumerate(cols):
+        _text(img, col[:16], (left + j * cell_w + cell_w // 2, top - 10), 0.45, anchor="center")
+    for i, row in enumerate(rows):
+        total = max(1, int(matrix[i].sum()))
+        _text(img, row[:18], (left - 10, top + i * cell_h + cell_h // 2), 0.45, anchor="right")
+        for j in range(len(cols)):
+            share = matrix[i, j] / total
+            shade = tuple(int(255 - share * (255 - c)) for c in _BLUE)
+            x0, y0 = left + j * cell_w, top + i * cell_h
+            cv2.rectangle(img, (x0, y0), (x0 + cell_w - 2, y0 + cell_h - 2), shade, -1)
+            ink = _WHITE if share > 0.55 else _INK
+            _text(img, f"{int(matrix[i, j])}  ({share:.0%})", (x0 + cell_w // 2, y0 + cell_h // 2), 0.45, ink, "center")
+    return img
+
+
+def thumbnail(image: np.ndarray, heat: np.ndarray | None, side: int = 180) -> np.ndarray:
+    """The part small, with the model's heatmap over it (red = where it sees a defect)."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    scale = side / max(image.shape[:2])
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    small = cv2.resize(image[:, :, :3], size, interpolation=cv2.INTER_AREA)
+    if heat is not None:
+        heat = cv2.resize(np.clip(np.asarray(heat, np.float32), 0, 1), size, interpolation=cv2.INTER_LINEAR)
+        colored = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+        alpha = (0.55 * heat)[:, :, None]
+        small = (small * (1 - alpha) + colored * alpha).astype(np.uint8)
+    return small
+
+
+# -- measurements on the project's own parts -------------------------------------------------------
+
+
+@dataclass
+class _Measured:
+    val: list = field(default_factory=list)  # (record, truth, verdict)
+    prod: list = field(default_factory=list)  # production Verdicts on the same parts (or [])
+    prod_model: "ModelVersion | None" = None
+    train: list = field(default_factory=list)  # (truth, score)
+    latency_ms: float | None = None
+    prod_latency_ms: float | None = None
+    skipped: int = 0
+    note: str = ""
+
+
+def _training_set(model: "ModelVersion") -> dict | None:
+    try:
+        return json.loads((model.path / "training_set.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _spread(items: list, n: int) -> list:
+    """At most *n* items spread evenly over *items* (the same ones every time)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]
+
+
+def _comparison_model(project: "Project", model: "ModelVersion") -> "ModelVersion | None":
+    """The production model this version was judged beside when it was trained; else today's."""
+    stored = (model.report.get("production_on_same_val") or {}).get("version")
+    for version in (stored, getattr(project.production_model(), "version", None)):
+        if version and version != model.version:
+            try:
+                other = project.model(version)
+            except LinesideError:
+                continue
+            if other.onnx_path.is_file():
+                return other
+    return None
+
+
+def measure(project: "Project", model: "ModelVersion") -> _Measured:
+    """Run the model (and its production comparison) again on its validation parts."""
+    from app.core.runtime import Inspector
+
+    out = _Measured()
+    labeled = project.labeled()
+    by_sha = {record.sha256: (record, label.verdict) for record, label in labeled}
+    chosen = _training_set(model)
+    if chosen is not None:
+        val = [by_sha[s] for s in chosen.get("val", []) if s in by_sha]
+        train = [by_sha[s] for s in chosen.get("train", []) if s in by_sha]
+        out.note = "its validation parts (training_set.json) with their current labels"
+    else:
+        val = [(r, l.verdict) for r, l in labeled if r.split == "val"]
+        train = [(r, l.verdict) for r, l in labeled if r.split == "train"]
+        out.note = "the project's validation split today (this version kept no training_set.json)"
+    if not model.onnx_path.is_file():
+        out.note = f"{model.onnx_path} is missing: nothing could be measured"
+        return out
+    inspector = Inspector(model.onnx_path, threads=1, threshold=model.threshold)
+    out.prod_model = _comparison_model(project, model)
+    prod = Inspector(out.prod_model.onnx_path, threads=1, threshold=out.prod_model.threshold) \
+        if out.prod_model else None
+    latencies, prod_latencies = [], []
+    for record, truth in _spread(val, MAX_VAL_PARTS):
+        try:
+            image = project.load_image(record.id)
+        except BadImageError:
+            out.skipped += 1
+            continue
+        verdict = inspector.inspect(image)
+        if len(latencies) < LATENCY_PARTS + 1:
+            latencies.append(verdict.latency_ms)
+        out.val.append((record, truth, verdict))
+        if prod is not None:
+            out.prod.append(prod.inspect(image))
+            if len(prod_latencies) < LATENCY_PARTS + 1:
+                prod_latencies.append(out.prod[-1].latency_ms)
+    if len(latencies) > 1:  # the first run allocates: left out
+        out.latency_ms = float(np.median(latencies[1:]))
+    if len(prod_latencies) > 1:
+        out.prod_latency_ms = float(np.median(prod_latencies[1:]))
+    for record, truth in _spread(train, MAX_TRAIN_PARTS):
+        try:
+            out.train.append((truth, float(inspector.inspect(project.load_image(record.id)).score)))
+        except BadImageError:
+            out.skipped += 1
+    return out
+
+
+# -- the HTML --------------------------------------------------------------------------------------
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _pct(value: float | None, ci: list | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1%}" + (f" (95% CI {ci[0]:.1%}-{ci[1]:.1%})" if ci else "")
+
+
+def _num(value, fmt: str = "{:.3f}") -> str:
+    return "-" if value is None or isinstance(value, str) else fmt.format(value)
+
+
+def _img(image: np.ndarray, width: int | None = None) -> str:
+    w = width or min(640, image.shape[1])
+    return f'<p><img src="{png_data_uri(image)}" width="{w}"></p>'
+
+
+def _table(header: list[str] | None, rows: list[list[str]]) -> str:
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table border="1" cellspacing="0" cellpadding="4">{head}{body}</table>'
+
+
+def _missing(text: str) -> str:
+    return f'<p class="missing"><i>{_e(text)}</i></p>'
+
+
+_STYLE = """
+body { font-family: sans-serif; font-size: 10pt; color: #222; }
+h1 { font-size: 18pt; } h2 { font-size: 13pt; margin-top: 18px; border-bottom: 1px solid #999; }
+th { background: #eee; text-align: left; } td, th { font-size: 9pt; }
+.warn { color: #b00; font-weight: bold; } .ok { color: #070; } .missing { color: #666; }
+.small { font-size: 8pt; color: #555; }
+"""
+
+
+class _Report:
+    def __init__(self, project: "Project", model: "ModelVersion", measured: _Measured | None) -> None:
+        self.project, self.model, self.m = project, model, measured
+        self.metrics, self.report = model.metrics, model.report
+        self.parts: list[str] = []
+        if measured is not None and measured.val:
+            self.truth = np.array([t != OK for _, t, _ in measured.val])
+            self.scores = np.array([v.score for _, _, v in measured.val])
+        else:
+            self.truth = self.scores = np.array([])
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def build(self) -> str:
+        m = self.model
+        name = self.project.name
+        self.add(f"<h1>Model report: {_e(name)} {_e(m.version)}</h1>")
+        created = m.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
+        mode = self.report.get("mode") or self.metrics.get("mode") or "not recorded"
+        measured = f"{self.m.note}, {len(self.m.val)} parts" if self.m else "nothing (measurements skipped)"
+        self.add(f"<p>Status <b>{_e(m.status)}</b>, registered {created}, mode <b>{_e(mode)}</b>, "
+                 f"threshold {m.threshold:.4f}. Report written {datetime.now().astimezone():%Y-%m-%d %H:%M}; "
+                 f"re-measured now on {_e(measured)}.</p>")
+        for section in (self.gate, self.trained_on, self.less_data, self.corrected, self.costs, self.baseline,
+                        self.operating_point, self.histograms, self.confusion, self.per_class, self.gap):
+            section()
+        return (f"<html><head><meta charset='utf-8'><title>{_e(name)} {_e(m.version)}</title>"
+                f"<style>{_STYLE}</style></head><body>{''.join(self.parts)}</body></html>")
+
+    # -- sections ----------------------------------------------------------------------------
+
+    def gate(self) -> None:
+        gate = self.report.get("deploy_gate")
+        self.add("<h2>Deploy gate (golden set)</h2>")
+        if not gate:
+            self.add(_missing("This version has not been through the deploy gate."))
+            return
+        verdict = "passed" if gate.get("passed") else "REFUSED"
+        cls = "ok" if gate.get("passed") else "warn"
+        text = (f"<p class='{cls}'>Gate {verdict} on {gate.get('n_golden', 0)} golden parts "
+                f"({gate.get('n_ok', 0)} OK, {gate.get('n_defect', 0)} defective), checked {_e(_when(gate.get('checked_at')))}"
+                f"{' against ' + _e(gate['production']) if gate.get('production') else ''}.</p>")
+        for reason in gate.get("reasons", []):
+            text += f"<p class='warn'>{_e(m_version(self.model))} {_e(reason)}</p>"
+        if gate.get("override"):
+            o = gate["override"]
+            text += f"<p class='warn'>Overridden by {_e(o.get('by') or 'the single user')}: {_e(o.get('reason'))}</p>"
+        if gate.get("note"):
+            text += _missing(gate["note"])
+        self.add(text)
+
+    def trained_on(self) -> None:
+        r = self.report
+        self.add("<h2>What it was trained on</h2>")
+        reason = str(r.get("mode_reason") or "")
+        reason = reason.split(":", 1)[1].strip() if reason.startswith(f"{r.get('mode')}:") else reason
+        self.add(f"<p>Mode <b>{_e(r.get('mode', '-'))}</b>{': ' + _e(reason) if reason else ''}. "
+                 f"{r.get('n_train', '-')} training and {r.get('n_val', '-')} validation parts"
+                 f"{', trained tile by tile' if r.get('tiling') else ''}; trained {_e(_when(r.get('trained_at')))} "
+                 f"on {_e(r.get('host', '-'))}.</p>")
+        per_class = r.get("per_class") or {}
+        if per_class:
+            names = list(per_class)
+            self.add(_table(["class", "train", "validation"],
+                            [[_e(n), str(per_class[n].get("train", 0)), str(per_class[n].get("val", 0))] for n in names]))
+            self.add(_img(bar_chart(names, {"train": [per_class[n].get("train", 0) for n in names],
+                                            "validation": [per_class[n].get("val", 0) for n in names]},
+                                    "Images per class and split", "images")))
+        else:
+            self.add(_missing("Images per class: not recorded."))
+        self.add(self._labelers())
+        changes = r.get("changes") or []
+        if changes:
+            self.add("<p>Changes since the previous version: " + "; ".join(_e(c) for c in changes) + ".</p>")
+        for shortfall in r.get("shortfalls") or []:
+            self.add(f"<p class='warn'>Data shortfall: {_e(shortfall)}</p>")
+        change = r.get("weight_change")
+        if isinstance(change, dict) and change:
+            blocks = list(change)
+            self.add("<p>Relative weight change per block: how far training moved each part of the network "
+                     "from its pretrained weights (|w - w0| / |w0|; 0 = untouched, large = relearned).</p>")
+            self.add(_img(bar_chart(blocks, {"relative change": [float(change[b]) for b in blocks]},
+                                    "Relative weight change per block", "|w - w0| / |w0|")))
+        else:
+            self.add(_missing("Relative weight change per block: not recorded "
+                              + ("(a good-only model keeps its pretrained backbone)."
+                                 if r.get("mode") == "good-only" else "for this version.")))
+
+    def _labelers(self) -> str:
+        chosen = _training_set(self.model)
+        shas = set(chosen.get("train", []) + chosen.get("val", [])) if chosen else None
+        authors: dict[str, int] = {}
+        dates = []
+        for record, label in self.project.labeled():
+            if (shas is not None and record.sha256 not in shas) or (shas is None and record.split not in ("train", "val")):
+                continue
+            authors[label.author or "(unnamed)"] = authors.get(label.author or "(unnamed)", 0) + 1
+            dates.append(label.created_at)
+        if not authors:
+            return _missing("Labelers: none of its parts are still labeled in the project.")
+        who = ", ".join(f"{_e(a)} ({n})" for a, n in sorted(authors.items(), key=lambda kv: -kv[1]))
+        return (f"<p>Labeled by {who}, between {min(dates).astimezone():%Y-%m-%d} and "
+                f"{max(dates).astimezone():%Y-%m-%d} (the current labels of its parts).</p>")
+
+    def less_data(self) -> None:
+        self.add("<h2>What less data would give</h2>")
+        curve = self.report.get("learning_curve")
+        if not curve:
+            self.add(_missing("Not measured for this version: the trainer recorded no learning curve "
+                              "(training on a share of the data and measuring each). The benchmark "
+                              "results of the project (benchmarks/results) hold one for the magnetic-tile data."))
+            return
+        fractions = [float(p.get("fraction", 0)) for p in curve]
+        series = {key: [p.get(key) for p in curve] for key in ("auroc", "catch_rate", "catch_at_1pct_false_reject")
+                  if any(p.get(key) is not None for p in curve)}
+        self.add(_img(line_chart(fractions, series, "Learning curve", "share of the training data", "",
+                                 x_format="{:.0%}")))
+        self.add(_table(["share of data", *series],
+                        [[f"{f:.0%}", *(_num(series[k][i]) for k in series)] for i, f in enumerate(fractions)]))
+
+    def corrected(self) -> None:
+        self.add("<h2>What got corrected</h2>")
+        m = self.m
+        if m is None or not m.val:
+            self.add(_missing("No validation parts could be measured."))
+            return
+        if m.prod_model is None:
+            self.add(_missing("There was no production model to compare with: every verdict is new."))
+            return
+        pm = m.prod_model
+        fixed, broke = [], []
+        for (record, truth, new), old in zip(m.val, m.prod):
+            defect = truth != OK
+            new_right, old_right = (not new.passed) == defect, (not old.passed) == defect
+            if new_right and not old_right:
+                fixed.append((record, truth, new, old))
+            elif old_right and not new_right:
+                broke.append((record, truth, new, old))
+        self.add(f"<p>On {len(m.val)} validation parts, {self.model.version} judges <b>{len(fixed)}</b> correctly "
+                 f"that {pm.version} got wrong, and <b>{len(broke)}</b> wrongly that {pm.version} got right "
+                 f"(each model at its own threshold: {self.model.threshold:.3f} and {pm.threshold:.3f}). "
+                 "The heatmap shows where the new model sees a defect.</p>")
+        for title, items in ((f"Now right (wrong with {pm.version})", fixed),
+                             (f"Now wrong (right with {pm.version})", broke)):
+            self.add(f"<p><b>{_e(title)}</b>: {len(items)}"
+                     f"{f', the first {MAX_THUMBNAILS} shown' if len(items) > MAX_THUMBNAILS else ''}</p>")
+            if items:
+                self.add(self._thumbs(items[:MAX_THUMBNAILS], pm.version))
+
+    def _thumbs(self, items: list, old_version: str) -> str:
+        cells = []
+        for record, truth, new, old in items:
+            image = self.project.load_image(record.id)
+            thumb = thumbnail(image, new.heatmap_on_image())
+            cells.append(f"<td>{_img(thumb, thumb.shape[1])}<br><span class='small'>image {record.id}: "
+                         f"{_e(truth)}<br>{self.model.version} {new.label} {new.score:.3f}, "
+                         f"{_e(old_version)} {old.label} {old.score:.3f}</span></td>")
+        rows = ["<tr>" + "".join(cells[i:i + 4]) + "</tr>" for i in range(0, len(cells), 4)]
+        return f'<table cellpadding="4">{"".join(rows)}</table>'
+
+    def costs(self) -> None:
+        r = self.report
+        self.add("<h2>What it costs</h2>")
+        elapsed, device = r.get("elapsed_s"), str(r.get("device") or "")
+        rows = [["training time", f"{elapsed:.0f} s ({elapsed / 60:.1f} min)" if elapsed else "not recorded"],
+                ["device", _e(device or "not recorded")]]
+        if elapsed:
+            kind = "gpu" if device.upper().startswith("GPU") else "cpu"
+            tdp = float(self.project.get_setting("tdp_watts") or DEFAULT_TDP_W[kind])
+            rows.append(["energy (estimate)", f"about {tdp * elapsed / 3600:.1f} Wh = assumed TDP {tdp:.0f} W x "
+                         f"training time (<i>an estimate: set the project setting tdp_watts for this PC</i>)"])
+        latency = self.m.latency_ms if self.m else None
+        rows.append(["inference per part", f"{latency:.1f} ms (median, 1 thread, measured now on this PC)"
+                     if latency else "not measured"])
+        size = self.model.onnx_path.stat().st_size if self.model.onnx_path.is_file() else None
+        rows.append(["model size", f"{_size(size)} (model.onnx)" if size else "model.onnx missing"])
+        if r.get("epochs_run"):
+            rows.append(["epochs", f"{r['epochs_run']}{' (stopped early)' if r.get('stopped_early') else ''}"])
+        self.add(_table(None, rows))
+        if latency:
+            names, values = [f"{self.model.version} (this model)"], [latency]
+            if self.m.prod_latency_ms:
+                names.append(f"{self.m.prod_model.version} (production)")
+                values.append(self.m.prod_latency_ms)
+            self.add(_img(bar_chart(names, {"ms per part": values}, "Inference time per part (median, 1 thread, "
+                                    "measured now)", "ms")))
+
+    def baseline(self) -> None:
+        self.add("<h2>Is it better than simple?</h2>")
+        base = self.report.get("baseline_on_same_val")
+        prod = self.report.get("production_on_same_val")
+        rows = [[f"<b>{_e(self.model.version)}</b> (this model)", _num(self.metrics.get("auroc")),
+                 _pct(self.metrics.get("catch_at_1pct_false_reject"))]]
+        if base:
+            rows.append([f"baseline: {_e(base.get('method', ''))}", _num(base.get("auroc")),
+                         _pct(base.get("catch_at_1pct_false_reject"))])
+        if prod and not prod.get("error"):
+            rows.append([f"{_e(prod.get('version'))} (production then)", _num(prod.get("auroc")), "-"])
+        self.add(_table(["method, on the same validation parts", "AUROC", "catch at 1% false reject (best case)"],
+                        rows))
+        if not base:
+            self.add(_missing("The baseline was not measured (it needs OK and defective parts on both sides)."))
+        curves = {}
+        if len(self.scores) and self.truth.any() and (~self.truth).any():
+            curves[f"{self.model.version} (AUROC {auroc(self.truth.astype(int), self.scores):.3f})"] = \
+                roc_curve(self.truth, self.scores)
+            if self.m.prod:
+                prod_scores = np.array([v.score for v in self.m.prod])
+                curves[f"{self.m.prod_model.version} (AUROC {auroc(self.truth.astype(int), prod_scores):.3f})"] = \
+                    roc_curve(self.truth, prod_scores)
+            fr = float(np.mean(self.scores[~self.truth] >= self.model.threshold))
+            catch = float(np.mean(self.scores[self.truth] >= self.model.threshold))
+            self.add(_img(roc_chart(curves, "ROC on the validation parts (measured now)", (fr, catch)), 560))
+            self.add("<p class='small'>The baseline's own scores are not stored, so its curve cannot be drawn; "
+                     "its figures above were measured on the same parts at training time.</p>")
+        else:
+            self.add(_missing("ROC: needs OK and defective validation parts."))
+
+    def operating_point(self) -> None:
+        mt = self.metrics
+        self.add("<h2>Operating point (the stored threshold)</h2>")
+        if "false_reject_rate" not in mt:
+            self.add(_missing("Not recorded for this version."))
+            return
+        self.add(f"<p>Threshold <b>{mt.get('threshold', self.model.threshold):.4f}</b>, set on "
+                 f"{_e(mt.get('threshold_source', 'held-out OK parts'))} for a target false-reject rate of "
+                 f"{_pct(mt.get('false_reject_target'))}.</p>")
+        self.add(_table(["", "rate", "on"], [
+            ["catch (defective parts failed)", _pct(mt.get("catch_rate"), mt.get("catch_rate_ci")),
+             f"{mt.get('n_defect_heldout', '-')} held-out defective parts"],
+            ["false reject (OK parts failed), expected", _pct(mt.get("false_reject_rate"), mt.get("false_reject_rate_ci")),
+             f"{mt.get('n_ok_heldout', '-')} held-out OK parts"],
+        ]))
+        rows = []
+        if mt.get("catch_rate") is not None:
+            rows.append(("catch", mt["catch_rate"], mt.get("catch_rate_ci"), None))
+        rows.append(("false reject", mt["false_reject_rate"], mt.get("false_reject_rate_ci"),
+                     mt.get("false_reject_target")))
+        self.add(_img(interval_chart(rows, "Catch and false reject with 95 % intervals")))
+        if mt.get("catch_at_1pct_false_reject") is not None:
+            self.add(f"<p class='small'>Best case, with a threshold picked on the very parts measured: catch "
+                     f"{_pct(mt['catch_at_1pct_false_reject'])} at 1 % false reject. The line gets the figures above.</p>")
+
+    def histograms(self) -> None:
+        self.add("<h2>Scores of OK and defective validation parts</h2>")
+        if not len(self.scores):
+            self.add(_missing("No validation parts could be measured."))
+            return
+        self.add(_img(histogram_chart(self.scores[~self.truth], self.scores[self.truth], self.model.threshold,
+                                      f"{self.model.version} scores on validation parts (measured now)")))
+        ok, bad = self.scores[~self.truth], self.scores[self.truth]
+        fr = np.mean(ok >= self.model.threshold) if len(ok) else None
+        catch = np.mean(bad >= self.model.threshold) if len(bad) else None
+        self.add(f"<p>Measured now at the stored threshold: catch {_pct(catch, _ci(bad, self.model.threshold))}, "
+                 f"false reject {_pct(fr, _ci(ok, self.model.threshold))}.</p>")
+
+    def confusion(self) -> None:
+        self.add("<h2>Confusion matrix (validation parts, stored threshold)</h2>")
+        if not len(self.scores):
+            self.add(_missing("No validation parts could be measured."))
+            return
+        truths = sorted({t for _, t, _ in self.m.val}, key=lambda n: (n != OK, n))
+        names = [n for n in self.report.get("per_class", {}) if n != OK] or [t for t in truths if t != OK]
+        supervised = (self.report.get("mode") or self.metrics.get("mode")) != "good-only" and bool(
+            self.m.val[0][2].class_probs)
+        cols = ["PASS", *(names if supervised else ["FAIL"])]
+        matrix = np.zeros((len(truths), len(cols)), int)
+        for _, truth, v in self.m.val:
+            if v.passed:
+                j = 0
+            elif supervised and v.defect_class in cols:
+                j = cols.index(v.defect_class)
+            else:
+                j = cols.index("FAIL") if "FAIL" in cols else 1
+            matrix[truths.index(truth), j] += 1
+        self.add(_img(matrix_chart(matrix, truths, cols, "true class (rows) vs what the model says (columns)"),
+                      min(640, 190 + 130 * len(cols))))
+
+    def per_class(self) -> None:
+        self.add("<h2>Catch per defect class</h2>")
+        per = self.metrics.get("per_class") or {}
+        if not per:
+            self.add(_missing("Not recorded for this version."))
+            return
+        names = list(per)
+        rows = []
+        for n in names:
+            k, total = round(per[n].get("caught", 0) * per[n].get("n", 0)), per[n].get("n", 0)
+            ci = list(rate_interval(k, total)) if total else None
+            rows.append([_e(n), str(total), _pct(per[n].get("caught"), ci),
+                         _pct(per[n].get("class_correct")) if "class_correct" in per[n] else "-"])
+        self.add(_table(["class", "held-out parts", "caught", "right class named"], rows))
+        self.add(_img(bar_chart(names, {"caught": [per[n].get("caught") for n in names]},
+                                "Share of each defect class caught (held-out, at training)", "caught",
+                                percent=True, y_max=1.0)))
+
+    def gap(self) -> None:
+        self.add("<h2>Training vs validation</h2>")
+        history = self.report.get("history") or []
+        warnings = []
+        if history:
+            epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+            self.add(_img(line_chart(epochs, {"train loss": [h.get("train_loss") for h in history],
+                                              "validation loss": [h.get("val_loss") for h in history]},
+                                     "Loss per epoch", "epoch", "loss", integer_x=True)))
+            last = history[-1]
+            if last.get("train_loss") and last.get("val_loss") and \
+                    last["val_loss"] > GAP_LOSS_RATIO * last["train_loss"]:
+                warnings.append(f"the validation loss ({last['val_loss']:.3f}) is more than {GAP_LOSS_RATIO:g}x the "
+                                f"training loss ({last['train_loss']:.3f}) at the last epoch")
+        else:
+            self.add(_missing("No per-epoch history was recorded (a good-only model learns in one pass)."))
+        if self.m and self.m.train and len(self.scores):
+            t_truth = np.array([t != OK for t, _ in self.m.train])
+            t_scores = np.array([s for _, s in self.m.train])
+            thr = self.model.threshold
+            rows, rates = [], {}
+            for name, truth, scores in (("training parts", t_truth, t_scores), ("validation parts", self.truth,
+                                                                                 self.scores)):
+                catch = float(np.mean(scores[truth] >= thr)) if truth.any() else None
+                fr = float(np.mean(scores[~truth] >= thr)) if (~truth).any() else None
+                rates[name] = (catch, fr)
+                rows.append([name, str(len(scores)), _pct(catch), _pct(fr)])
+            self.add(_table(["measured now on", "parts", "catch", "false reject"], rows))
+            (tc, tf), (vc, vf) = rates["training parts"], rates["validation parts"]
+            if tc is not None and vc is not None and tc - vc > GAP_WARNING:
+                warnings.append(f"it catches {tc:.0%} of training defects but {vc:.0%} of validation ones")
+            if tf is not None and vf is not None and vf - tf > GAP_WARNING:
+                warnings.append(f"it rejects {vf:.0%} of validation OK parts but {tf:.0%} of training ones")
+        if (self.report.get("mode") or "") == "good-only":
+            self.add("<p class='small'>A good-only model keeps its training OK parts in memory: they score low by "
+                     "construction; its threshold was set on parts scored out-of-fold.</p>")
+        if warnings:
+            self.add("<p class='warn'>Warning: the model does much better on what it learned from than on new "
+                     "parts (" + "; ".join(_e(w) for w in warnings) + "). It may have memorised its training parts: "
+                     "label more varied parts before trusting the validation figures.</p>")
+        else:
+            self.add("<p class='ok'>No large gap between training and validation.</p>")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def _when(text: object) -> str:
+    """An ISO time as local 'YYYY-MM-DD HH:MM', or '-'."""
+    try:
+        return datetime.fromisoformat(str(text)).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return "-" if text in (None, "") else str(text)
+
+
+def m_version(model: "ModelVersion") -> str:
+    return model.version
+
+
+def _ci(scores: np.ndarray, threshold: float) -> list[float] | None:
+    if not len(scores):
+        return None
+    return list(rate_interval(int(np.sum(scores >= threshold)), len(scores)))
+
+
+def build_report(project: "Project", version: str, measure_now: bool = True) -> str:
+    """The HTML report of model *version*; *measure_now* False uses the stored figures only."""
+    model = project.model(version)
+    measured = measure(project, model) if measure_now else None
+    return _Report(project, model, measured).build()
+
+
+def write_report(project: "Project", version: str, out: Path) -> Path:
+    from app.core.atomic import write_text
+
+    write_text(Path(out), build_report(project, version))
+    return Path(out)

@@ -1,0 +1,107 @@
+"""The trainer's two modes and tiling end to end, on generated parts, through `lineside train`.
+
+Real training, real export, real ONNX Runtime; small inputs so each run takes seconds.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from app.cli import main as cli
+from app.core.evaluation import auroc, rate_interval
+from app.core.imageio import encode_png
+from app.core.importer import import_folder
+from app.core.project import Project
+from app.core.runtime import Inspector
+from app.core.synthetic import generate_part, write_demo_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def _project(path, source, input_size: int, tiling: bool = False):
+    with Project.create(path, name="modes") as project:
+        project.set_setting("input_size", input_size)
+        project.set_setting("tiling", None if tiling else False)
+        import_folder(project, source)
+    return path
+
+
+@pytest.fixture(scope="module")
+def good_only(tmp_path_factory):
+    """A line that has only good parts: 60 OK washers, no defect labels at all."""
+    root = tmp_path_factory.mktemp("good-only")
+    write_demo_dataset(root / "source", n_ok=60, n_per_defect=0, seed=11)
+    project = _project(root / "project", root / "source", input_size=256)
+    assert cli(["train", str(project)]) == 0
+    with Project.open(project) as p:
+        return project, p.models()[0]
+
+
+def test_a_project_with_only_ok_parts_trains_a_good_only_model(good_only):
+    _, model = good_only
+    assert model.metrics["mode"] == "good-only"
+    assert "good-only" in model.metrics["mode_reason"]
+    assert model.metrics["catch_rate"] is None  # no defects to measure it on, and it says so
+    # The threshold rests on more OK parts than the validation split holds: out-of-fold ones too.
+    assert model.metrics["n_ok_heldout"] == 60
+    lo, hi = model.metrics["false_reject_rate_ci"]
+    assert 0 <= lo < model.metrics["false_reject_rate"] < hi <= 1
+    info = Inspector(model.onnx_path).info
+    assert info.mode == "good-only" and info.class_names == ["ok"]
+
+
+def test_good_only_threshold_holds_on_new_ok_parts_and_flags_defects(good_only):
+    _, model = good_only
+    inspector = Inspector(model.onnx_path, threshold=model.threshold)
+    rng = np.random.default_rng(2024)  # parts the model never saw
+    ok = [inspector.inspect(generate_part(rng)[0]).score for _ in range(80)]
+    bad = [inspector.inspect(generate_part(rng, "spot")[0]).score for _ in range(20)]
+    rejected = int(np.sum(np.array(ok) >= model.threshold))
+    # The observed false-reject rate on new parts agrees with the interval the model promised.
+    seen_lo, seen_hi = rate_interval(rejected, len(ok))
+    promised_lo, promised_hi = model.metrics["false_reject_rate_ci"]
+    assert seen_lo <= promised_hi and promised_lo <= seen_hi
+    # And it tells the defective parts from the good ones without a single defect label.
+    assert auroc(np.r_[np.zeros(len(ok)), np.ones(len(bad))], np.r_[ok, bad]) > 0.7
+
+
+def _long_part(rng, defect: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A 96 x 384 px strip of brushed texture; a defect is a dark 3 x 3 px pit."""
+    h, w = 96, 384
+    base = cv2.GaussianBlur(rng.normal(128, 12, (h, w)).astype(np.float32), (0, 0), 1.2)
+    base += np.linspace(-15, 15, w, dtype=np.float32)[None, :] * rng.uniform(-1, 1)
+    mask = np.zeros((h, w), np.uint8)
+    if defect:
+        y, x = int(rng.integers(8, h - 8)), int(rng.integers(8, w - 8))
+        base[y - 1:y + 2, x - 1:x + 2] -= 70
+        mask[y - 2:y + 3, x - 2:x + 3] = 255
+    image = np.clip(base, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), mask
+
+
+def test_a_long_part_is_trained_and_judged_in_tiles(tmp_path):
+    rng = np.random.default_rng(5)
+    source = tmp_path / "source"
+    for kind, n in (("good", 24), ("pit", 14)):
+        for i in range(n):
+            image, mask = _long_part(rng, kind == "pit")
+            (source / kind).mkdir(parents=True, exist_ok=True)
+            (source / kind / f"{i}.png").write_bytes(encode_png(image))
+            if kind == "pit":
+                (source / "masks" / kind).mkdir(parents=True, exist_ok=True)
+                (source / "masks" / kind / f"{i}.png").write_bytes(encode_png(mask))
+    project = _project(tmp_path / "project", source, input_size=96, tiling=True)
+    assert cli(["train", str(project), "--epochs", "2"]) == 0
+    with Project.open(project) as p:
+        model = p.models()[0]
+    assert model.metrics["mode"] == "supervised"
+    assert model.report["tiling"] is not None and model.report["tiling"]["tile"] == 96
+    assert model.report["n_train_inputs"] > model.report["n_train"]  # several tiles a part
+    inspector = Inspector(model.onnx_path, threshold=model.threshold)
+    assert inspector.info.tiling is not None
+    image, mask = _long_part(np.random.default_rng(99), True)
+    verdict = inspector.inspect(image)
+    assert verdict.heatmap_on_image().shape == image.shape[:2]  # stitched over the whole part
+    assert model.report["parity_max_abs_diff"] <= 1e-4
