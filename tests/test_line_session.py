@@ -198,7 +198,7 @@ def test_hot_folder_parts_are_judged_once_each_in_order(project, tmp_path):
     try:
         for i, image in enumerate([DARK, BRIGHT_BLUE, DARK]):
             (folder / f"part{i}.png").write_bytes(encode_png(image))
-            time.sleep(0.01)  # distinct modification times: the folder's order is the files' age
+            time.sleep(0.05)  # distinct modification times: the folder's order is the files' age
         results = rec.wait_committed(3)
         assert session.wait(10)
     finally:

@@ -2,7 +2,9 @@
 
 Builds a demo project of generated parts in a temporary folder, opens the main window
 offscreen, trains a model with the real trainer (a short run), deploys it, inspects
-parts from the simulated line, and grabs each screen on the way.
+parts from the simulated line, reviews a past part, and grabs each screen on the way,
+at two window sizes: 1920 x 1080 as NAME.png (the names the README uses) and the
+1024 x 768 of a line-side PC as NAME-1024.png.
 
     python tools/screenshots.py [--out docs/screenshots] [--epochs 2] [--no-train]
 """
@@ -20,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-WINDOW_SIZE = (1500, 950)
+SIZES = ((1920, 1080, ""), (1024, 768, "-1024"))  # (width, height, file name suffix)
 
 
 def build_demo_project(path: Path, n_ok: int = 120, n_per_defect: int = 30):  # as `lineside demo`
@@ -77,15 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     QMessageBox.question = staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes)
     context = AppContext(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat))
     window = MainWindow(context, demo_path=work / "demo-project")  # as the app: the demo is offered
-    window.resize(*WINDOW_SIZE)
+    window.resize(*SIZES[0][:2])
     window.show()
     pump(app, 0.5)
 
     def shot(name: str) -> None:
-        pump(app, 0.3)
-        path = args.out / f"{name}.png"
-        window.grab().save(str(path))
-        print(f"saved {path}")
+        for width, height, suffix in SIZES:
+            window.resize(width, height)
+            pump(app, 0.4)
+            path = args.out / f"{name}{suffix}.png"
+            window.grab().save(str(path))
+            print(f"saved {path} ({width} x {height})")
+        window.resize(*SIZES[0][:2])
 
     shot("start-page")
     project_path = work / "demo"
@@ -122,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         # A failed part says more about the screen than a pass does.
         pump(app, 20, until=lambda: inspect.counters.parts >= 20 and inspect.banner.headline == "FAIL")
         shot("inspect")
+        # Review at the line: a past part from the log while the line keeps counting.
+        rows = inspect.table_model.rows
+        past = next((r for r in rows[3:] if r.label == "FAIL"), rows[min(3, len(rows) - 1)] if rows else None)
+        if past is not None:
+            inspect.review(past)
+            pump(app, 1.0)
+            shot("inspect-review")
         inspect.stop()
     else:
         shot("inspect")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QMouseEvent, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app.ui.label_canvas import bgr_to_qimage
@@ -145,7 +145,13 @@ class LiveView(QWidget):
         if self.caption:
             painter.fillRect(QRectF(0, 0, self.width(), 34), QColor(0, 0, 0, 150))
             painter.setPen(QColor("white"))
-            painter.drawText(QRectF(10, 0, self.width() - 20, 34), Qt.AlignmentFlag.AlignVCenter, self.caption)
+            small = QFont(font)
+            small.setPointSize(12)
+            painter.setFont(small)
+            # Elided, not cut: a narrow live view (1024 px screens) still ends in "…".
+            caption = QFontMetrics(small).elidedText(self.caption, Qt.TextElideMode.ElideRight, self.width() - 20)
+            painter.drawText(QRectF(10, 0, self.width() - 20, 34), Qt.AlignmentFlag.AlignVCenter, caption)
+            painter.setFont(font)
         if self.flash_text:
             painter.fillRect(QRectF(0, self.height() - 60, self.width(), 60), QColor(19, 115, 51, 220))
             painter.setPen(QColor("white"))

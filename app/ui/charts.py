@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
@@ -160,11 +160,18 @@ class LineChart(QWidget):
             p = to_screen(x, y0)
             painter.drawLine(QPointF(p.x(), plot.bottom()), QPointF(p.x(), plot.bottom() + 4))
             painter.drawText(QRectF(p.x() - 30, plot.bottom() + 4, 60, 22), Qt.AlignmentFlag.AlignCenter, _tick_text(x))
-        painter.drawText(
-            QRectF(0, plot.bottom() + 4, self.MARGIN_LEFT - 10, 22),
-            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-            self._x_label,
-        )
+        if self._x_label:  # left of the first tick; smaller type rather than cut off
+            room = self.MARGIN_LEFT - 12
+            label_font = QFont(self.font())
+            while label_font.pointSizeF() > 7 and QFontMetrics(label_font).horizontalAdvance(self._x_label) > room:
+                label_font.setPointSizeF(label_font.pointSizeF() - 0.5)
+            painter.setFont(label_font)
+            painter.drawText(
+                QRectF(0, plot.bottom() + 4, room + 2, 22),
+                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                QFontMetrics(label_font).elidedText(self._x_label, Qt.TextElideMode.ElideRight, room + 2),
+            )
+            painter.setFont(self.font())
         for series in self._series.values():
             if not series.points:
                 continue

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -74,6 +74,32 @@ class HeatmapControls(QWidget):
         self.changed.emit(self.alpha())
 
 
+class ResultsTable(QTableView):
+    """The log. Up/Down move through past parts; Enter opens the selected part and Esc
+    goes back to live here, not as the workspace's trigger key (Enter inspects elsewhere)."""
+
+    open_requested = Signal()
+    back_requested = Signal()
+    OWN_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Escape)
+
+    def event(self, event) -> bool:  # noqa: D401
+        if event.type() == QEvent.Type.ShortcutOverride and event.key() in self.OWN_KEYS and not (
+            event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        ):
+            event.accept()  # the key comes to keyPressEvent, not to a shortcut
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.open_requested.emit()
+            return
+        if event.key() == Qt.Key.Key_Escape:
+            self.back_requested.emit()
+            return
+        super().keyPressEvent(event)
+
+
 class ResultsPanel(QWidget):
     """Counters, the log table and the buttons under it."""
 
@@ -84,7 +110,7 @@ class ResultsPanel(QWidget):
         self.counters_panel = CountersPanel()
         layout.addWidget(self.counters_panel)
         self.table_model = ResultsTableModel(self)
-        self.table = QTableView()
+        self.table = ResultsTable()
         self.table.setModel(self.table_model)
         self.table.verticalHeader().hide()
         self.table.setTabKeyNavigation(False)  # Tab leaves the table, to the buttons below
@@ -98,10 +124,12 @@ class ResultsPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(30)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableView.SelectionMode.SingleSelection)
+        self.table.setToolTip("Click a part, or Up/Down, to review it; Esc goes back to live")
         self.table.setMinimumWidth(200)
         layout.addWidget(self.table, 1)
         # Two rows: three wide buttons in one row do not fit beside the image at 1024 px.
-        self.wrong_button = QPushButton("This verdict is &wrong")
+        self.wrong_button = QPushButton("This verdict is &wrong (W)")
         self.wrong_button.setEnabled(False)
         self.export_button = QPushButton("&Export CSV")
         self.reset_button = QPushButton("&Reset counters")

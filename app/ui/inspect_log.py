@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QColor
 
 from app.core.atomic import write_text
@@ -38,6 +38,7 @@ class InspectionRecord:
     model_version: str
     truth: str | None = None  # known ground truth (simulated line)
     file: str | None = None  # the hot-folder file
+    inspection_id: int | None = None  # its row in the project's inspection log (the key of its kept image)
 
 
 @dataclass
@@ -103,8 +104,22 @@ class ResultsTableModel(ListTableModel):
         return None
 
     def add_records(self, records: list[InspectionRecord]) -> None:
-        if records:
-            self.set_rows((list(reversed(records)) + self.rows)[:MAX_TABLE_ROWS])
+        """New rows on top, the oldest beyond MAX_TABLE_ROWS out: one insert and at most
+        one removal per batch, so the selected row (a part under review) stays selected."""
+        if not records:
+            return
+        new = list(reversed(records))[:MAX_TABLE_ROWS]
+        self.beginInsertRows(QModelIndex(), 0, len(new) - 1)
+        self.rows[0:0] = new
+        self.endInsertRows()
+        if len(self.rows) > MAX_TABLE_ROWS:
+            self.beginRemoveRows(QModelIndex(), MAX_TABLE_ROWS, len(self.rows) - 1)
+            del self.rows[MAX_TABLE_ROWS:]
+            self.endRemoveRows()
+
+    def row_of(self, record: InspectionRecord) -> int | None:
+        """The row showing *record* (the very object), or None when it has scrolled out."""
+        return next((row for row, rec in enumerate(self.rows) if rec is record), None)
 
     def clear(self) -> None:
         self.set_rows([])

@@ -20,7 +20,11 @@ from app.ui.style import FAIL, PASS
 
 
 class CountersPanel(QFrame):
-    """Parts, passed, failed (per class), yield and latency in large type."""
+    """Parts, passed, failed (per class), yield and latency in large type.
+
+    Two by two, not one under the other: on a 768 px screen the log below needs the
+    height to show more than three parts for review.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -28,8 +32,12 @@ class CountersPanel(QFrame):
         self.setStyleSheet("#counters QLabel { font-size: 16pt; } #counters QLabel[big=\"true\"] { font-size: 26pt; font-weight: bold; }")
         grid = QGridLayout(self)
         grid.setVerticalSpacing(2)
+        grid.setHorizontalSpacing(8)
+        grid.setColumnMinimumWidth(2, 16)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(4, 1)
         self.values: dict[str, QLabel] = {}
-        for row, (key, text, color) in enumerate(
+        for i, (key, text, color) in enumerate(
             (("parts", "Parts", None), ("passed", "Passed", PASS), ("failed", "Failed", FAIL), ("yield", "Yield", None))
         ):
             name = QLabel(text)
@@ -38,14 +46,15 @@ class CountersPanel(QFrame):
             value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             if color:
                 value.setStyleSheet(f"color: {color};")
-            grid.addWidget(name, row, 0)
-            grid.addWidget(value, row, 1)
+            row, column = divmod(i, 2)
+            grid.addWidget(name, row, 3 * column)
+            grid.addWidget(value, row, 3 * column + 1)
             self.values[key] = value
         self.per_class = QLabel("")
         self.per_class.setWordWrap(True)
-        grid.addWidget(self.per_class, 4, 0, 1, 2)
+        grid.addWidget(self.per_class, 2, 0, 1, 5)
         self.latency = QLabel("Latency –")
-        grid.addWidget(self.latency, 5, 0, 1, 2)
+        grid.addWidget(self.latency, 3, 0, 1, 5)
         self.values["yield"].setText("–")
 
     def show_counters(self, counters: InspectionCounters) -> None:
@@ -101,12 +110,14 @@ class NoModelPanel(QFrame):
 class CorrectionDialog(QDialog):
     """Asks what the part really is: OK, or which defect class. Big buttons, keys 0-9."""
 
-    def __init__(self, classes: list, model_said: str, parent: QWidget | None = None) -> None:
+    def __init__(self, classes: list, model_said: str, parent: QWidget | None = None, part: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Correct this verdict")
+        self.setMinimumWidth(440)  # the title and the question, unclipped
         self.choice: str | None = None
         layout = QVBoxLayout(self)
-        question = QLabel(f"The model said <b>{model_said}</b>. What is this part really?")
+        which = f" about the part {part}" if part else ""
+        question = QLabel(f"The model said <b>{model_said}</b>{which}. What is this part really?")
         question.setStyleSheet("font-size: 16pt;")
         question.setWordWrap(True)
         layout.addWidget(question)

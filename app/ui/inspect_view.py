@@ -69,6 +69,15 @@ class ImageView(QWidget):
     def image(self) -> QImage | None:
         return self._image
 
+    def set_placeholder(self, text: str) -> None:
+        """What the view says while it has no image."""
+        if text != self._placeholder:
+            self._placeholder = text
+            self.update()
+
+    def placeholder(self) -> str:
+        return self._placeholder
+
     def sizeHint(self) -> QSize:  # noqa: N802
         return QSize(640, 480)
 

@@ -9,6 +9,7 @@ fast line costs the GUI one repaint per tick, not one per part.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ from PySide6.QtGui import QImage
 from app.core.camera import Frame, FrameQueue
 from app.core.errors import LinesideError
 from app.ui.inspect_log import InspectionRecord
+from app.ui.inspect_review import PartRing, retain
 from app.ui.inspect_view import HEAT_ALPHA, bgr_to_qimage, blend_heatmap, display_layers
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class InspectWorker(QThread):
         continuous: bool = True,
         record: bool = True,
         parent=None,
+        parts: PartRing | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("lineside-inspect")
@@ -61,6 +64,8 @@ class InspectWorker(QThread):
         self._frames = frames
         self._continuous = continuous
         self._record = record
+        self._parts = parts  # each part's image and heatmap go here, for review at the line
+        self._local_ids = itertools.count(-1, -1)  # keys of parts not written to the project's log
         self._stop = threading.Event()
         self._trigger = threading.Event()
         self._reload = threading.Event()
@@ -163,6 +168,17 @@ class InspectWorker(QThread):
 
     def _inspect(self, frame: Frame) -> None:
         verdict = self._inspector.inspect(frame.image)
+        if self._record:
+            inspection_id = self._project.record_inspection(
+                self._model_version,
+                verdict.label,
+                float(verdict.score),
+                verdict.defect_class,
+                float(verdict.latency_ms),
+                frame.source,
+            )
+        else:
+            inspection_id = next(self._local_ids)
         record = InspectionRecord(
             at=frame.at,
             frame_index=frame.index,
@@ -174,20 +190,14 @@ class InspectWorker(QThread):
             model_version=self._model_version,
             truth=frame.truth,
             file=str(frame.path) if frame.path is not None else None,
+            inspection_id=int(inspection_id),
         )
-        if self._record:
-            self._project.record_inspection(
-                self._model_version,
-                verdict.label,
-                float(verdict.score),
-                verdict.defect_class,
-                float(verdict.latency_ms),
-                frame.source,
-            )
         drift_text = self._update_drift(frame.image, float(verdict.score))
         base, heat = display_layers(frame.image, verdict.heatmap_on_image())
         display = bgr_to_qimage(blend_heatmap(base, heat, self._heat_alpha))
         live = LiveView(record, frame.image, display, dict(verdict.class_probs), base, heat)
+        if self._parts is not None:
+            self._parts.put(record.inspection_id, retain(frame.image, base, heat))
         self.inspected += 1
         with self._lock:
             self._pending.append(record)

@@ -3,6 +3,10 @@
 Frames come from the context's capture queue (a camera, the simulated line or a hot
 folder); an InspectWorker thread runs the model; this widget shows the verdict banner,
 the heatmap, counters and the log, and sends wrong verdicts back to labeling.
+
+Review at the line: selecting a row of the log (click, Up/Down, Enter) shows that part
+(its kept image and heatmap, verdict and score) while the line goes on counting; "this
+verdict is wrong" (W) then works on that part. Esc or "Back to live" returns.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -28,8 +32,9 @@ from PySide6.QtWidgets import (
 
 from app.core.errors import LinesideError
 from app.ui.inspect_controls import HeatmapControls, ResultsPanel
-from app.ui.inspect_log import InspectionCounters, InspectionRecord, export_csv
+from app.ui.inspect_log import MAX_TABLE_ROWS, InspectionCounters, InspectionRecord, _time_text, export_csv
 from app.ui.inspect_panels import CorrectionDialog, NoModelPanel
+from app.ui.inspect_review import PartRing, RetainedPart, ReviewBar, image_not_kept_text
 from app.ui.inspect_view import ImageView, blend_heatmap, bgr_to_qimage
 from app.ui.inspect_worker import InspectWorker, LiveView
 from app.ui.verdict_banner import NoticeBanner, VerdictBanner
@@ -51,6 +56,10 @@ class InspectWorkspace(QWidget):
         self.counters = InspectionCounters()
         self.session: list[InspectionRecord] = []
         self.latest: LiveView | None = None
+        self.parts = PartRing()  # the newest parts' images, for review
+        self.reviewing: InspectionRecord | None = None  # the past part on screen; None = live
+        self._corrected: set[int] = set()  # parts already sent back to labeling (one correction each)
+        self._updating_table = False
         self._started_source = False
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
@@ -107,6 +116,8 @@ class InspectWorkspace(QWidget):
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
+        self.review_bar = ReviewBar()
+        left_layout.addWidget(self.review_bar)
         self.banner = VerdictBanner()
         self.banner.setMinimumHeight(150)
         left_layout.addWidget(self.banner)
@@ -120,14 +131,18 @@ class InspectWorkspace(QWidget):
         self.wrong_button, self.export_button = self.results.wrong_button, self.results.export_button
         self.reset_button = self.results.reset_button
         splitter.addWidget(self.results)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
+        # Even halves: the part is about square, so the left half is mostly black bars
+        # anyway, and the log and counters on the right need the width.
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
         root.addWidget(splitter, 1)
 
-        # Trigger keys work anywhere in the workspace; Enter always triggers too.
+        # Trigger keys work anywhere in the workspace; Enter too, except in the log (it opens the part there).
         self._trigger_shortcuts = [QShortcut(QKeySequence(self._trigger_key()), self), QShortcut(QKeySequence("Return"), self)]
         self._heat_shortcut = QShortcut(QKeySequence("H"), self)
-        for shortcut in (*self._trigger_shortcuts, self._heat_shortcut):
+        self._wrong_shortcut = QShortcut(QKeySequence("W"), self)
+        self._back_shortcut = QShortcut(QKeySequence("Esc"), self)
+        for shortcut in (*self._trigger_shortcuts, self._heat_shortcut, self._wrong_shortcut, self._back_shortcut):
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
 
     def _connect(self) -> None:
@@ -138,6 +153,14 @@ class InspectWorkspace(QWidget):
         for shortcut in self._trigger_shortcuts:
             shortcut.activated.connect(self.trigger)
         self._heat_shortcut.activated.connect(self.heatmap_controls.toggle)
+        self._wrong_shortcut.activated.connect(self._wrong_key)
+        self._back_shortcut.activated.connect(self.back_to_live)
+        # Selected, not merely current: Tab into the log makes a row current without opening it.
+        self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        self.table.clicked.connect(lambda index: self._on_row_clicked(index))
+        self.table.open_requested.connect(self.open_selected)
+        self.table.back_requested.connect(self.back_to_live)
+        self.review_bar.back_requested.connect(self.back_to_live)
         self.heatmap_controls.changed.connect(self._heat_alpha_changed)
         self.key_edit.editingFinished.connect(self._store_trigger_key)
         self.mode_combo.currentIndexChanged.connect(self._mode_changed)
@@ -202,7 +225,7 @@ class InspectWorkspace(QWidget):
         source_key = source_key or self.source_combo.currentData()
         if not self._start_source(source_key, hot_folder):
             return False
-        self.worker = InspectWorker(project, self.context.frames, continuous=self.continuous())
+        self.worker = InspectWorker(project, self.context.frames, continuous=self.continuous(), parts=self.parts)
         self.worker.set_heat_alpha(self.heatmap_controls.alpha())
         self.worker.results_ready.connect(self._schedule_refresh)
         self.worker.model_loaded.connect(lambda v: self.model_label.setText(f"Model {v}"))
@@ -211,7 +234,8 @@ class InspectWorkspace(QWidget):
         self.worker.start()
         self.start_button.setText("&Stop")
         self.source_combo.setEnabled(False)
-        self.banner.show_idle("READY", "Waiting for the first part")
+        if self.reviewing is None:
+            self.banner.show_idle("READY", "Waiting for the first part")
         self._mode_changed()
         self.inspecting.emit(True)
         return True
@@ -283,19 +307,49 @@ class InspectWorkspace(QWidget):
         for record in records:
             self.counters.add(record)
         self.session.extend(records)
-        self.table_model.add_records(records)
+        self._add_to_table(records)
         self.counters_panel.show_counters(self.counters)
         if latest is not None:
             self.latest = latest
-            rec = latest.record
-            self.banner.show_verdict(rec.label == "PASS", rec.defect_class, rec.score)
-            self.image_view.set_image(latest.display)
-            self.wrong_button.setEnabled(True)
+            if self.reviewing is None:  # a part under review stays on screen until Back to live
+                self._show_live()
         self.notice.show_notice(drift or "")
+
+    def _add_to_table(self, records: list[InspectionRecord]) -> None:
+        """New rows on top; while a past part is reviewed its row stays selected and where it was."""
+        if not records:
+            return
+        bar = self.table.verticalScrollBar()
+        top = bar.value()
+        self._updating_table = True  # rows moving under the selection do not change the review
+        try:
+            self.table_model.add_records(records)
+            if self.reviewing is not None:
+                row = self.table_model.row_of(self.reviewing)
+                if row is None:  # scrolled out of the log: the part stays on screen, unselected
+                    self.table.selectionModel().clear()
+                else:
+                    self.table.updateGeometries()  # the scroll range grows now, not on the next paint
+                    bar.setValue(top + min(len(records), MAX_TABLE_ROWS))
+                    self.table.viewport().update()  # repaint whole: a scrolled blit left stale rows
+        finally:
+            self._updating_table = False
+
+    def _show_live(self) -> None:
+        live = self.latest
+        self.image_view.set_placeholder(IDLE_IMAGE_TEXT)
+        if live is None:
+            self.banner.show_idle()  # READY, waiting for the first part
+            self.image_view.set_image(None)
+        else:
+            rec = live.record
+            self.banner.show_verdict(rec.label == "PASS", rec.defect_class, rec.score)
+            self.image_view.set_image(live.display)
+        self._update_wrong_button()
 
     def _on_worker_failed(self, message: str) -> None:
         self.context.status_message.emit(message)
-        if self.latest is None:  # nothing judged yet: the banner is free to say why
+        if self.latest is None and self.reviewing is None:  # nothing judged yet: the banner is free to say why
             self.banner.show_idle("ERROR", message[:80])
 
     def _on_worker_finished(self) -> None:
@@ -318,6 +372,7 @@ class InspectWorkspace(QWidget):
         self.reset_counters()
         # The last part belongs to the old project: its verdict, image and correction go.
         self.latest = None
+        self._corrected.clear()
         self.banner.show_idle()
         self.image_view.set_image(None)
         self.wrong_button.setEnabled(False)
@@ -327,6 +382,9 @@ class InspectWorkspace(QWidget):
     def _heat_alpha_changed(self, alpha: float) -> None:
         if self.worker is not None:
             self.worker.set_heat_alpha(alpha)
+        if self.reviewing is not None:
+            self._show_review()
+            return
         live = self.latest
         if live is not None and live.base is not None and live.heat is not None:
             # Re-blend the part on screen now; the next parts come blended by the worker.
@@ -336,6 +394,8 @@ class InspectWorkspace(QWidget):
     # -- actions ---------------------------------------------------------------------
 
     def reset_counters(self) -> None:
+        self.back_to_live()  # the log's rows go, and with them the parts to review
+        self.parts.clear()
         self.counters = InspectionCounters()
         self.session = []
         self.table_model.clear()
@@ -359,29 +419,117 @@ class InspectWorkspace(QWidget):
         return Path(path)
 
     def correct_current(self, verdict: str | None = None) -> int | None:
-        """Save the part on screen into the project with the right label.
+        """Save the part on screen (the one under review, else the newest) into the
+        project with the right label.
 
         Returns the new image id. *verdict* skips the question (keyboard and tests).
         """
-        project, live = self.context.project, self.latest
-        if project is None or live is None:
+        project = self.context.project
+        rec, image = self._part_on_screen()
+        if project is None or rec is None or image is None or self._key(rec) in self._corrected:
             return None
-        rec = live.record
         if verdict is None:
             said = "PASS" if rec.label == "PASS" else f"FAIL ({rec.defect_class})"
-            dialog = CorrectionDialog(project.classes(), said, self)
+            part = f"of {_time_text(rec.at)} (score {rec.score:.2f})" if self.reviewing is not None else ""
+            dialog = CorrectionDialog(project.classes(), said, self, part=part)
             if dialog.exec() != CorrectionDialog.DialogCode.Accepted or dialog.choice is None:
                 return None
             verdict = dialog.choice
         try:
-            image, _new = project.add_image_array(live.image, source="line", tags={"model_said": rec.label})
-            project.set_label(image.id, verdict, author="line")
+            tags = {"model_said": rec.label, "model_version": rec.model_version}
+            if rec.inspection_id is not None and rec.inspection_id > 0:
+                tags["inspection_id"] = str(rec.inspection_id)
+            stored, _new = project.add_image_array(image, source="line", tags=tags)
+            project.set_label(stored.id, verdict, author="line")
         except LinesideError as exc:
             QMessageBox.warning(self, "Could not save the part", str(exc))
             return None
-        self.context.labels_changed.emit(image.id)
+        self._corrected.add(self._key(rec))  # one correction per part
+        self._update_wrong_button()
+        self.context.labels_changed.emit(stored.id)
         if hasattr(self.context, "images_changed"):
             self.context.images_changed.emit()
         self.context.status_message.emit(f"Saved the part as '{verdict}' for the next training.")
-        self.wrong_button.setEnabled(False)  # one correction per part
-        return image.id
+        return stored.id
+
+    # -- review at the line ----------------------------------------------------------
+
+    @staticmethod
+    def _key(record: InspectionRecord) -> int:
+        return record.inspection_id if record.inspection_id is not None else id(record)
+
+    def _part_on_screen(self):
+        """(record, original image or None) of the part the screen shows."""
+        if self.reviewing is not None:
+            part = self.parts.get(self.reviewing.inspection_id)
+            return self.reviewing, part.image if part is not None else None
+        if self.latest is not None:
+            return self.latest.record, self.latest.image
+        return None, None
+
+    def _update_wrong_button(self) -> None:
+        rec, image = self._part_on_screen()
+        self.wrong_button.setEnabled(rec is not None and image is not None and self._key(rec) not in self._corrected)
+
+    def review(self, record: InspectionRecord) -> None:
+        """Show a past part (its kept image and heatmap, verdict and score) until Back to live."""
+        self.reviewing = record
+        row = self.table_model.row_of(record)
+        if row is not None and self.table.currentIndex().row() != row:
+            self._updating_table = True
+            try:
+                self.table.setCurrentIndex(self.table_model.index(row, 0))
+            finally:
+                self._updating_table = False
+            self.table.scrollTo(self.table_model.index(row, 0))  # opened from elsewhere: show its row
+        self._show_review()
+
+    def _show_review(self) -> None:
+        rec = self.reviewing
+        if rec is None:
+            return
+        part: RetainedPart | None = self.parts.get(rec.inspection_id)
+        self.review_bar.show_record(rec, kept=part is not None)
+        self.banner.show_verdict(rec.label == "PASS", rec.defect_class, rec.score)
+        if part is None:
+            self.image_view.set_placeholder(image_not_kept_text(self.parts.max_parts))
+            self.image_view.set_image(None)
+        else:
+            alpha = self.heatmap_controls.alpha()
+            self.image_view.set_image(bgr_to_qimage(blend_heatmap(part.base, part.heat01(), alpha)))
+        self._update_wrong_button()
+
+    def back_to_live(self) -> None:
+        """Leave the review: the newest part, its verdict and the live updates again."""
+        if self.reviewing is None:
+            return
+        self.reviewing = None
+        self.review_bar.hide()
+        self._updating_table = True
+        try:
+            self.table.selectionModel().clear()  # also the current row: Down starts again at the newest
+        finally:
+            self._updating_table = False
+        self._show_live()
+
+    def open_selected(self) -> None:
+        """Enter on the log: review the selected part (the newest when none is)."""
+        index = self.table.currentIndex()
+        row = index.row() if index.isValid() else 0
+        if 0 <= row < self.table_model.rowCount():
+            self.review(self.table_model.record(row))
+
+    def _on_selection_changed(self, *_args) -> None:
+        if self._updating_table:
+            return
+        rows = self.table.selectionModel().selectedRows()
+        if len(rows) == 1 and (record := self.table_model.record(rows[0].row())) is not self.reviewing:
+            self.review(record)
+
+    def _on_row_clicked(self, index: QModelIndex) -> None:
+        if index.isValid() and self.table_model.record(index.row()) is not self.reviewing:
+            self.review(self.table_model.record(index.row()))
+
+    def _wrong_key(self) -> None:
+        if self.wrong_button.isEnabled():
+            self.correct_current()

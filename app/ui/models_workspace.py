@@ -176,7 +176,7 @@ class ModelsWorkspace(QWidget):
             self.summary.setText("No models yet. Train one in Train.")
         else:
             self.summary.setText(
-                f"{len(versions)} versions. In production: {production.version if production else 'none'}."
+                f"{len(versions)} version{'' if len(versions) == 1 else 's'}. In production: {production.version if production else 'none'}."
             )
         if previous is not None:
             self.select_version(previous.version)

@@ -29,6 +29,10 @@ SHORTCUTS: list[tuple[str, str, str, str]] = [
     ("Train", "Esc", "Cancel the training", "Esc"),
     ("Inspect", "Space (settable) or Enter", "Inspect one part (trigger mode)", "Space Return"),
     ("Inspect", "H", "Heatmap on / off", "H"),
+    ("Inspect", "↑ / ↓ in the log", "Review a newer / older part (or click its row)", "Up Down"),
+    ("Inspect", "Enter in the log", "Open the selected part", "Return"),
+    ("Inspect", "W", "This verdict is wrong: label the part on screen", "W"),
+    ("Inspect", "Esc", "Back to live", "Esc"),
     ("Inspect", "Alt+S / Alt+I", "Start or stop / inspect now", "Alt+S Alt+I"),
     ("Inspect", "Alt+W / Alt+E / Alt+R", "Verdict is wrong / export CSV / reset counters", "Alt+W Alt+E Alt+R"),
 ]

@@ -30,33 +30,19 @@ from tests.store_fixtures import part_image, write_image
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 
-def _kill_after(command: list[str], delay: float) -> tuple[bool, str]:
-    with tempfile.TemporaryFile() as out:
-        child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
-        try:
-            child.wait(timeout=delay)
-            killed = False
-        except subprocess.TimeoutExpired:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-            killed = True
-        out.seek(0)
-        return killed, out.read().decode("utf-8", "replace")
-
-
-def _kill_once_working(command: list[str], extra_delay: float, start_timeout: float = 120.0) -> tuple[bool, str]:
-    """SIGKILL *extra_delay* seconds after the child's first acknowledged line.
-
-    Waiting for the first line (not a fixed delay from the start) keeps the test about
-    a kill in the middle of the work however busy the machine is."""
+def _kill_after(command: list[str], delay: float, after_first_line: bool = False,
+                start_timeout: float = 120.0) -> tuple[bool, str]:
+    """SIGKILL the child *delay* seconds after it starts (or, with *after_first_line*,
+    after its first acknowledged line: that keeps a kill in the middle of the work
+    however busy the machine is). Returns (killed, what it printed)."""
     with tempfile.TemporaryFile() as out:
         child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + start_timeout
-        while out.tell() == 0 and child.poll() is None and time.monotonic() < deadline:
+        while after_first_line and out.tell() == 0 and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
             out.seek(0, 2)
         try:
-            child.wait(timeout=extra_delay)
+            child.wait(timeout=delay)
             killed = False
         except subprocess.TimeoutExpired:
             child.send_signal(signal.SIGKILL)
@@ -137,7 +123,7 @@ def test_labeling_killed_keeps_every_acknowledged_label(tmp_path: Path, delay: f
     project_dir = make_project(tmp_path, n_ok=10, n_defect=10)
     before = snapshot(project_dir)
 
-    killed, out = _kill_once_working([sys.executable, "-c", LABEL_CHILD, str(project_dir)], delay)
+    killed, out = _kill_after([sys.executable, "-c", LABEL_CHILD, str(project_dir)], delay, after_first_line=True)
 
     assert killed
     acknowledged = [line.split() for line in out.splitlines() if len(line.split()) == 3]

@@ -15,12 +15,10 @@ moment.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from typing import Any
 
-from app.core.errors import LinesideError
+from app.core.plc.loop_thread import LoopThreadServer
 from app.core.plc.link import PlcLink
 from app.core.plc.signals import (
     CONTROL_WORD_REGISTER,
@@ -43,10 +41,13 @@ _HOLDING = (3, 6, 16, 22, 23)
 _INPUT = (4,)
 
 
-class ModbusServer:
+class ModbusServer(LoopThreadServer):
     """Serves a PlcLink over Modbus TCP until stop()."""
 
+    name = "Modbus"
+
     def __init__(self, link: PlcLink, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+        super().__init__()
         self.link = link
         self.host, self.port = host, int(port)
         # The control word as written through coils; it starts with the link's presets
@@ -57,11 +58,6 @@ class ModbusServer:
         self._coils = pack_bits(inputs, INPUT_BITS)
         self._holding = [0] * HOLDING_REGISTERS
         self._holding[MODEL_NUMBER_REGISTER] = inputs["model_number"]
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
         self.requests = 0
 
     @property
@@ -69,46 +65,14 @@ class ModbusServer:
         return f"modbus://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> "ModbusServer":
-        self._thread = threading.Thread(target=self._run, name="lineside-modbus", daemon=True)
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise LinesideError(f"the Modbus server on {self.host}:{self.port} did not start in {timeout:.0f} s.")
-        if self._failure is not None:
-            raise LinesideError(f"the Modbus server cannot listen on {self.host}:{self.port} "
-                                f"({self._failure}); is the port in use?") from self._failure
+        self._start_thread(timeout, f"{self.host}:{self.port}")
         log.info("Modbus TCP server on %s:%d", self.host, self.port)
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        loop = self._loop
-        if loop is not None and self._server is not None and loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._server.shutdown(), loop)
-            try:
-                future.result(timeout)
-            except Exception:
-                log.exception("Modbus server shutdown")
-            loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout)
+    async def _shutdown(self) -> None:
+        await self._server.shutdown()
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._listen())
-        except BaseException as exc:  # reported by start()
-            self._failure = exc
-            self._started.set()
-            loop.close()
-            return
-        self._started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    async def _listen(self) -> None:
+    async def _serve(self) -> None:
         from pymodbus.server import ModbusTcpServer
         from pymodbus.simulator import DataType, SimData, SimDevice
 

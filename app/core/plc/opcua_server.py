@@ -45,12 +45,12 @@ import hmac
 import ipaddress
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from app.core.errors import LinesideError
+from app.core.plc.loop_thread import LoopThreadServer
 from app.core.plc.link import PlcLink
 from app.core.plc.signals import BOOL, INPUTS, OUTPUTS, U16, U32, Signal
 
@@ -119,8 +119,10 @@ def _value(signal: Signal, value: int) -> Any:
     return bool(value) if signal.kind == BOOL else int(value)
 
 
-class OpcUaServer:
+class OpcUaServer(LoopThreadServer):
     """Serves a PlcLink over OPC UA until stop()."""
+
+    name = "OPC UA"
 
     def __init__(
         self,
@@ -132,6 +134,7 @@ class OpcUaServer:
         cert_dir: Path | str | None = None,
         allow_insecure: bool = False,
     ) -> None:
+        super().__init__()
         parsed = urlparse(url)
         if parsed.scheme != "opc.tcp" or not parsed.hostname:
             raise LinesideError(f"{url}: an OPC UA endpoint looks like opc.tcp://127.0.0.1:4840/lineside/.")
@@ -146,11 +149,6 @@ class OpcUaServer:
         self.secure = secure
         self.users = dict(users or {})
         self.cert_dir = Path(cert_dir) if cert_dir is not None else None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
         self._inputs: dict[Any, Signal] = {}  # nodeid -> input signal
         self._outputs: dict[str, tuple[Any, Signal]] = {}  # name -> (nodeid, signal)
         self._state_node: Any = None
@@ -161,12 +159,7 @@ class OpcUaServer:
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> "OpcUaServer":
-        self._thread = threading.Thread(target=self._run, name="lineside-opcua", daemon=True)
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise LinesideError(f"the OPC UA server on {self.url} did not start in {timeout:.0f} s.")
-        if self._failure is not None:
-            raise LinesideError(f"the OPC UA server cannot listen on {self.url} ({self._failure}).") from self._failure
+        self._start_thread(timeout, self.url)
         self.link.subscribe(self._wake)
         log.info("OPC UA server on %s (%s, %s)", self.url,
                  "Basic256Sha256 SignAndEncrypt" if self.secure else "no security",
@@ -174,37 +167,14 @@ class OpcUaServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        loop = self._loop
-        if loop is not None and self._server is not None and loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._server.stop(), loop)
-            try:
-                future.result(timeout)
-            except Exception:
-                log.exception("OPC UA server stop")
-            loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._setup())
-        except BaseException as exc:
-            self._failure = exc
-            self._started.set()
-            loop.close()
-            return
-        self._started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+    async def _shutdown(self) -> None:
+        await self._server.stop()
 
     # -- the address space ---------------------------------------------------------------------
 
-    async def _setup(self) -> None:
+    async def _serve(self) -> None:
         from asyncua import Server, ua
         from asyncua.common.callback import CallbackType
 
