@@ -8,16 +8,25 @@ A model with a tile plan ("tiling" in the metadata) is a per-tile network: large
 are cut into overlapping tiles near native resolution (`app.core.preprocess.TilePlan`),
 all tiles go through the model, the part's score is the max over its tiles, its class
 comes from the strongest tile and its heatmap is stitched over the whole part.
+
+Speed (benchmarks/results/latency.md): one session per model with all graph
+optimisations, sequential execution, intra-op threads as chosen per machine by
+`lineside bench` (project settings "precision" and "threads"), pool threads not spinning
+by default. A project may run `model.int8.onnx` (static INT8, written by `lineside
+quantize` only when it passed its accuracy gate; it carries its own threshold).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from app.core.errors import LinesideError, ModelFileError
@@ -26,10 +35,9 @@ from app.core.preprocess import (
     Letterbox,
     TileLayout,
     TilePlan,
-    heatmap_to_image,
     letterbox,
-    stitch,
     stitch_grid,
+    stitch_scaled,
 )
 
 if TYPE_CHECKING:  # the project store is only needed by load_inspector_for_project
@@ -45,6 +53,16 @@ GENERIC_DEFECT = "defect"
 DEFAULT_MODE = "supervised"
 # Tiles per session run: bounds memory on a many-tile batch, still amortises the call.
 MAX_TILES_PER_RUN = 16
+# Precisions a project can choose with `lineside bench` (setting "precision").
+FLOAT, INT8 = "float", "int8"
+INT8_FILENAME = "model.int8.onnx"  # beside model.onnx, written by `lineside quantize`
+# Worker threads of ONNX Runtime's pool busy-wait between kernels by default. On a
+# station with its own cores that shaves a little latency off every part; on a machine
+# shared with the GUI and other work it burns a core for nothing. Off unless asked for
+# (benchmarks/results/latency.md measures both).
+DEFAULT_SPINNING = False
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,7 @@ class ModelInfo:
     reference: dict | None
     tiling: TilePlan | None = None  # None: the whole part is letterboxed into one input
     mode: str = DEFAULT_MODE  # how the model was trained ("supervised", ...)
+    precision: str = FLOAT  # "int8" for a file written by `lineside quantize`
 
 
 @dataclass
@@ -79,11 +98,58 @@ class Verdict:
     def label(self) -> str:
         return "PASS" if self.passed else "FAIL"
 
-    def heatmap_on_image(self) -> np.ndarray:
-        """The heatmap as float32 H x W over the original image (padding cut away)."""
+    def heatmap_on_image(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The heatmap as float32 over the original image (padding cut away).
+
+        *size* (width, height) maps it straight to a display size (default: the image's
+        own H x W), so a GUI showing a downscaled part need not build the full-resolution
+        map and shrink it again.
+        """
         if self.layout is not None:  # exact stitch from the tiles, not the coarse grid
-            return stitch(self.tile_heatmaps, self.layout)
-        return heatmap_to_image(self.heatmap, self.box)
+            canvas = stitch_scaled(self.tile_heatmaps, self.layout)
+            out_w, out_h = size or (self.layout.width, self.layout.height)
+            if canvas.shape == (out_h, out_w):
+                return canvas
+            return cv2.resize(canvas, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        return grid_to_image(self.heatmap, self.box, size)
+
+
+def grid_to_image(grid: np.ndarray, box: Letterbox, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A model-grid heatmap mapped onto the original image, or straight to *size* =
+    (width, height) (a display size): the grid is resized to the model input square, the
+    part's region cut out and resized once to the output. With size None this is exactly
+    `preprocess.heatmap_to_image`; with a display size it skips the full-resolution map
+    (for a 5-megapixel camera frame, 20 MB of float32 resized twice per part)."""
+    out_w, out_h = size or (box.width, box.height)
+    full = cv2.resize(np.asarray(grid, np.float32), (box.size, box.size), interpolation=cv2.INTER_LINEAR)
+    new_w, new_h = max(1, round(box.width * box.scale)), max(1, round(box.height * box.scale))
+    crop = full[box.pad_y : box.pad_y + new_h, box.pad_x : box.pad_x + new_w]
+    return cv2.resize(crop, (int(out_w), int(out_h)), interpolation=cv2.INTER_LINEAR)
+
+
+def session_options(threads: int = 1, spinning: bool | None = None, profile_prefix: str | None = None):
+    """ONNX Runtime options for the line: *threads* intra-op threads, one graph at a time.
+
+    - all graph optimisations (constant folding, Conv+BN+Clip fusion, NCHWc layout);
+    - sequential execution, one inter-op thread: the network is a chain, a second pool
+      only competes for the same cores;
+    - *spinning* (default DEFAULT_SPINNING): whether idle pool threads busy-wait;
+    - *profile_prefix*: ONNX Runtime's per-node profiler writes a JSON trace there.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # ORT warnings about unused initialisers are noise here
+    spin = DEFAULT_SPINNING if spinning is None else bool(spinning)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    return options
 
 
 def _parse_model_info(meta_json: str | None, path: Path) -> ModelInfo:
@@ -109,6 +175,7 @@ def _parse_model_info(meta_json: str | None, path: Path) -> ModelInfo:
             reference=meta.get("reference") or None,
             tiling=TilePlan.from_dict(meta.get("tiling")),
             mode=str(meta.get("mode") or DEFAULT_MODE),
+            precision=str(meta.get("precision") or FLOAT),
         )
     except ModelFileError:
         raise
@@ -144,6 +211,9 @@ class Inspector:
         threads: int = 1,
         threshold: float | None = None,
         providers: list[str] | None = None,
+        *,
+        spinning: bool | None = None,
+        profile_prefix: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -153,11 +223,8 @@ class Inspector:
             raise ModelFileError(f"{path}: model file not found.")
         if path.stat().st_size == 0:
             raise ModelFileError(f"{path}: the model file is empty (0 bytes).")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # ORT warnings about unused initialisers are noise here
+        self.threads = max(1, int(threads))
+        options = session_options(self.threads, spinning, profile_prefix)
         try:
             self._session = ort.InferenceSession(
                 str(path), sess_options=options, providers=_choose_providers(providers)
@@ -192,6 +259,20 @@ class Inspector:
     @property
     def providers(self) -> list[str]:
         return list(self._session.get_providers())
+
+    @property
+    def precision(self) -> str:
+        return self.info.precision
+
+    @property
+    def metadata(self) -> dict:
+        """The raw `lineside` metadata entry of the file."""
+        return json.loads(self._session.get_modelmeta().custom_metadata_map.get(METADATA_KEY) or "{}")
+
+    def end_profiling(self) -> Path | None:
+        """Stop ONNX Runtime's profiler (Inspector(..., profile_prefix=...)): its JSON trace."""
+        name = self._session.end_profiling()
+        return Path(name) if name else None
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         try:
@@ -254,6 +335,11 @@ class Inspector:
     def inspect(self, image: np.ndarray) -> Verdict:
         return self.inspect_batch([image])[0]
 
+    def model_inputs(self, image: np.ndarray) -> list[np.ndarray]:
+        """What the network sees of one part: its tiles, or its single letterbox (the
+        same geometry as inspect; for calibration and profiling)."""
+        return self._model_inputs(image)[0]
+
     def _model_inputs(self, image: np.ndarray) -> tuple[list[np.ndarray], Letterbox | TileLayout]:
         """The model inputs for one part: its tiles, or its single letterbox."""
         image = to_bgr8(image)
@@ -295,9 +381,16 @@ class Inspector:
 
 
 def load_inspector_for_project(
-    project: "Project", version: str | None = None, threads: int = 1
+    project: "Project", version: str | None = None, threads: int | None = None
 ) -> tuple[Inspector, "ModelVersion"]:
-    """The project's production model (or *version*) ready to inspect."""
+    """The project's production model (or *version*) ready to inspect.
+
+    Precision and threads are what `lineside bench` chose for this machine (project
+    settings "precision" and "threads"); *threads* given here wins. An INT8 choice uses
+    `model.int8.onnx` with the threshold re-chosen for it at quantisation; when that file
+    is missing or was made from another model.onnx, the float model is used and a
+    warning logged.
+    """
     if version is None:
         model = project.production_model()
         if model is None:
@@ -307,8 +400,51 @@ def load_inspector_for_project(
             )
     else:
         model = project.model(version)  # a LinesideError naming the known versions
+    if threads is None:
+        threads = _int_setting(project.get_setting("threads"), 1)
+    if project.get_setting("precision") == INT8:
+        # The INT8 file's own threshold: re-chosen on its scores by the trainer's rule.
+        int8 = int8_inspector_for(model, threads)
+        if int8 is not None:
+            return int8, model
     # The project's threshold wins over the one baked into the file: it may have been
     # tuned after the export.
     inspector = Inspector(model.onnx_path, threads=threads, threshold=model.threshold)
     return inspector, model
 
+
+def _int_setting(value: object, default: int) -> int:
+    try:
+        return max(1, int(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def file_sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def int8_inspector_for(model: "ModelVersion", threads: int = 1) -> Inspector | None:
+    """The model's INT8 file ready to inspect, if it exists and was quantised from the
+    model's current model.onnx; None (with a logged warning) otherwise, so the caller
+    falls back to float."""
+    path = model.path / INT8_FILENAME
+    if not path.is_file():
+        log.warning("the project chose INT8, but model %s has no %s (run `lineside quantize`); "
+                    "using the float model", model.version, INT8_FILENAME)
+        return None
+    try:
+        inspector = Inspector(path, threads=threads)
+        source = inspector.metadata.get("source_sha256")
+    except LinesideError as exc:
+        log.warning("%s cannot be used (%s); using the float model", path, exc)
+        return None
+    if inspector.precision != INT8 or source != file_sha256(model.onnx_path):
+        log.warning("%s was not made from model %s's current model.onnx; using the float model "
+                    "(run `lineside quantize` again)", path, model.version)
+        return None
+    return inspector

@@ -1,0 +1,405 @@
+"""Line speed: session options keep float parity, INT8 quantisation behind its gate,
+`lineside bench` choosing per machine and `load_inspector_for_project` honouring it,
+the heatmap's display-size path and the latency profile writer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from app.cli import speed
+from app.core.project import Project
+from app.core.runtime import INT8, INT8_FILENAME, Inspector, load_inspector_for_project
+from app.core.synthetic import DEFECT_KINDS, generate_part
+from benchmarks import latency
+from tests.onnx_fixtures import write_model
+from tests.training_fixtures import make_tiny_project
+
+pytest.importorskip("torch")  # the trained fixture needs the workstation edition
+onnx = pytest.importorskip("onnx")
+quantize = pytest.importorskip("training.quantize")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    from training.pipeline import train_project
+
+    folder = make_tiny_project(tmp_path_factory.mktemp("speed") / "tiny")
+    train_project(folder, epochs=1, device="cpu", seed=0)
+    return folder
+
+
+@pytest.fixture()
+def project_dir(trained, tmp_path) -> Path:
+    """A fresh copy of the trained project per test (tests write INT8 files and settings)."""
+    copy = tmp_path / "project"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+def generated_parts(n: int, seed: int = 11) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    kinds = [None, *DEFECT_KINDS]
+    return [generate_part(rng, kinds[i % len(kinds)], size=160)[0] for i in range(n)]
+
+
+# A small convolutional model with a clear answer, so that the gate's outcome does not
+# hang on a one-epoch network whose scores all sit near its threshold: bright blobs on a
+# dark textured part are defects. Conv -> Relu -> Conv -> Relu (+ residual Add) -> Conv:
+# what the quantiser turns into INT8; max-pooled patch logits -> heatmap and score.
+BLOB_SIZE = 64
+
+
+def _blob_model(path: Path) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = np.full((4, 3, 3, 3), 1.0 / 27.0, np.float32) * rng.uniform(0.8, 1.2, (4, 1, 1, 1)).astype(np.float32)
+    w2 = (np.eye(4, dtype=np.float32)[:, :, None, None] * np.pad(np.ones((1, 1)), 1)[None, None]
+          + rng.normal(0, 0.02, (4, 4, 3, 3))).astype(np.float32)
+    w3 = np.full((1, 4, 1, 1), 6.0, np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in [
+        (w1, "w1"), (np.full(4, -0.45, np.float32), "b1"), (w2, "w2"), (np.zeros(4, np.float32), "b2"),
+        (w3, "w3"), (np.array([-2.0], np.float32), "b3"), (np.array(1 / 255, np.float32), "inv255"),
+        (np.array(1.0, np.float32), "one"), (np.array([1], np.int64), "axis1")]]
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["f", "inv255"], ["x"]),
+        helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Add", ["r1", "r2"], ["res"]),
+        helper.make_node("Conv", ["res", "w3", "b3"], ["logits"]),
+        helper.make_node("MaxPool", ["logits"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),
+        helper.make_node("Sigmoid", ["pooled"], ["heat4"]),
+        helper.make_node("Squeeze", ["heat4", "axis1"], ["heatmap"]),
+        helper.make_node("ReduceMax", ["heatmap"], ["score"], axes=[1, 2], keepdims=0),
+        helper.make_node("Sub", ["one", "score"], ["ok"]),
+        helper.make_node("Unsqueeze", ["ok", "axis1"], ["ok1"]),
+        helper.make_node("Unsqueeze", ["score", "axis1"], ["bad1"]),
+        helper.make_node("Concat", ["ok1", "bad1"], ["class_probs"], axis=1),
+    ]
+    grid = BLOB_SIZE // 16
+    graph = helper.make_graph(nodes, "blob", [
+        helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", BLOB_SIZE, BLOB_SIZE, 3])], [
+        helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"]),
+        helper.make_tensor_value_info("class_probs", TensorProto.FLOAT, ["N", 2]),
+        helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["N", grid, grid])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = {"format": 1, "class_names": ["ok", "blob"], "input_size": BLOB_SIZE, "heatmap_stride": 16,
+            "threshold": 0.5, "version": "v1", "mode": "supervised"}
+    helper.set_model_props(model, {"lineside": json.dumps(meta)})
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def blob_part(rng: np.random.Generator, defect: bool) -> np.ndarray:
+    """A dark textured part; a defective one has a bright blob somewhere."""
+    image = (40 + 30 * rng.random((BLOB_SIZE, BLOB_SIZE, 3))).astype(np.uint8)
+    if defect:
+        y, x = rng.integers(8, BLOB_SIZE - 8, 2)
+        r = int(rng.integers(3, 6))
+        image[y - r:y + r, x - r:x + r] = rng.integers(200, 256)
+    return image
+
+
+@pytest.fixture(scope="module")
+def blob_project(tmp_path_factory) -> Path:
+    """A project with generated blob parts (train and val) and the blob model as v1,
+    thresholded on its validation OK parts like the trainer does."""
+    from app.core.operating_point import operating_point
+
+    folder = tmp_path_factory.mktemp("blob") / "project"
+    rng = np.random.default_rng(5)
+    with Project.create(folder, name="blob") as project:
+        val = []
+        for i in range(60):
+            defect = i % 3 == 0
+            image = blob_part(rng, defect)
+            record, _ = project.add_image_array(image)
+            project.set_label(record.id, "blob" if defect else "ok")
+            split = "val" if i % 2 else "train"
+            project.set_split(record.id, split)
+            if split == "val":
+                val.append((image, defect))
+        version = project.next_version()
+        model_dir = project.models_dir / version
+        path = _blob_model(model_dir / "model.onnx")
+        scores = np.array([v.score for v in Inspector(path).inspect_batch([im for im, _ in val])])
+        defect = np.array([d for _, d in val])
+        point = operating_point(scores[~defect], scores[defect])
+        metrics = {"auroc": 1.0, "false_reject_target": 0.01, "mode": "supervised"}
+        (model_dir / "model.json").write_text(json.dumps({"threshold": point.threshold, "metrics": metrics}))
+        project.register_model(version, model_dir, point.threshold, metrics, {"mode": "supervised"})
+        project.deploy(version)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def quantized(blob_project, tmp_path_factory) -> Path:
+    """A copy of the blob project whose v1 has passed the gate and got its INT8 file."""
+    copy = tmp_path_factory.mktemp("quantized") / "project"
+    shutil.copytree(blob_project, copy)
+    with Project.open(copy) as project:
+        quantize.quantize_model(project, "v1")
+    return copy
+
+
+# -- float: session options must not change what the model says -----------------------
+
+def test_runtime_session_options_keep_float_parity(trained):
+    import onnxruntime as ort
+
+    model_path = trained / "models" / "v1" / "model.onnx"
+    plain = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])  # ORT defaults
+    parts = generated_parts(6)
+    for threads, spinning in ((1, None), (2, True), (2, False)):
+        inspector = Inspector(model_path, threads=threads, spinning=spinning)
+        batch = np.stack([x for p in parts for x in inspector.model_inputs(p)])
+        expected = plain.run(["score", "class_probs", "heatmap"], {"image": batch})
+        got = [v for v in inspector.inspect_batch(parts)]
+        assert np.max(np.abs(np.array([v.score for v in got]) - expected[0])) <= 1e-5
+        assert np.max(np.abs(np.stack([v.heatmap for v in got]) - expected[2])) <= 1e-5
+
+
+def test_folding_the_channel_flip_into_the_stem_is_exact(trained, tmp_path):
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = trained / "models" / "v1" / "model.onnx"
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(source), str(prepared))
+    model = onnx.load(str(prepared))
+    assert quantize.drop_channel_flip(model)
+    assert not any(n.op_type == "Slice" and n.input[0] == "/net/Cast_output_0" for n in model.graph.node)
+    batch = np.stack([Inspector(source).model_inputs(p)[0] for p in generated_parts(4)])
+    a = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"image": batch})
+    b = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": batch})
+    assert all(np.max(np.abs(x - y)) <= 1e-5 for x, y in zip(a, b))
+
+
+# -- INT8: the gate -----------------------------------------------------------------
+
+def _model_json(folder: Path) -> bytes:
+    return (folder / "models" / "v1" / "model.json").read_bytes()
+
+
+def test_a_model_failing_the_gate_is_refused_and_nothing_is_written(project_dir):
+    before = _model_json(project_dir)
+    with Project.open(project_dir) as project:
+        with pytest.raises(quantize.QuantizeRefused, match="refused, nothing was written") as refused:
+            quantize.quantize_model(project, "v1", quantize.Gate(min_agreement=1.01), plans=("full",))
+    assert refused.value.record["passed"] is False and refused.value.record["failures"]
+    folder = project_dir / "models" / "v1"
+    assert not (folder / INT8_FILENAME).exists()
+    assert _model_json(project_dir) == before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".int8-")]  # no leftovers
+
+
+def test_a_broken_calibration_is_refused(blob_project, tmp_path):
+    copy = tmp_path / "project"
+    shutil.copytree(blob_project, copy)
+    # Calibrated on blank frames only, every activation range is wrong for real parts.
+    blank = [np.zeros((BLOB_SIZE, BLOB_SIZE, 3), np.uint8)] * 8
+    with Project.open(copy) as project:
+        with pytest.raises(quantize.QuantizeRefused, match="no mixed-precision plan passed"):
+            quantize.quantize_model(project, "v1", calibration=blank)
+    assert not (copy / "models" / "v1" / INT8_FILENAME).exists()
+
+
+def test_the_blob_model_quantises_with_its_own_calibration(blob_project):
+    """Sanity of the fixture the passing tests rely on: float separates blobs cleanly."""
+    with Project.open(blob_project) as project:
+        model = project.model("v1")
+        inspector = Inspector(model.onnx_path, threshold=model.threshold)
+        rng = np.random.default_rng(99)
+        assert all(inspector.inspect(blob_part(rng, True)).passed is False for _ in range(10))
+        assert all(inspector.inspect(blob_part(rng, False)).passed for _ in range(10))
+
+
+def test_the_cli_refuses_with_a_clear_message(project_dir, capsys):
+    assert main(["quantize", str(project_dir), "v1", "--min-agreement", "1.01"]) == 2
+    err = capsys.readouterr().err
+    assert "refused, nothing was written" in err and "float model stays in use" in err
+    assert not (project_dir / "models" / "v1" / INT8_FILENAME).exists()
+
+
+def test_a_passing_model_gets_its_int8_file_and_gate_record(quantized):
+    folder = quantized / "models" / "v1"
+    record = json.loads((folder / "model.json").read_text())["int8"]
+    assert record["passed"] and record["agreement"] >= quantize.MIN_AGREEMENT
+    assert record["auroc_drop"] <= quantize.MAX_AUROC_DROP
+    assert record["recipe"]["format"] == "QDQ" and record["recipe"]["weights"] == "int8 per channel"
+    int8 = Inspector(folder / INT8_FILENAME)
+    assert int8.precision == INT8 and int8.threshold == pytest.approx(record["threshold"])
+    assert int8.metadata["source_sha256"] == record["source_sha256"]
+    # The INT8 threshold is the trainer's rule on the INT8 scores of the held-out OK parts.
+    assert record["operating_point"]["threshold"] == record["threshold"]
+    assert record["operating_point"]["n_ok_heldout"] == record["n_ok"]
+
+
+def test_float_and_int8_agree_on_generated_parts(quantized):
+    folder = quantized / "models" / "v1"
+    with Project.open(quantized) as project:
+        threshold = project.model("v1").threshold
+    reference = Inspector(folder / "model.onnx", threshold=threshold)
+    int8 = Inspector(folder / INT8_FILENAME)
+    rng = np.random.default_rng(2024)  # parts neither the calibration nor the gate saw
+    parts = [blob_part(rng, i % 2 == 0) for i in range(200)]
+    a, b = reference.inspect_batch(parts), int8.inspect_batch(parts)
+    same = np.mean([x.passed == y.passed for x, y in zip(a, b)])
+    assert same >= quantize.MIN_AGREEMENT
+    assert max(abs(x.score - y.score) for x, y in zip(a, b)) < 0.05  # INT8, not parity
+
+
+def test_the_trained_network_quantises_and_reports_every_plan(project_dir):
+    """The real (tiny, one-epoch) network through the quantiser: each plan tried is
+    recorded; whatever the outcome, a written file passed and a refusal wrote nothing."""
+    with Project.open(project_dir) as project:
+        try:
+            result = quantize.quantize_model(project, "v1")
+        except quantize.QuantizeRefused as refused:
+            record, written = refused.record, False
+        else:
+            record, written = result.record, True
+    assert [t["plan"] for t in record["plans_tried"]] == [n for n, _ in quantize.PLANS][:len(record["plans_tried"])]
+    assert record["recipe"]["channel_flip_folded"] is True
+    assert (project_dir / "models" / "v1" / INT8_FILENAME).exists() == written == record["passed"]
+
+
+def test_quantize_needs_onnx_and_says_so(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as on a station
+    with pytest.raises(Exception, match="Workstation edition"):
+        quantize._onnx()
+
+
+# -- bench and loading what it chose ----------------------------------------------------
+
+def test_bench_chooses_int8_and_the_line_loads_it(quantized, capsys, tmp_path):
+    copy = tmp_path / "project"
+    shutil.copytree(quantized, copy)
+    assert main(["bench", str(copy), "--precision", "int8", "--parts", "6", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "parts per second" in out and "int8, 1 thread" in out
+    with Project.open(copy) as project:
+        assert project.get_setting("precision") == INT8
+        threads = project.get_setting("threads")
+        assert threads >= 1 and project.get_setting("parts_per_second") > 0
+        inspector, model = load_inspector_for_project(project)
+    assert inspector.model_path.name == INT8_FILENAME and inspector.precision == INT8
+    assert inspector.threads == threads
+    assert model.version == "v1"
+
+
+def test_bench_auto_stores_a_choice_and_prints_expected_speed(quantized, capsys, tmp_path):
+    copy = tmp_path / "project"
+    shutil.copytree(quantized, copy)
+    assert main(["bench", str(copy), "--parts", "4", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "expected:" in out and "float, 1 thread" in out and "int8, 1 thread" in out
+    with Project.open(copy) as project:
+        assert project.get_setting("precision") in ("float", "int8")
+        inspector, _ = load_inspector_for_project(project)
+        assert inspector.precision == project.get_setting("precision")
+
+
+def test_bench_without_int8_keeps_float(blob_project, tmp_path, capsys):
+    project_dir = tmp_path / "project"
+    shutil.copytree(blob_project, project_dir)
+    assert main(["bench", str(project_dir), "--model", "v1", "--parts", "3", "--rounds", "1"]) == 0
+    assert "no valid INT8 file" in capsys.readouterr().out
+    with Project.open(project_dir) as project:
+        assert project.get_setting("precision") == "float"
+
+
+def test_a_missing_int8_file_falls_back_to_float_with_a_warning(project_dir, caplog):
+    with Project.open(project_dir) as project:
+        project.set_setting("precision", INT8)
+        project.set_setting("threads", 2)
+        with caplog.at_level(logging.WARNING, logger="app.core.runtime"):
+            inspector, model = load_inspector_for_project(project, "v1")
+    assert inspector.precision == "float" and inspector.model_path.name == "model.onnx"
+    assert inspector.threads == 2 and inspector.threshold == model.threshold
+    assert "using the float model" in caplog.text
+
+
+def test_an_int8_file_of_another_export_is_not_used(quantized, tmp_path, caplog):
+    copy = tmp_path / "project"
+    shutil.copytree(quantized, copy)
+    source = copy / "models" / "v1" / "model.onnx"
+    model = onnx.load(str(source))
+    model.doc_string = "re-exported"  # any change to the float file makes the INT8 one stale
+    onnx.save(model, str(source))
+    with Project.open(copy) as project:
+        project.set_setting("precision", INT8)
+        with caplog.at_level(logging.WARNING, logger="app.core.runtime"):
+            inspector, _ = load_inspector_for_project(project, "v1")
+    assert inspector.precision == "float" and "not made from" in caplog.text
+
+
+def _candidate(precision: str, threads: int, ms: float) -> speed.Candidate:
+    return speed.Candidate(precision, threads, inspector=None, ms=[ms])  # type: ignore[arg-type]
+
+
+def test_choose_prefers_float_unless_int8_is_clearly_faster():
+    float1, int8_1 = _candidate("float", 1, 10.0), _candidate("int8", 1, 9.8)
+    assert speed.choose([float1, int8_1], int8_ok=True)[0] is float1  # 2 % is noise
+    faster = _candidate("int8", 1, 6.0)
+    assert speed.choose([float1, faster], int8_ok=True)[0] is faster
+    assert speed.choose([float1, faster], int8_ok=False)[0] is float1  # failed here: never
+    two = _candidate("float", 2, 9.5)
+    assert speed.choose([float1, two], int8_ok=False)[0] is float1  # 5 %: not worth a core
+    assert speed.choose([float1, _candidate("float", 2, 6.0)], int8_ok=False)[0].threads == 2
+
+
+def test_the_station_gate_figure_matches_the_quantiser():
+    assert speed.MIN_AGREEMENT == quantize.MIN_AGREEMENT
+
+
+# -- heatmap and profile ----------------------------------------------------------------
+
+def test_heatmap_maps_straight_to_a_display_size(tmp_path):
+    from app.core.preprocess import heatmap_to_image
+
+    inspector = Inspector(write_model(tmp_path / "m.onnx"))
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[:, 150:] = 255
+    verdict = inspector.inspect(image)
+    full = verdict.heatmap_on_image()
+    assert np.array_equal(full, heatmap_to_image(verdict.heatmap, verdict.box))  # unchanged default
+    small = verdict.heatmap_on_image((50, 25))
+    assert small.shape == (25, 50) and small.dtype == np.float32
+    assert small[:, 45:].mean() > 0.7 and small[:, :25].mean() < 0.1
+
+
+def test_the_profile_table_writer(tmp_path):
+    model = write_model(tmp_path / "m.onnx")
+    inspector = Inspector(model)
+    import cv2
+
+    encoded = [cv2.imencode(".jpg", part)[1].tobytes() for part in generated_parts(4)]
+    profile = latency.profile_stages(inspector, encoded, "fixture, float, 1 thread", rounds=1, warmup=1)
+    assert set(profile.stages) == set(latency.STAGES) and len(profile.stages["session"]) == 3
+    assert profile.total_p50() > 0 and profile.inputs_per_part == 1
+    profile.ops = latency.op_profile(model, generated_parts(2), runs=3)
+    assert "ReduceMean" in profile.ops and all(ms >= 0 for ms in profile.ops.values())
+    text = latency.render_table("Latency", ["- CPU: test"], [
+        ("Stages", latency.stage_table([profile])), ("Node types", latency.op_table([profile]))])
+    path = latency.write_table(tmp_path / "results" / "latency.md", text)
+    written = path.read_text()
+    assert written.startswith("# Latency") and "## Stages" in written and "## Node types" in written
+    assert "fixture, float, 1 thread" in written and "| ReduceMean |" in written
+    assert "session run" in written and "heatmap on image" in written
