@@ -18,9 +18,11 @@ from app.core.frames import Frame
 from app.core.imageio import encode_png
 from app.core.line_session import (
     CallbackListener,
+    FileListSource,
     ImageRetention,
     LineSession,
     PartResult,
+    SimulatedLineSource,
     make_source,
 )
 from app.core.plc.signals import ErrorCode
@@ -345,3 +347,79 @@ def test_line_session_imports_no_plc_library_qt_or_torch():
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- what the Inspect workspace, `lineside inspect` and the demo need ------------------
+
+
+def test_file_list_judges_every_file_in_order_and_reports_unreadable_ones(project, tmp_path):
+    dark, blue = tmp_path / "dark.png", tmp_path / "blue.png"
+    dark.write_bytes(encode_png(DARK))
+    blue.write_bytes(encode_png(BRIGHT_BLUE))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n half a picture")
+    rec = Recorder()
+    failed: list = []
+    order: list = []
+    rec.on_part_failed = lambda frames, message: (failed.append((frames[0].path, message)), order.append("failed"))
+    on_result = rec.on_result
+    rec.on_result = lambda result: (order.append(result.source), on_result(result))
+    paths = [dark, broken, tmp_path / "missing.png", blue]
+    with LineSession(project, [FileListSource(paths)], [rec], max_parts=len(paths)) as session:
+        assert session.wait(30)  # ends by itself: failed parts count towards max_parts
+    assert order == [str(dark), "failed", "failed", str(blue)]
+    assert [r.label for r in rec.committed] == ["PASS", "FAIL"]
+    assert [r.paths[0] for r in rec.committed] == [dark, blue]
+    assert [path for path, _ in failed] == [broken, tmp_path / "missing.png"]
+    assert failed[0][1].startswith(f"{broken}: not a readable image")
+    assert session.counters.errors == 2 and session.counters.parts == 2
+    assert [code for code, _ in rec.errors] == [ErrorCode.INSPECTION_FAILED] * 2
+    rows = list(reversed(project.inspections()))
+    assert [row["source"] for row in rows] == [str(dark), str(blue)]
+
+
+def test_switch_between_triggered_and_free_run_without_a_new_session(project):
+    rec = Recorder()
+    line = SimulatedLineSource(seed=2, rate_hz=50)
+    with LineSession(project, [line], [rec], triggered=True) as session:
+        time.sleep(0.3)
+        assert rec.results == []  # nothing without a trigger
+        assert session.trigger() == 1
+        rec.wait_committed(1)
+        session.set_triggered(False)  # free-run: parts flow by themselves
+        rec.wait_committed(6)
+        session.set_triggered(True)
+        time.sleep(0.3)  # the part in hand is finished
+        with rec.cond:
+            settled = len(rec.results)
+        time.sleep(0.4)
+        assert len(rec.results) == settled  # triggered again: nothing flows
+        assert session.trigger() is not None
+        rec.wait_committed(settled + 1)
+    assert session.counters.missed == 0 and session.counters.errors == 0
+
+
+def test_simulated_line_at_rate_0_makes_each_part_when_the_station_is_ready(project):
+    rec = Recorder()
+    line = SimulatedLineSource(seed=3, defect_rate=0.35, rate_hz=0)
+    with LineSession(project, [line], [rec], max_parts=10) as session:
+        assert session.wait(30)
+    assert len(rec.committed) == 10 and all(r.truth is not None for r in rec.committed)
+    assert session.counters.dropped == 0  # none made and pushed out unjudged
+    assert [r.seq for r in rec.committed] == list(range(1, 11))
+
+
+def test_demo_inspects_fresh_parts_through_the_line_session(project, capsys):
+    from app.cli.demo import DEMO_SETTING, run_demo_command
+
+    project.set_setting(DEMO_SETTING, True)
+    root = project.path
+    project.close()
+    assert run_demo_command(root, n_fresh=5) == 0
+    out = capsys.readouterr().out.splitlines()
+    parts = [line for line in out if line.startswith(("PASS", "FAIL"))]
+    assert len(parts) == 5 and all("(truth: " in line for line in parts)
+    right = sum(1 for line in parts if "<- wrong" not in line)
+    assert f"{right}/5 verdicts right." in "\n".join(out)
+    with Project.open(root) as reopened:
+        assert len(reopened.inspections()) == 5

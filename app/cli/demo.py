@@ -7,7 +7,6 @@ Runtime verdicts) is the real product path.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -84,31 +83,36 @@ def ensure_demo_project(path: Path, epochs: int | None = None,
 
 def run_demo_command(directory: Path | None, epochs: int | None = None, n_fresh: int = 24,
                      prepare_only: bool = False) -> int:
-    from app.core.runtime import load_inspector_for_project
-    from app.core.synthetic import PartStream
+    from app.cli.train_events import text_event
+    from app.core.line_session import CallbackListener, LineSession, SimulatedLineSource
 
     if directory is None:
         from app.core.userdirs import demo_project_dir
 
         directory = demo_project_dir()
-    from app.cli.train import _text_event
-
-    ensure_demo_project(directory, epochs=epochs, on_event=_text_event)
+    ensure_demo_project(directory, epochs=epochs, on_event=text_event)
     if prepare_only:
         return 0
-    with Project.open(directory) as project:
-        inspector, model = load_inspector_for_project(project)
-        _say(f"\ninspecting {n_fresh} freshly made parts with {model.version} (ONNX Runtime):")
-        stream = PartStream(seed=int(np.random.default_rng().integers(1 << 30)), defect_rate=0.35)
-        right = 0
-        for _ in range(n_fresh):
-            image, truth = stream.next_frame()
-            v = inspector.inspect(image)
-            correct = v.passed == (truth == "ok")
+    right = 0
+
+    def started(version: str | None) -> None:
+        _say(f"\ninspecting {n_fresh} freshly made parts with {version} (ONNX Runtime):")
+
+    def show(results) -> None:  # acknowledged: in the project's inspection log
+        nonlocal right
+        for result in results:
+            v, truth = result.verdicts[0], result.truth
+            correct = result.passed == (truth == "ok")
             right += correct
-            sha = hashlib.sha256(image.tobytes()).hexdigest()
-            project.record_inspection(model.version, v.label, v.score, v.defect_class, v.latency_ms, "demo", image_sha=sha)
-            _say(f"{v.label:4}  {v.defect_class or '-':8}  score={v.score:.3f}  {v.latency_ms:5.1f} ms  "
+            _say(f"{result.label:4}  {result.defect_class or '-':8}  score={result.score:.3f}  {v.latency_ms:5.1f} ms  "
                  f"(truth: {truth}{'' if correct else '  <- wrong'})")
-        _say(f"\n{right}/{n_fresh} verdicts right. Open the app on this project with: lineside --demo")
+
+    with Project.open(directory) as project:
+        seed = int(np.random.default_rng().integers(1 << 30))
+        # rate 0: the next part is made when the station is ready for it
+        line = SimulatedLineSource(seed, defect_rate=0.35, rate_hz=0)
+        with LineSession(project, [line], [CallbackListener(on_model=started, on_committed=show)],
+                         max_parts=n_fresh) as session:
+            session.wait()
+    _say(f"\n{right}/{n_fresh} verdicts right. Open the app on this project with: lineside --demo")
     return 0

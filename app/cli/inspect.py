@@ -7,19 +7,17 @@ ONNX Runtime and OpenCV are imported, and only inside the handlers.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-import time
+import threading
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.core.errors import LinesideError, printable
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from app.core.monitoring import DriftMonitor
+    from app.core.line_session import PartResult
     from app.core.project import Project
     from app.core.records import ModelVersion
     from app.core.runtime import Inspector
@@ -81,76 +79,89 @@ def _image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-class _LineSession:
-    """One inspection run: inspect, print, record, watch for drift."""
+class _Printer:
+    """`lineside inspect`'s output: a listener of the line session (app.core.line_session).
 
-    def __init__(self, project: "Project", inspector: "Inspector", model: "ModelVersion") -> None:
-        from app.core.monitoring import DriftMonitor
+    One line per part on stdout, printed once the result is in the project (on_committed),
+    in the order the parts were taken, an unreadable file's ERROR line in its place among
+    them; drift and pixel-range warnings on stderr.
+    """
 
-        self.project, self.inspector, self.model = project, inspector, model
-        self.monitor: DriftMonitor = DriftMonitor(inspector.info.reference)
+    HEARS = ("on_state", "on_model", "on_result", "on_part_failed", "on_committed", "on_drift", "on_error")
+
+    def __init__(self) -> None:
         self.counts = {"PASS": 0, "FAIL": 0, "ERROR": 0}
+        self.model_version: str | None = None
+        self.connected = threading.Event()
+        self._lock = threading.Lock()
+        self._waiting: deque[list] = deque()  # [seq, text or None] in the order parts were taken
         self._drifting = False
-        self._noted = False  # the range warning was given
+        self._noted = False
 
-    def read(self, path: Path) -> tuple[bytes, "np.ndarray"]:
-        """The file's bytes and image; LinesideError (BadImageError) saying why not."""
-        from app.core.imageio import decode_image, read_file
+    # -- the session's listener ---------------------------------------------------------
 
-        data = read_file(path)
-        notes: list[str] = []
-        image = decode_image(data, str(path), notes)
-        if notes and not self._noted:  # once per run: every part of a camera would repeat it
-            self._noted = True
-            print(f"lineside: WARNING {printable(path)} has {notes[0]}.", file=sys.stderr, flush=True)
-        return data, image
+    def on_state(self, state: str) -> None:
+        if state.startswith("connected"):
+            self.connected.set()
 
-    def inspect_file(self, path: Path) -> None:
-        try:
-            data, image = self.read(path)
-        except LinesideError as exc:
-            return self.error(path, exc)
-        self.judge(path, data, image)
+    def on_model(self, version: str | None) -> None:
+        self.model_version = version
 
-    def judge(self, path: Path, data: bytes, image: "np.ndarray") -> None:
-        from app.core.monitoring import image_stats
+    def on_result(self, result: "PartResult") -> None:
+        with self._lock:
+            self._waiting.append([result.seq, None])
 
-        verdict = self.inspector.inspect(image)
-        self.counts[verdict.label] += 1
-        cls = verdict.defect_class or "-"
-        # A file name that is not valid UTF-8 can be neither printed nor stored as it is.
-        shown = printable(path)
-        print(f"{verdict.label}  {cls}  score={verdict.score:.3f}  {verdict.latency_ms:.1f} ms  {shown}", flush=True)
-        sha = hashlib.sha256(data).hexdigest()
-        known = self.project.find_image(sha)
-        self.project.record_inspection(
-            model_version=self.model.version,
-            verdict=verdict.label,
-            score=verdict.score,
-            defect_class=verdict.defect_class,
-            latency_ms=verdict.latency_ms,
-            source=shown,
-            image_id=None if known is None else known.id,
-            image_sha=sha,
-        )
-        self.monitor.update(image_stats(image), verdict.score)
-        self._report_drift()
+    def on_part_failed(self, frames: list, message: str) -> None:
+        frame = next((f for f in frames if f.error is not None), frames[0])
+        path = frame.path if frame.path is not None else frame.source
+        reason = frame.error if frame.error is not None else message
+        with self._lock:
+            self.counts["ERROR"] += 1
+            self._waiting.append([None, f"ERROR {printable(path)}: {printable(reason)}"])
+            self._flush()
 
-    def error(self, path: Path, exc: LinesideError) -> None:
-        self._error(path, str(exc).removeprefix(f"{path}: "))
+    def on_committed(self, results: list["PartResult"]) -> None:
+        texts = {r.seq: self._line(r) for r in results}
+        with self._lock:
+            for entry in self._waiting:
+                if entry[0] in texts:
+                    entry[1] = texts[entry[0]]
+            for result in results:
+                self.counts[result.label] += 1
+            self._flush()
 
-    def _error(self, path: Path, reason: str) -> None:
-        self.counts["ERROR"] += 1
-        print(f"ERROR {printable(path)}: {printable(reason)}", flush=True)
-
-    def _report_drift(self) -> None:
-        status = self.monitor.status()
+    def on_drift(self, status: dict) -> None:
         if status["drifting"] and not self._drifting:
             print(f"lineside: WARNING the line drifts from the training images: {'; '.join(status['reasons'])}. "
                   "Check lighting and focus, or label recent parts and retrain.", file=sys.stderr, flush=True)  # fmt: skip
         elif self._drifting and not status["drifting"]:
             print("lineside: the line is back within the training range.", file=sys.stderr, flush=True)
         self._drifting = status["drifting"]
+
+    def on_error(self, code: int, message: str) -> None:
+        from app.core.plc.signals import ErrorCode
+
+        # A part that failed has its ERROR line; a model that cannot load is the command's error.
+        if code not in (ErrorCode.INSPECTION_FAILED, ErrorCode.MODEL_NOT_AVAILABLE):
+            print(f"lineside: WARNING {printable(message)}", file=sys.stderr, flush=True)
+
+    def on_note(self, path: Path, note: str) -> None:
+        if not self._noted:  # once per run: every part of a camera would repeat it
+            self._noted = True
+            print(f"lineside: WARNING {printable(path)} has {note}.", file=sys.stderr, flush=True)
+
+    # -- output -------------------------------------------------------------------------
+
+    @staticmethod
+    def _line(result: "PartResult") -> str:
+        verdict = result.verdicts[0]
+        # A file name that is not valid UTF-8 can be neither printed nor stored as it is.
+        return (f"{result.label}  {result.defect_class or '-'}  score={result.score:.3f}  "
+                f"{verdict.latency_ms:.1f} ms  {result.source}")
+
+    def _flush(self) -> None:
+        while self._waiting and self._waiting[0][1] is not None:
+            print(self._waiting.popleft()[1], flush=True)
 
     @property
     def done(self) -> int:
@@ -162,8 +173,58 @@ class _LineSession:
         errors = f", {c['ERROR']} unreadable" if c["ERROR"] else ""
         return (
             f"{parts} part{'' if parts == 1 else 's'} inspected: {c['PASS']} PASS, {c['FAIL']} FAIL{errors} "
-            f"(model {self.model.version})"
+            f"(model {self.model_version})"
         )
+
+
+def _run_session(project: "Project", source, printer: _Printer, args: argparse.Namespace,
+                 max_parts: int | None, on_started=None) -> None:
+    """Judge what *source* delivers with a line session until *max_parts* (or Ctrl+C)."""
+    from app.core.line_session import CallbackListener, LineSession
+
+    listener = CallbackListener(**{name: getattr(printer, name) for name in _Printer.HEARS})
+    session = LineSession(project, [source], [listener], model=args.model, threads=args.threads,
+                          max_parts=max_parts)
+    session.start()  # LinesideError when the model cannot be loaded
+    try:
+        if on_started is not None:
+            on_started()
+        while not session.wait(0.2):
+            pass
+    finally:
+        session.stop()  # every result judged is committed and printed
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from app.core.hotfolder import HotFolderSource
+    from app.core.line_session import FileListSource
+    from app.core.project import Project
+
+    if not args.paths and args.watch is None:
+        raise LinesideError("nothing to inspect: give image files or folders, or --watch DIR.")
+    watch = args.watch
+    if watch is not None and not watch.is_dir():
+        raise LinesideError(f"{printable(watch)}: the folder to watch does not exist.")
+    printer = _Printer()
+    with Project.open(args.project) as project:
+        try:
+            files = _image_files(args.paths)
+            if files:
+                _run_session(project, FileListSource(files, on_note=printer.on_note), printer, args, len(files))
+            left = None if args.max_files is None else args.max_files - printer.done
+            if watch is not None and (left is None or left > 0):
+                source = HotFolderSource(watch, poll_s=args.poll_interval, per_file=True, on_note=printer.on_note)
+
+                def say_watching() -> None:  # once the folder is opened: files from now on are parts
+                    printer.connected.wait(10)
+                    print(f"lineside: watching {printable(watch)} for new images (Ctrl+C to stop)",
+                          file=sys.stderr, flush=True)
+
+                _run_session(project, source, printer, args, left, on_started=say_watching)
+        except KeyboardInterrupt:  # the way to end --watch; not an error
+            pass
+        print(printer.summary(), file=sys.stderr)
+    return 2 if printer.counts["ERROR"] else 0
 
 
 def _open(args: argparse.Namespace) -> tuple["Project", "Inspector", "ModelVersion"]:
@@ -177,56 +238,6 @@ def _open(args: argparse.Namespace) -> tuple["Project", "Inspector", "ModelVersi
         project.close()
         raise
     return project, inspector, model
-
-
-def _watch(session: _LineSession, folder: Path, interval: float, max_files: int | None) -> None:
-    """Judge every new (or rewritten) image in *folder* once it is completely written.
-
-    A file that does not decode is waited for while it changes (a slow writer); it is
-    reported unreadable only once it has sat unchanged for the hot folder's settle time.
-    """
-    from app.core.hotfolder import HotFolder
-
-    try:
-        hot = HotFolder(folder)
-    except LinesideError as exc:
-        raise LinesideError(f"{printable(folder)}: the folder to watch does not exist.") from exc
-    print(f"lineside: watching {printable(folder)} for new images (Ctrl+C to stop)", file=sys.stderr, flush=True)
-    while max_files is None or session.done < max_files:
-        try:
-            ready = hot.poll()
-        except OSError as exc:
-            raise LinesideError(f"{printable(folder)}: the watched folder cannot be read "
-                                f"({exc.strerror or exc}).") from exc
-        for path in ready:
-            try:
-                data, image = session.read(path)
-            except LinesideError as exc:
-                if hot.unreadable(path):
-                    session.error(path, exc)
-            else:
-                session.judge(path, data, image)
-            if max_files is not None and session.done >= max_files:
-                return
-        time.sleep(interval)
-
-
-def run_inspect(args: argparse.Namespace) -> int:
-    if not args.paths and args.watch is None:
-        raise LinesideError("nothing to inspect: give image files or folders, or --watch DIR.")
-    project, inspector, model = _open(args)
-    with project:
-        session = _LineSession(project, inspector, model)
-        inspector.warmup()  # the first part's latency should be the line's, not the allocator's
-        try:
-            for path in _image_files(args.paths):
-                session.inspect_file(path)
-            if args.watch is not None:
-                _watch(session, args.watch, args.poll_interval, args.max_files)
-        except KeyboardInterrupt:  # the way to end --watch; not an error
-            pass
-        print(session.summary(), file=sys.stderr)
-    return 2 if session.counts["ERROR"] else 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -7,10 +7,8 @@ extra still lists these commands and answers with a clear message.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import signal
-import sys
 import threading
 from pathlib import Path
 
@@ -100,41 +98,10 @@ def _import_trainer():
     return pipeline
 
 
-def _text_event(event: dict) -> None:
-    kind = event.get("event")
-    if kind == "start":
-        print(f"training on {event['device']}: {event['n_train']} train / {event['n_val']} validation images, "
-              f"classes {', '.join(event['classes'])}", flush=True)
-        if event.get("mode_reason"):
-            print(f"mode: {event['mode_reason']}", flush=True)
-        for line in event.get("shortfalls", []):
-            print(f"  note: {line}", flush=True)
-    elif kind == "epoch":
-        print(f"epoch {event['epoch']:>3}/{event['epochs']}  loss {event['train_loss']:.4f}  "
-              f"val loss {event['val_loss']:.4f}  val AUROC {event['val_auroc']:.4f}  "
-              f"catch@1%FR {event['val_catch_rate']:.3f}  eta {event['eta_s']:.0f}s", flush=True)
-    elif kind == "progress" and event.get("phase") in ("cache", "export", "evaluate") and event.get("step") in (0, event.get("steps")):
-        print(f"{event['phase']}...", flush=True)
-    elif kind == "done":
-        m = event["metrics"]
-        auroc = f"AUROC {m['auroc']:.4f}" if m.get("auroc") is not None else "AUROC not measurable (no held-out defects)"
-        print(f"new candidate {event['version']} ({event.get('mode', 'supervised')}) in {event['elapsed_s']:.0f}s "
-              f"on {event['device']}", flush=True)
-        print(f"  at the stored threshold {m['threshold']:.4f}: {event.get('operating_point', '')}", flush=True)
-        print(f"  {auroc}", flush=True)
-        prod = event.get("production")
-        if prod and "catch_rate" in prod:
-            print(f"production {prod['version']} on the same images: catch {prod['catch_rate']:.1%} "
-                  f"at {prod['false_reject_rate']:.1%} false reject", flush=True)
-        print(f"deploy it with: lineside deploy PROJECT {event['version']}", flush=True)
-
-
-def _json_event(event: dict) -> None:
-    print(json.dumps(event, default=float), flush=True)
-
-
 def run_train(args) -> int:
-    emit = _json_event if args.progress == "json" else _text_event
+    from app.cli.train_events import json_event, text_event
+
+    emit = json_event if args.progress == "json" else text_event
     cancel = threading.Event()
 
     def on_signal(signum, frame):  # checked every batch; the loop unwinds cleanly

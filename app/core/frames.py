@@ -30,6 +30,7 @@ class Frame:
     source: str  # the source's name, e.g. "Camera 0"
     truth: str | None = None  # known ground truth (simulated line only)
     path: Path | None = None  # the file it came from (hot folder only)
+    error: str | None = None  # why there is no image (a file that could not be read); image is then empty
 
 
 class FrameSource(Protocol):

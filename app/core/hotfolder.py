@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from app.core.errors import BadImageError, printable
 from app.core.frames import Frame, SourceError
 from app.core.imageio import is_image_file, read_image
@@ -136,14 +138,23 @@ class HotFolderSource:
     A file that does not decode is waited for while it changes and skipped (in
     `rejected`) once it has sat unreadable for *settle_s*. Files already there when the
     source opens are not frames.
+
+    For the command line (`lineside inspect --watch`), which reports every file:
+    *per_file* names each frame by its file's (printable) path and hands out a file
+    given up as unreadable as a frame with `error` set (the line session reports it
+    through on_part_failed); *on_note*(path, note) hears the first remark about a
+    file's pixel values instead of the log.
     """
 
     none_means_lost = False
 
-    def __init__(self, folder: Path | str, poll_s: float = 0.2, settle_s: float = SETTLE_S) -> None:
+    def __init__(self, folder: Path | str, poll_s: float = 0.2, settle_s: float = SETTLE_S,
+                 per_file: bool = False, on_note: Callable[[Path, str], None] | None = None) -> None:
         self.folder = Path(folder)
         self.poll_s = poll_s
         self.settle_s = settle_s
+        self.per_file = per_file
+        self.on_note = on_note
         self.name = f"Folder {self.folder.name}"
         self._hot: HotFolder | None = None
         self._ready: list[Path] = []
@@ -157,6 +168,10 @@ class HotFolderSource:
         return self._hot.rejected if self._hot is not None else self._rejected
 
     def open(self) -> None:
+        """Start watching: files there now are not parts. Already open (opened by hand,
+        to watch from that moment on): nothing changes."""
+        if self._hot is not None:
+            return
         self._hot = HotFolder(self.folder, settle_s=self.settle_s)
         self._ready = []
 
@@ -173,13 +188,21 @@ class HotFolderSource:
                 image = read_image(path, notes)
             except BadImageError as exc:
                 if self._hot.unreadable(path):
+                    if self.per_file:
+                        self._count += 1
+                        reason = str(exc).removeprefix(f"{path}: ")
+                        return Frame(np.zeros((0, 0, 3), np.uint8), self._count, time.time(), printable(path),
+                                     path=path, error=reason)
                     log.warning("hot folder: skipping %s", printable(exc))
                 continue
             if notes and not self._noted:  # once per source, not for every part
                 self._noted = True
-                log.warning("hot folder %s: %s has %s", printable(self.folder), printable(path.name), notes[0])
+                if self.on_note is not None:
+                    self.on_note(path, notes[0])
+                else:
+                    log.warning("hot folder %s: %s has %s", printable(self.folder), printable(path.name), notes[0])
             self._count += 1
-            return Frame(image, self._count, time.time(), self.name, path=path)
+            return Frame(image, self._count, time.time(), printable(path) if self.per_file else self.name, path=path)
         time.sleep(self.poll_s)
         return None
 

@@ -167,6 +167,12 @@ class LineListener:
     def on_error(self, code: int, message: str) -> None:
         """Something went wrong (ErrorCode); the line keeps going if it can."""
 
+    def on_part_failed(self, frames: list[Frame], message: str) -> None:
+        """A part was taken but could not be judged: a view's file could not be read
+        (`frame.error` says why, `frame.path` names it) or the model failed on it. It has
+        no result and is counted in `errors`. Called on the inspection thread, in order
+        with on_result (followed by on_error)."""
+
     def on_model(self, version: str | None) -> None:
         """The model judging parts changed (start, select_model)."""
 
@@ -232,6 +238,56 @@ class SimulatedLineSource:
 
     def close(self) -> None:
         self._stream = None
+
+
+class FileListSource:
+    """Image files given up front (`lineside inspect PATH...`), one part each, in order.
+
+    Every file is a part (nothing is dropped); a file that cannot be read becomes a frame
+    with `error` set, which the session reports through on_part_failed. Frames are named
+    by the file's path (printable: any bytes in a name). When the list is done read()
+    returns None; give the session max_parts=len(paths) to end with the last file.
+    *on_note*(path, note) hears the first remark about a file's pixel values
+    (e.g. 12-bit data in 16-bit files), once per source.
+    """
+
+    none_means_lost = False
+
+    def __init__(self, paths: Iterable[Path | str], on_note: Callable[[Path, str], None] | None = None) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.name = "Files"
+        self.on_note = on_note
+        self._next = 0
+        self._noted = False
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        from app.core.imageio import decode_image, read_file
+
+        if self._next >= len(self.paths):
+            time.sleep(0.05)  # done: the capture thread idles until the session ends
+            return None
+        path = self.paths[self._next]
+        self._next += 1
+        shown = printable(path)
+        notes: list[str] = []
+        try:
+            image = decode_image(read_file(path), str(path), notes)
+        except LinesideError as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
+            return Frame(np.zeros((0, 0, 3), np.uint8), self._next, time.time(), shown, path=path, error=reason)
+        if notes and not self._noted:  # once: every part of a camera would repeat it
+            self._noted = True
+            if self.on_note is not None:
+                self.on_note(path, notes[0])
+            else:
+                log.warning("%s has %s", shown, notes[0])
+        return Frame(image, self._next, time.time(), shown, path=path)
+
+    def close(self) -> None:
+        pass
 
 
 def make_source(spec: str, rate_hz: float | None = None, seed: int | None = None):
@@ -314,20 +370,30 @@ class _View:
 
         self.source, self.index = source, index
         self.name = getattr(source, "name", f"view {index + 1}")
-        self.direct = triggered and hasattr(source, "snap")  # the simulated line: made on the trigger
-        self.every = not getattr(source, "none_means_lost", True) or (
-            not triggered and isinstance(source, SimulatedLineSource))
+        # direct: the simulated line's part is made on the trigger; every: each frame is a part.
+        self.direct, self.every = self.kind(source, triggered)
         self.state = ""
         self._on_state = on_state
         if self.every:
-            # A hot folder waits on disk; the simulated conveyor does not wait.
-            self.queue: Any = _Fifo(16, blocking=not getattr(source, "none_means_lost", True))
+            # A hot folder waits on disk; the simulated conveyor does not wait, unless it
+            # has no pace of its own (rate 0: the next part when the station is ready).
+            blocking = not getattr(source, "none_means_lost", True) or (
+                isinstance(source, SimulatedLineSource) and source.rate_hz <= 0)
+            self.queue: Any = _Fifo(16, blocking=blocking)
         else:
             self.queue = FrameQueue(maxsize=2)
         self._on_frame = on_frame
         frame_cb = None if on_frame is None else (lambda frame: on_frame(index, frame))
         self.capture = None if self.direct else CaptureThread(source, self.queue, on_state=self._state,
                                                               on_frame=frame_cb)
+
+    @staticmethod
+    def kind(source: Any, triggered: bool) -> tuple[bool, bool]:
+        """(direct, every) of a view of *source* in that mode."""
+        direct = triggered and hasattr(source, "snap")
+        every = not getattr(source, "none_means_lost", True) or (
+            not triggered and isinstance(source, SimulatedLineSource))
+        return direct, every
 
     def _state(self, state: str) -> None:
         self.state = state
@@ -404,7 +470,8 @@ class LineSession:
     *outputs*: LineListener objects (add more with add_output before start()).
     *triggered*: parts are taken only on trigger() (a PLC, a button); otherwise free-run.
     *retention*: an ImageRetention (which images to keep, under which quota).
-    *max_parts*: stop by itself after that many parts (wait() returns then).
+    *max_parts*: stop by itself after that many parts, judged or failed (wait() returns then).
+    set_triggered() switches between triggered and free-run while running.
     """
 
     def __init__(
@@ -468,6 +535,8 @@ class LineSession:
         self._busy = False
         self._triggers = 0
         self._seq = 0
+        self._failed_parts = 0  # parts taken that could not be judged (on_part_failed)
+        self._mode_changed = threading.Event()
         self._queue: deque[PartResult] = deque()
         self._queue_cond = threading.Condition()
         self._stopping = threading.Event()
@@ -539,6 +608,18 @@ class LineSession:
             return None
         self._emit("on_trigger", number, True)
         return number
+
+    def set_triggered(self, triggered: bool) -> None:
+        """Switch between triggered and free-run without a new session. Takes effect
+        between two parts: the part in hand is finished first; a trigger not yet taken
+        when switching to free-run lapses (it is not counted as missed)."""
+        triggered = bool(triggered)
+        with self._lock:
+            if triggered == self.triggered:
+                return
+            self.triggered = triggered
+            self._job_ready.notify_all()
+        self._mode_changed.set()
 
     def refuse_trigger(self, code: ErrorCode, message: str | None = None) -> None:
         """Count a trigger that an output could not pass on (trigger disabled, result
@@ -702,8 +783,10 @@ class LineSession:
     def _inspect_loop(self) -> None:
         try:
             while not self._stopping.is_set():
-                if self.max_parts is not None and self._seq >= self.max_parts:
+                if self.max_parts is not None and self._seq + self._failed_parts >= self.max_parts:
                     break
+                if self._mode_changed.is_set():
+                    self._apply_mode()
                 if self.triggered:
                     self._take_triggered()
                 else:
@@ -718,6 +801,24 @@ class LineSession:
             with self._queue_cond:
                 self._queue_cond.notify_all()
             self._done.set()
+
+    def _apply_mode(self) -> None:
+        """On the inspection thread, between parts: views whose kind differs in the new
+        mode (the simulated line: made on the trigger, or a paced conveyor) are rebuilt."""
+        self._mode_changed.clear()
+        with self._lock:
+            triggered = self.triggered
+            if not triggered:
+                self._jobs.clear()
+                self._busy = False
+        for i, view in enumerate(list(self._views)):
+            if (view.direct, view.every) == _View.kind(view.source, triggered):
+                continue
+            view.stop()
+            fresh = _View(view.source, i, triggered, self._view_state, self._frame)
+            with self._lock:
+                self._views[i] = fresh
+            fresh.start()
 
     def _take_triggered(self) -> None:
         with self._lock:
@@ -755,15 +856,15 @@ class LineSession:
         frames: list[Frame] = []
         started = None
         for view in self._views:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not self._mode_changed.is_set():
                 frame = view.next(0.1)
                 if frame is not None:
                     if started is None:
                         started = time.perf_counter()
                     frames.append(frame)
                     break
-            if self._stopping.is_set():
-                return
+            if self._stopping.is_set() or self._mode_changed.is_set():
+                return  # a frame taken for a part not completed is dropped
         # A camera delivers as fast as it can; --rate paces how often a part is judged.
         if self.rate_hz and any(not v.every for v in self._views):
             delay = self._next_part_at - time.monotonic()
@@ -777,17 +878,16 @@ class LineSession:
         with self._lock:
             inspector, version = self._inspector, self.model_version
         captured = time.perf_counter()
+        unreadable = next((f for f in frames if f.error is not None), None)
+        if unreadable is not None:
+            where = printable(unreadable.path) if unreadable.path is not None else unreadable.source
+            return self._part_failed(frames, f"{where}: {unreadable.error}", judged_cb)
         try:
             verdicts = inspector.inspect_batch([f.image for f in frames])
         except Exception as exc:
-            with self._lock:
-                self._counts = _replace(self._counts, errors=self._counts.errors + 1)
             log.exception("inspection failed")
             message = str(exc) if isinstance(exc, LinesideError) else f"a part could not be inspected ({exc})"
-            if judged_cb is not None:
-                judged_cb()
-            self._error_out(ErrorCode.INSPECTION_FAILED, message)
-            return
+            return self._part_failed(frames, message, judged_cb)
         judged = time.perf_counter()
         failing = [(v.score, i) for i, v in enumerate(verdicts) if not v.passed]
         passed = not failing
@@ -811,6 +911,15 @@ class LineSession:
         if self.retention is None or not self.retention.wants(result):
             result.images = None
         self._enqueue(result, judged_cb)
+
+    def _part_failed(self, frames: list[Frame], message: str, judged_cb: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._counts = _replace(self._counts, errors=self._counts.errors + 1)
+            self._failed_parts += 1
+        if judged_cb is not None:
+            judged_cb()
+        self._emit("on_part_failed", frames, message)
+        self._error_out(ErrorCode.INSPECTION_FAILED, message)
 
     def _count(self, result: PartResult) -> None:
         with self._lock:

@@ -1,8 +1,9 @@
 """Inspect: the production model judges parts at the line.
 
-Frames come from the context's capture queue (a camera, the simulated line or a hot
-folder); an InspectWorker thread runs the model; this widget shows the verdict banner,
-the heatmap, counters and the log, and sends wrong verdicts back to labeling.
+The line is app.core.line_session.LineSession (InspectLine hears it through Qt): it
+captures from the source (a camera, the simulated line or a hot folder), judges each
+part off the GUI thread and records it in the project; this widget shows the verdict
+banner, the heatmap, counters and the log, and sends wrong verdicts back to labeling.
 
 Review at the line: selecting a row of the log (click, Up/Down, Enter) shows that part
 (its kept image and heatmap, verdict and score) while the line goes on counting; "this
@@ -36,7 +37,7 @@ from app.ui.inspect_log import MAX_TABLE_ROWS, InspectionCounters, InspectionRec
 from app.ui.inspect_panels import CorrectionDialog, NoModelPanel
 from app.ui.inspect_review import PartRing, RetainedPart, ReviewBar, image_not_kept_text
 from app.ui.inspect_view import ImageView, blend_heatmap, bgr_to_qimage
-from app.ui.inspect_worker import InspectWorker, LiveView
+from app.ui.inspect_line import InspectLine, LiveView
 from app.ui.verdict_banner import NoticeBanner, VerdictBanner
 
 SOURCES = (("simulated", "Simulated line"), ("camera", "Camera"), ("folder", "Hot folder…"))
@@ -52,7 +53,8 @@ class InspectWorkspace(QWidget):
     def __init__(self, context, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.context = context
-        self.worker: InspectWorker | None = None
+        self.worker: InspectLine | None = None  # the running line
+        self._lent_camera = None  # Capture's running camera, given back to it when the line stops
         self.counters = InspectionCounters()
         self.session: list[InspectionRecord] = []
         self.latest: LiveView | None = None
@@ -60,7 +62,6 @@ class InspectWorkspace(QWidget):
         self.reviewing: InspectionRecord | None = None  # the past part on screen; None = live
         self._corrected: set[int] = set()  # parts already sent back to labeling (one correction each)
         self._updating_table = False
-        self._started_source = False
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
         self._last_refresh = 0.0
@@ -175,7 +176,7 @@ class InspectWorkspace(QWidget):
     # -- state -----------------------------------------------------------------------
 
     def is_running(self) -> bool:
-        return self.worker is not None and self.worker.isRunning()
+        return self.worker is not None and self.worker.is_running()
 
     def refresh(self) -> None:
         """Show the line view when a model is in production, else say what to do."""
@@ -223,14 +224,17 @@ class InspectWorkspace(QWidget):
         if project is None or project.production_model() is None or self.is_running():
             return False
         source_key = source_key or self.source_combo.currentData()
-        if not self._start_source(source_key, hot_folder):
+        source = self._make_source(source_key, hot_folder)
+        if source is None:
             return False
-        self.worker = InspectWorker(project, self.context.frames, continuous=self.continuous(), parts=self.parts)
+        self.worker = InspectLine(project, source, continuous=self.continuous(), parts=self.parts,
+                                  frames=self.context.frames, parent=self)
         self.worker.set_heat_alpha(self.heatmap_controls.alpha())
         self.worker.results_ready.connect(self._schedule_refresh)
         self.worker.model_loaded.connect(lambda v: self.model_label.setText(f"Model {v}"))
         self.worker.failed.connect(self._on_worker_failed)
-        self.worker.finished.connect(self._on_worker_finished)
+        self.worker.source_state.connect(self.context.camera_state)
+        self.worker.ended.connect(self._on_worker_finished)
         self.worker.start()
         self.start_button.setText("&Stop")
         self.source_combo.setEnabled(False)
@@ -240,41 +244,50 @@ class InspectWorkspace(QWidget):
         self.inspecting.emit(True)
         return True
 
-    def _start_source(self, key: str, hot_folder: Path | str | None = None) -> bool:
+    def _make_source(self, key: str, hot_folder: Path | str | None = None):
+        """The frame source for the line, or None (no folder chosen). The line's session
+        captures from it; the camera already running in Capture is lent to it."""
         from app.core.camera import HotFolderSource, OpenCVCamera, SimulatedCamera
 
-        self._started_source = False
+        self._lent_camera = None
         if key == "camera" and self.context.frame_source is not None:
-            return True  # use the camera already running (set up in Capture)
+            self._lent_camera = self.context.frame_source  # one capture at a time: the line's
+            self.context.stop_source()
+            return self._lent_camera
         if key == "simulated":
-            source = SimulatedCamera(seed=int(time.time()) % 10_000)
-        elif key == "camera":
-            source = OpenCVCamera(int(self.context.settings.value("camera/index", 0)))
-        else:
-            folder = str(hot_folder or "")
-            if not folder:
-                start_dir = str(self.context.settings.value("inspect/hot_folder", ""))
-                folder = QFileDialog.getExistingDirectory(self, "Hot folder to watch", start_dir)
-            if not folder:
-                return False
-            self.context.settings.setValue("inspect/hot_folder", folder)
-            source = HotFolderSource(Path(folder))
+            return SimulatedCamera(seed=int(time.time()) % 10_000)
+        if key == "camera":
+            return OpenCVCamera(int(self.context.settings.value("camera/index", 0)))
+        folder = str(hot_folder or "")
+        if not folder:
+            start_dir = str(self.context.settings.value("inspect/hot_folder", ""))
+            folder = QFileDialog.getExistingDirectory(self, "Hot folder to watch", start_dir)
+        if not folder:
+            return None
+        self.context.settings.setValue("inspect/hot_folder", folder)
+        source = HotFolderSource(Path(folder))
         try:
-            self.context.start_source(source)
+            source.open()  # files from now on are parts, though the model is still loading
         except LinesideError as exc:
             QMessageBox.warning(self, "Cannot start the source", str(exc))
-            return False
-        self._started_source = True
-        return True
+            return None
+        return source
 
     def stop(self) -> None:
         worker, self.worker = self.worker, None
         if worker is not None:
-            worker.stop()
+            worker.stop()  # every part judged is committed: the log is complete
             self._drain_from(worker)
-        if self._started_source:
-            self.context.stop_source()
-            self._started_source = False
+            worker.deleteLater()
+            self.context.frames.clear()
+            if self.context.camera_status != "stopped":
+                self.context.camera_state.emit("stopped")
+        lent, self._lent_camera = self._lent_camera, None
+        if lent is not None:  # Capture's camera goes back to Capture
+            try:
+                self.context.start_source(lent)
+            except LinesideError as exc:
+                self.context.status_message.emit(str(exc))
         self.start_button.setText("&Start")
         self.source_combo.setEnabled(True)
         self._mode_changed()
@@ -302,7 +315,7 @@ class InspectWorkspace(QWidget):
         if self.worker is not None:
             self._drain_from(self.worker)
 
-    def _drain_from(self, worker: InspectWorker) -> None:
+    def _drain_from(self, worker: InspectLine) -> None:
         records, latest, drift = worker.take_results()
         for record in records:
             self.counters.add(record)
@@ -354,7 +367,7 @@ class InspectWorkspace(QWidget):
 
     def _on_worker_finished(self) -> None:
         if self.worker is not None and self.sender() is self.worker:
-            self.stop()  # the thread ended by itself (the model could not be loaded)
+            self.stop()  # the line could not start (the model could not be loaded)
 
     def _on_camera_state(self, state: str) -> None:
         if state.startswith("lost"):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from app.core.camera import Frame
 from app.ui.inspect_log import InspectionCounters, InspectionRecord
 from app.ui.inspect_panels import CorrectionDialog
 from app.ui.inspect_view import overlay_heatmap
@@ -133,15 +132,6 @@ def test_counters_and_overlay_units():
     assert out.shape == (150, 250, 3)
     assert np.array_equal(out[-1, -1], image[0, 0])  # no heat: the part is untouched
     assert not np.array_equal(out[0, 0], image[0, 0])
-
-
-def test_bad_frame_does_not_stop_the_line(qtbot, workspace):
-    assert workspace.start("simulated")
-    qtbot.waitUntil(lambda: workspace.counters.parts >= 1, timeout=20_000)
-    workspace.context.frames.put(Frame(np.zeros((0, 0, 3), np.uint8), -1, 0.0, "broken"))
-    n = workspace.counters.parts
-    qtbot.waitUntil(lambda: workspace.counters.parts >= n + 3, timeout=20_000)
-    assert workspace.is_running()
 
 
 def _inspect_with_reference(qtbot, app_context, project, reference_images, until) -> InspectWorkspace:
