@@ -49,6 +49,29 @@ def training_size_text(report: dict, split: str = "train") -> str:
     return text
 
 
+def speed_text(m: ModelVersion, settings: dict) -> str:
+    """Float or INT8 at the line, and the speed this PC measured (`lineside bench`)."""
+    import json
+
+    try:
+        int8 = json.loads((m.path / "model.json").read_text()).get("int8")
+    except (OSError, ValueError):
+        int8 = None
+    parts = []
+    if int8:
+        ms = int8.get("latency_1_thread_ms") or {}
+        parts.append(f"INT8 version passed its gate (verdicts agree on {int8.get('agreement', 0):.1%} of "
+                     f"held-out parts, AUROC {int8.get('auroc_int8', float('nan')):.3f}); one part "
+                     f"{ms.get('int8', float('nan')):.1f} ms vs {ms.get('float', float('nan')):.1f} ms float.")
+    bench = settings.get("bench") or {}
+    if bench.get("model") == m.version and settings.get("parts_per_second"):
+        parts.append(f"At the line: {settings.get('precision', 'float')}, {settings.get('threads', 1)} thread(s), "
+                     f"about {settings['parts_per_second']:.0f} parts per second on this PC (lineside bench).")
+    elif not int8:
+        parts.append("At the line: float (no INT8 version; `lineside quantize` makes one if it passes its gate).")
+    return " ".join(parts)
+
+
 def changes_text(report: dict) -> str:
     changes = report.get("changes")
     if not changes:
@@ -199,6 +222,10 @@ class ModelsWorkspace(QWidget):
         point = operating_point_text(m.metrics)
         if point:
             lines.append(point)
+        project = self.context.project
+        if project is not None:
+            settings = {k: project.get_setting(k) for k in ("bench", "precision", "threads", "parts_per_second")}
+            lines.append(speed_text(m, settings))
         if m.report.get("tiling"):
             tiling = m.report["tiling"]
             lines.append(f"Large parts are judged in {tiling['tile']}-px tiles at {tiling['scale']:.0%} of full "

@@ -65,3 +65,22 @@ def test_report_texts():
     assert changes_text({"changes": ["+3 dent"]}) == "• +3 dent"
     assert changes_text({"changes": {"dent": "+3"}}) == "• dent: +3"
     assert rollback_target([]) is None
+
+
+def test_details_say_float_or_int8_and_the_measured_speed(models_ws, project):
+    import json
+
+    models_ws.select_version("v3")
+    assert "At the line: float" in models_ws.details.text()
+    folder = project.model("v3").path
+    stored = {"int8": {"agreement": 1.0, "auroc_int8": 0.95, "latency_1_thread_ms": {"int8": 4.0, "float": 6.5}}}
+    (folder / "model.json").write_text(json.dumps(stored))
+    project.set_setting("precision", "int8")
+    project.set_setting("threads", 2)
+    project.set_setting("parts_per_second", 240.0)
+    project.set_setting("bench", {"model": "v3"})
+    models_ws.refresh()
+    models_ws.select_version("v3")
+    text = models_ws.details.text()
+    assert "INT8 version passed its gate" in text and "4.0 ms vs 6.5 ms" in text
+    assert "int8, 2 thread(s), about 240 parts per second" in text
