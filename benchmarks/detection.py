@@ -190,16 +190,11 @@ def run_baseline(train_val: list[tile_data.Item], test: list[tile_data.Item]) ->
 
 
 def curve_items(train_val: list[tile_data.Item], n_defects: int) -> list[tile_data.Item]:
-    """All OK parts and the validation split as they are; n training defects, stratified by class."""
-    train_def = [i for i in tile_data.in_split(train_val, "train") if i.verdict != OK]
-    keep = set()
-    if n_defects < len(train_def):
-        fraction = n_defects / len(train_def)
-        picked = tile_data.stratified_fraction(train_def, fraction, SEED)
-        keep = {i.path for i in picked[:n_defects]}
-    else:
-        keep = {i.path for i in train_def}
-    return [i for i in train_val if not (i.split == "train" and i.verdict != OK and i.path not in keep)]
+    """Every OK part and *n_defects* labeled defective parts in all (stratified by class,
+    seeded): what a line has after labeling that many defects. The trainer splits them."""
+    defects = [i for i in train_val if i.verdict != OK]
+    keep = {i.path for i in tile_data.stratified_fraction(defects, n_defects / len(defects), SEED)[:n_defects]}
+    return [i for i in train_val if i.verdict == OK or i.path in keep]
 
 
 def plot_curve(rows: list[dict], path: Path, dataset: str) -> None:
@@ -228,7 +223,7 @@ def plot_curve(rows: list[dict], path: Path, dataset: str) -> None:
         cv2.line(canvas, a, b, (120, 120, 120), 1)
     cv2.putText(canvas, f"{dataset}: catch on test at the stored threshold vs training defects",
                 (m, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.putText(canvas, "labeled defective training images (blue: supervised, orange: good-only)",
+    cv2.putText(canvas, "labeled defective parts (blue: supervised, orange: good-only)",
                 (m, h - 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
     cv2.imwrite(str(path), canvas)
 
@@ -275,17 +270,18 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
         baseline = run_baseline(train_val, test)
         if not args.no_curve:
-            n_all = sum(1 for i in tile_data.in_split(train_val, "train") if i.verdict != OK)
+            n_all = sum(1 for i in train_val if i.verdict != OK)
             for n in [c for c in CURVE_DEFECTS if c < n_all]:
                 sub = tile_data.build_project(work / f"curve-{n}", root, curve_items(train_val, n),
                                               keep_splits=False)
                 run = train(sub, f"{n} defects", "auto", args.quick)
                 run.test = judge_test(run, test, root)
-                curve.append({"n_train_defects": n, "mode": run.mode, "catch_rate": run.test["catch_rate"],
+                curve.append({"n_train_defects": n, "mode": run.mode, "n_trained_on": run.n_train_defects, "catch_rate": run.test["catch_rate"],
                               "catch_rate_ci": run.test["catch_rate_ci"],
                               "false_reject_rate": run.test["false_reject_rate"], "auroc": run.test["auroc"]})
             for run in runs:
-                curve.append({"n_train_defects": run.n_train_defects if run.mode == "supervised" else 0,
+                curve.append({"n_train_defects": n_all if run.mode == "supervised" else 0,
+                              "n_trained_on": run.n_train_defects if run.mode == "supervised" else 0,
                               "mode": run.mode, "catch_rate": run.test["catch_rate"],
                               "catch_rate_ci": run.test["catch_rate_ci"],
                               "false_reject_rate": run.test["false_reject_rate"], "auroc": run.test["auroc"]})

@@ -120,12 +120,14 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
 
     if curve:
         lines += ["## Learning curve", "",
-                  "The same OK parts and validation split; the training defects cut to 5, 10, 20 and all "
-                  "(stratified by class), `auto` mode each time (it picks good-only below 10 labeled defects in "
-                  "all), and the good-only model at 0.", ""]
-        lines += table(["Training defects", "Mode", "Caught (95 % CI)", "False reject", "AUROC"],
-                       [[c["n_train_defects"], c["mode"], _ci(c["catch_rate"], c["catch_rate_ci"]),
-                         pct(c["false_reject_rate"]), num(c["auroc"])] for c in curve]) + [""]
+                  "Every OK part, and 5, 10, 20 or all of the labeled defective parts (stratified by class), "
+                  "split by the trainer as on a line; `auto` mode each time (it picks good-only below 10 labeled "
+                  "defects), and the good-only model at 0. Catch and false reject on the test split at the stored "
+                  "threshold.", ""]
+        lines += table(["Labeled defects", "Trained on", "Mode", "Caught (95 % CI)", "False reject", "AUROC"],
+                       [[c["n_train_defects"], c.get("n_trained_on", "-"), c["mode"],
+                         _ci(c["catch_rate"], c["catch_rate_ci"]), pct(c["false_reject_rate"]), num(c["auroc"])]
+                        for c in curve]) + [""]
         if curve_png:
             lines += [f"![learning curve]({curve_png})", ""]
 

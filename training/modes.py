@@ -61,6 +61,27 @@ def check_supervised(counts: dict[str, int], class_names: list[str]) -> list[str
             for name in class_names[1:] if counts[name] < RECOMMENDED_PER_CLASS]
 
 
+MERGED_CLASS = "defect"
+
+
+def merge_short_classes(counts: dict[str, int], class_names: list[str]) -> tuple[dict[str, int], list[str], dict, list]:
+    """When `auto` picks supervised but a class has fewer than MIN_PER_CLASS labels, all
+    defect classes train as one class, "defect": the part's verdict is learned from
+    every labeled defect, and naming the class waits until each has enough.
+
+    Returns (counts, class names, verdict mapping, notes); unchanged when no class is short.
+    """
+    short = [name for name in class_names[1:] if counts.get(name, 0) < MIN_PER_CLASS]
+    if not short:
+        return counts, class_names, {}, []
+    mapping = {name: MERGED_CLASS for name in class_names[1:]}
+    merged = {OK: counts.get(OK, 0), MERGED_CLASS: sum(counts.get(n, 0) for n in class_names[1:])}
+    note = (f"{', '.join(f'{n}: {counts.get(n, 0)}' for n in short)} labeled images, fewer than "
+            f"{MIN_PER_CLASS}: all defect classes are trained together as '{MERGED_CLASS}' (PASS/FAIL is "
+            "learned from every defect; the class is named once each has 5)")
+    return merged, [OK, MERGED_CLASS], mapping, [note]
+
+
 def check_good_only(counts: dict[str, int]) -> list[str]:
     n_ok = counts.get(OK, 0)
     if n_ok < MIN_OK:

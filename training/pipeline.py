@@ -34,7 +34,7 @@ from training.comparisons import baseline_on, changes_since, per_class_counts, p
 from training.data import OK, load_sample, load_tiled_samples
 from training.export import export_checked
 from training.loop import Cancelled, TrainConfig, config_dict, train
-from training.modes import SUPERVISED, check_good_only, check_supervised, choose_mode
+from training.modes import SUPERVISED, check_good_only, check_supervised, choose_mode, merge_short_classes
 from training.network import HEATMAP_STRIDE
 
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 224, 288  # 288: the most a CPU retrain affords (docs/adr/0005)
@@ -117,19 +117,22 @@ def choose_tiling(project: Project, labeled: list, size: int) -> TilePlan | None
     return choose_tile_plan(sizes, [e for e in extents if e], size)
 
 
-def load_split(project: Project, split: str, size: int, plan: TilePlan | None = None):
+def load_split(project: Project, split: str, size: int, plan: TilePlan | None = None,
+               verdict_map: dict[str, str] | None = None):
     """(samples, parts, unused): network inputs, the (record, verdict) of each whole part,
-    and how many defective parts could not be used (tiled training needs a painted region)."""
+    and how many defective parts could not be used (tiled training needs a painted region).
+    *verdict_map* renames classes that train together (see modes.merge_short_classes)."""
     samples, parts, unused = [], [], 0
     for record, label in project.labeled(split=split):
         mask = project.load_mask(label) if label.verdict != OK else None
+        verdict = (verdict_map or {}).get(label.verdict, label.verdict)
         if plan is None:
-            samples.append(load_sample(record.path, label.verdict, size, mask=mask, key=record.sha256))
+            samples.append(load_sample(record.path, verdict, size, mask=mask, key=record.sha256))
         else:
-            tiles = load_tiled_samples(record.path, label.verdict, plan, mask=mask, key=record.sha256)
+            tiles = load_tiled_samples(record.path, verdict, plan, mask=mask, key=record.sha256)
             unused += not tiles
             samples += tiles
-        parts.append((record, label.verdict))
+        parts.append((record, verdict))
     return samples, parts, unused
 
 
@@ -194,6 +197,7 @@ class _Run:
         self.target = float(target if target is not None else
                             project.get_setting("false_reject_target") or DEFAULT_FALSE_REJECT_TARGET)
         self.on_event, self.should_stop, self.t0 = on_event, should_stop, t0
+        self.verdict_map: dict[str, str] = {}  # defect classes trained under another name
 
     def execute(self) -> ModelVersion:
         project = self.project
@@ -203,7 +207,11 @@ class _Run:
         self.class_names = class_names_for(project, counts)
         self.mode, self.mode_reason = choose_mode(counts, self.requested_mode)
         if self.mode == SUPERVISED:
-            self.shortfalls = check_supervised(counts, self.class_names)
+            merge_notes: list[str] = []
+            if self.requested_mode == "auto":
+                counts, self.class_names, self.verdict_map, merge_notes = merge_short_classes(
+                    counts, self.class_names)
+            self.shortfalls = check_supervised(counts, self.class_names) + merge_notes
         else:
             self.shortfalls = check_good_only(counts)
             self.class_names = [OK]  # an anomaly model says "differs from OK", not which defect
@@ -217,8 +225,10 @@ class _Run:
         self.size = choose_input_size(project, labeled)
         self.plan = choose_tiling(project, labeled, self.size)
         self.on_event({"event": "progress", "phase": "prepare", "step": 0, "steps": 1, "eta_s": None})
-        self.train_samples, self.train_parts, unused = load_split(project, "train", self.size, self.plan)
-        self.val_samples, self.val_parts, unused_val = load_split(project, "val", self.size, self.plan)
+        self.train_samples, self.train_parts, unused = load_split(project, "train", self.size, self.plan,
+                                                                  self.verdict_map)
+        self.val_samples, self.val_parts, unused_val = load_split(project, "val", self.size, self.plan,
+                                                                  self.verdict_map)
         if unused + unused_val:
             self.shortfalls.append(
                 f"{unused + unused_val} defective parts have no painted region and were not used: large parts "

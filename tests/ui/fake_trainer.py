@@ -48,8 +48,7 @@ def main() -> int:
                   "loss": 1.0 / (epoch * step), "eta_s": 5.0, "elapsed_s": 1.0}, split=step == 2)
             time.sleep(delay)
         emit({"event": "epoch", "epoch": epoch, "epochs": 2, "train_loss": 0.5 / epoch, "val_loss": 0.6 / epoch,
-              "val_auroc": 0.8 + 0.05 * epoch, "val_catch_rate": 0.7 + 0.1 * epoch,
-              "val_false_reject_rate": 0.1 / epoch, "eta_s": 2.0})
+              "val_auroc": 0.8 + 0.05 * epoch, "val_catch_rate": 0.7 + 0.1 * epoch, "eta_s": 2.0})
     if mode == "error":
         emit({"event": "error", "message": "scratch: 0 labeled images"})
         return 2
