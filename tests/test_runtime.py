@@ -128,8 +128,12 @@ def test_inspect_file_and_bad_files(inspector, tmp_path):
             inspector.inspect_file(bad)
 
 
-def test_warmup_runs(inspector):
+def test_warmup_leaves_the_session_giving_the_same_verdicts(inspector):
+    part = np.full((40, 60, 3), 90, np.uint8)
+    before = inspector.inspect(part)
     inspector.warmup()
+    after = inspector.inspect(part)
+    assert (after.score, after.passed) == (before.score, before.passed)
 
 
 def _bad_model_files(tmp_path: Path) -> dict[str, Path]:

@@ -75,10 +75,9 @@ def test_roi_is_applied_to_saved_frames_and_the_key_is_configurable(main_window,
     assert "PgDown" in workspace.capture_button.text()
     workspace.setFocus()
     qtbot.keyClick(workspace, Qt.Key.Key_Space)  # no longer the capture key
-    qtbot.wait(200)
-    assert project.images() == []
     qtbot.keyClick(workspace, Qt.Key.Key_PageDown)
-    qtbot.waitUntil(lambda: len(project.images()) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: len(project.images()) >= 1, timeout=5000)
+    assert len(project.images()) == 1  # the PgDown frame only: Space, pressed first, saved nothing
     record = project.images()[0]
     assert (record.width, record.height) == (roi[2], roi[3])
     assert record.tags["roi"] == ",".join(str(v) for v in roi)

@@ -54,13 +54,14 @@ def test_trigger_key_inspects_exactly_one_part(qtbot, workspace, project):
     workspace.mode_combo.setCurrentIndex(1)  # "On trigger key"
     assert not workspace.continuous()
     assert workspace.start("simulated")
-    qtbot.wait(600)  # frames flow, but nothing is inspected without a trigger
+    # Frames flow, but nothing is inspected without a trigger.
+    qtbot.waitUntil(lambda: workspace.context.frames.put_count >= 10, timeout=20_000)
     assert workspace.counters.parts == 0
-    qtbot.waitUntil(lambda: workspace.context.frames.put_count > 0, timeout=10_000)
     qtbot.keyClick(workspace.image_view, Qt.Key.Key_Space)
     qtbot.waitUntil(lambda: workspace.counters.parts == 1, timeout=10_000)
-    qtbot.wait(400)
-    assert workspace.counters.parts == 1
+    seen = workspace.context.frames.put_count
+    qtbot.waitUntil(lambda: workspace.context.frames.put_count >= seen + 10, timeout=20_000)
+    assert workspace.counters.parts == 1  # ten more frames, still one part: one trigger, one part
     workspace.trigger_button.click()
     qtbot.waitUntil(lambda: workspace.counters.parts == 2, timeout=10_000)
     workspace.stop()
