@@ -221,7 +221,7 @@ def plot_curve(rows: list[dict], path: Path, dataset: str) -> None:
         pts.append((x, y))
     for a, b in zip(pts, pts[1:]):
         cv2.line(canvas, a, b, (120, 120, 120), 1)
-    cv2.putText(canvas, f"{dataset}: catch on test at the stored threshold vs training defects",
+    cv2.putText(canvas, f"{dataset}: catch on test at the stored threshold vs labeled defects",
                 (m, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
     cv2.putText(canvas, "labeled defective parts (blue: supervised, orange: good-only)",
                 (m, h - 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)

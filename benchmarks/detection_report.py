@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from benchmarks import tile_data
 from benchmarks.machine import machine_lines
-from benchmarks.tile_report import num, pct, table
 
 # The targets the product set itself (test split, 2-core CPU, default settings).
 TARGETS = {
@@ -13,6 +15,19 @@ TARGETS = {
     "kolektorsdd": {"supervised": {"auroc": 0.99, "catch": 17 / 18, "fr": 0.015, "pixel": 0.95, "train_s": 180},
                     "good-only": {"auroc": 0.95, "catch": None, "fr": None, "pixel": 0.90, "train_s": 60}},
 }
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def num(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
 def _ci(rate, ci) -> str:

@@ -1,6 +1,6 @@
 """Line speed: where one part's milliseconds go, and how fast the line can judge.
 
-Helpers (also used by magnetic_tile.py):
+Helpers:
 - `single_image_latency`: Inspector vs PyTorch eager on one thread, same parts, taking
   turns (which one goes first alternates per image) so that a busy neighbour on a shared
   machine slows both alike; the first WARMUP parts of each are not counted. Both paths
