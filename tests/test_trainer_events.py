@@ -13,7 +13,7 @@ import pytest
 
 from app.cli import main as cli
 from app.core.trainer_events import problems
-from tests.training_fixtures import make_tiny_project
+from tests.training_fixtures import make_spot_project, make_tiny_project
 
 FAKE = Path(__file__).parent / "ui" / "fake_trainer.py"
 
@@ -45,13 +45,13 @@ def test_the_stand_in_trainer_sends_only_what_the_protocol_allows(mode):
 
 @pytest.mark.slow
 def test_the_real_trainer_keeps_the_protocol_and_learns(tmp_path, capsys):
-    project = make_tiny_project(tmp_path / "tiny")
+    project = make_spot_project(tmp_path / "spots")
     assert cli(["train", str(project), "--epochs", "4", "--progress", "json"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [p for e in events for p in problems(e)] == []
     kinds = [e["event"] for e in events]
     assert kinds[-1] == "done" and "epoch" in kinds and "start" in kinds
-    # Training learns: the exported model tells the generated defects from OK parts on
+    # Training learns: the exported model tells pitted parts from OK ones on validation
     # parts it never trained on, far better than chance (0.5).
     done = events[-1]
     assert done["metrics"]["auroc"] >= 0.75

@@ -93,8 +93,14 @@ def test_too_few_images_of_a_class_names_the_class(tmp_path):
         spots = project.images(verdict="spot")
         for record in spots[:4]:
             project.set_label(record.id, None)
+    # Asked for a supervised model by name, the trainer says which class is short...
     with pytest.raises(NotEnoughDataError, match=r"spot: 2 labeled images, at least 5 needed"):
-        pipeline.train_project(project_dir, epochs=1)
+        pipeline.train_project(project_dir, epochs=1, mode="supervised")
+    # ...and the default mode trains the classes together and says why.
+    model = pipeline.train_project(project_dir, epochs=1)
+    assert model.metrics["mode"] == "supervised"
+    assert [n for n in model.report["per_class"]] == ["ok", "defect"]
+    assert any("spot: 2 labeled images" in s and "'defect'" in s for s in model.report["shortfalls"])
 
 
 def test_cancel_leaves_no_model_behind(tmp_path):

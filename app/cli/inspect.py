@@ -183,7 +183,9 @@ def _run_session(project: "Project", source, printer: _Printer, args: argparse.N
     from app.core.line_session import CallbackListener, LineSession
 
     listener = CallbackListener(**{name: getattr(printer, name) for name in _Printer.HEARS})
-    session = LineSession(project, [source], [listener], model=args.model, threads=args.threads,
+    store_errors: list[str] = []
+    watcher = CallbackListener(on_error=lambda code, message: store_errors.append(message))
+    session = LineSession(project, [source], [listener, watcher], model=args.model, threads=args.threads,
                           max_parts=max_parts)
     session.start()  # LinesideError when the model cannot be loaded
     try:
@@ -193,6 +195,11 @@ def _run_session(project: "Project", source, printer: _Printer, args: argparse.N
             pass
     finally:
         session.stop()  # every result judged is committed and printed
+    judged = session.counters.parts
+    if session.committed < judged:  # results that could not be saved (a damaged or full store)
+        raise LinesideError(
+            f"{judged - session.committed} of {judged} parts were judged but could not be saved: "
+            f"{store_errors[-1] if store_errors else 'the project store refused them'}")
 
 
 def run_inspect(args: argparse.Namespace) -> int:

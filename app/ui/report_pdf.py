@@ -2,7 +2,7 @@
 
 QTextDocument does not read `data:` image URLs by itself, so each embedded chart is
 handed to the document as a resource under a short name first. Works without a display:
-from the command line a QGuiApplication is made on the offscreen platform.
+from the command line a QApplication is made on the offscreen platform.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ RESOLUTION_DPI = 150
 
 
 def _application():
-    from PySide6.QtGui import QGuiApplication
+    # A full QApplication, not a bare QGuiApplication: Qt allows one application object
+    # per process, and the same process may open windows afterwards (the app, the tests).
+    from PySide6.QtWidgets import QApplication
 
-    app = QGuiApplication.instance()
+    app = QApplication.instance()
     if app is None:
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        app = QGuiApplication(["lineside-report"])
+        app = QApplication(["lineside-report"])
     return app
 
 

@@ -30,17 +30,19 @@ from tests.store_fixtures import part_image, write_image
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 
-def _kill_after(command: list[str], delay: float, after_first_line: bool = False,
+def _kill_after(command: list[str], delay: float, wait_for: str | None = None,
                 start_timeout: float = 120.0) -> tuple[bool, str]:
-    """SIGKILL the child *delay* seconds after it starts (or, with *after_first_line*,
-    after its first acknowledged line: that keeps a kill in the middle of the work
-    however busy the machine is). Returns (killed, what it printed)."""
-    with tempfile.TemporaryFile() as out:
-        child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
+    """SIGKILL the child *delay* seconds after it starts, or after it has printed
+    *wait_for* (a kill in the middle of the work however fast or busy the machine is).
+    Returns (killed, what it printed)."""
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "out.txt"
+        with log.open("wb") as out:  # the child's own file offset; we read through another
+            child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + start_timeout
-        while after_first_line and out.tell() == 0 and child.poll() is None and time.monotonic() < deadline:
+        while wait_for is not None and wait_for not in log.read_text("utf-8", "replace") \
+                and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-            out.seek(0, 2)
         try:
             child.wait(timeout=delay)
             killed = False
@@ -48,8 +50,7 @@ def _kill_after(command: list[str], delay: float, after_first_line: bool = False
             child.send_signal(signal.SIGKILL)
             child.wait()
             killed = True
-        out.seek(0)
-        return killed, out.read().decode("utf-8", "replace")
+        return killed, log.read_text("utf-8", "replace")
 
 
 def _integrity(project_dir: Path) -> str:
@@ -123,7 +124,7 @@ def test_labeling_killed_keeps_every_acknowledged_label(tmp_path: Path, delay: f
     project_dir = make_project(tmp_path, n_ok=10, n_defect=10)
     before = snapshot(project_dir)
 
-    killed, out = _kill_after([sys.executable, "-c", LABEL_CHILD, str(project_dir)], delay, after_first_line=True)
+    killed, out = _kill_after([sys.executable, "-c", LABEL_CHILD, str(project_dir)], delay, wait_for="\n")
 
     assert killed
     acknowledged = [line.split() for line in out.splitlines() if len(line.split()) == 3]
@@ -151,10 +152,11 @@ def test_training_killed_leaves_the_production_model_serving(tmp_path: Path, cap
     before = snapshot(project_dir)
     started = time.monotonic()
 
-    long_train = train[:-4] + ["--epochs", "40", "--device", "cpu"]  # never done before the kill
-    for delay in (3.0, 8.0):  # while loading/caching, and in the epochs
-        killed, _ = _kill_after(long_train, delay)
-        assert killed, f"training finished within {delay} s; kill it sooner"
+    # Killed while it prepares and caches, and in the middle of its first epoch.
+    long_train = train[:-4] + ["--epochs", "40", "--device", "cpu", "--progress", "json"]
+    for moment in ('"phase": "prepare"', '"phase": "train"'):
+        killed, _ = _kill_after(long_train, 0.0, wait_for=moment)
+        assert killed, f"training finished before it was killed at {moment}"
         assert _integrity(project_dir) == "ok"
         _production_serves(project_dir)
         after = snapshot(project_dir)
