@@ -48,6 +48,8 @@ def test_training_registers_a_candidate_with_metrics_and_report(trained):
         assert [m.version for m in project.models()] == [model.version]
         assert project.model(model.version).status == "candidate"
         assert project.production_model() is None  # training never deploys by itself
+        # What it was trained on, as the app compares it before the next retrain.
+        assert model.report["labeled_data_sha256"] == project.labeled_fingerprint()
     assert 0.0 <= model.threshold <= 1.0
     for key in ("auroc", "catch_rate", "false_reject_rate", "catch_at_1pct_false_reject"):
         assert key in model.metrics

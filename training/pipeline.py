@@ -204,6 +204,7 @@ class _Run:
         # 1. Which model, and is there enough data for it? Say exactly what is missing
         # before spending minutes.
         counts = project.label_counts()
+        self.labeled_fingerprint = project.labeled_fingerprint()
         self.class_names = class_names_for(project, counts)
         self.mode, self.mode_reason = choose_mode(counts, self.requested_mode)
         if self.mode == SUPERVISED:
@@ -378,6 +379,7 @@ class _Run:
                 "changes": changes_since(_latest_model(project), per_class, len(self.train_parts)),
                 "shortfalls": self.shortfalls, "trained_at": datetime.now(timezone.utc).isoformat(),
                 "host": platform.node(), "torch": torch.__version__,
+                "labeled_data_sha256": self.labeled_fingerprint,
                 "training_set_sha256": hashlib.sha256(
                     "".join(sorted(r.sha256 for r, _ in self.train_parts)).encode()).hexdigest()}
 

@@ -246,6 +246,17 @@ class LabelStoreMixin:
             by_image = {row["image_id"]: self._label(row) for row in label_rows}
         return [(record, by_image[record.id]) for record in records]
 
+    def labeled_fingerprint(self) -> str:
+        """SHA-256 over every labeled image and its current verdict (golden parts aside).
+
+        The trainer stores it with each model; the app compares it before a retrain, so
+        retraining on unchanged data is never a surprise duplicate."""
+        import hashlib
+
+        rows = sorted(f"{record.sha256}:{label.verdict}" for record, label in self.labeled()
+                      if record.split != "golden")
+        return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
     def label_counts(self) -> dict[str, int]:
         """Verdict -> number of images currently labeled so, plus "unlabeled"."""
         current = current_labels()

@@ -230,6 +230,8 @@ class TrainWorkspace(QWidget):
         project = self.context.project
         if project is None or self.trainer.is_running():
             return
+        if not self._confirm_changed_data(project):
+            return
         self._reset_view("Starting…", "Starting the trainer…", keep_summary=True)
         self._set_running(True)
         self.trainer.start(
@@ -239,6 +241,19 @@ class TrainWorkspace(QWidget):
             command=self.command_override,
         )
         self.context.status_message.emit("Training started.")
+
+    def _confirm_changed_data(self, project) -> bool:
+        """Ask before retraining on exactly the labels the newest model was trained on."""
+        models = project.models()
+        stored = models[0].report.get("labeled_data_sha256") if models else None
+        if not stored or stored != project.labeled_fingerprint():
+            return True
+        answer = QMessageBox.question(
+            self, "Nothing new to learn",
+            f"The labels have not changed since {models[0].version} was trained: a retrain would give "
+            "a near copy of it. Retrain anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def cancel_training(self) -> None:
         if self.trainer.is_running():

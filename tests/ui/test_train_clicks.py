@@ -147,3 +147,31 @@ def test_closing_during_training_can_keep_it_running_in_the_background(qtbot, mo
     assert blocker.args[0]["version"] == "v9"
     qtbot.waitUntil(lambda: quits == [True], timeout=5000)  # then the app ends
     assert window.context.project is None  # shut down properly
+
+
+def test_retrain_on_unchanged_labels_asks_first(qtbot, train_ws, project, monkeypatch):
+    from tests.onnx_fixtures import write_model
+
+    # The newest model was trained on exactly the labels the project holds now.
+    folder = project.models_dir / "v1"
+    folder.mkdir(parents=True)
+    write_model(folder / "model.onnx", version="v1", threshold=0.5)
+    project.register_model("v1", folder, 0.5, {"auroc": 0.9},
+                           {"n_train": 5, "labeled_data_sha256": project.labeled_fingerprint()})
+    asked: list[str] = []
+
+    def question(parent, title, text, *args, **kwargs):
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    train_ws.command_override = FAKE + ["ok", "0.01"]
+    click(train_ws.retrain_button)
+    assert len(asked) == 1 and "have not changed since v1" in asked[0]
+    assert not train_ws.trainer.is_running()  # "No": nothing started
+    # A new label changes the data: no question, the training starts.
+    add_labeled_parts(project, 1, {}, seed=99)
+    click(train_ws.retrain_button)
+    assert len(asked) == 1 and train_ws.trainer.is_running()
+    with qtbot.waitSignal(train_ws.trainer.finished, timeout=20_000):
+        pass
