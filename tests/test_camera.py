@@ -175,10 +175,20 @@ def test_hot_folder_missing_folder_is_a_clear_error(tmp_path: Path):
 def test_hot_folder_in_capture_thread_is_not_lost_when_idle(tmp_path: Path):
     states: list[str] = []
     queue = FrameQueue()
-    thread = CaptureThread(HotFolderSource(tmp_path, poll_s=0.02), queue, on_state=states.append, max_failures=2)
+    class CountingFolder(HotFolderSource):
+        reads = 0
+
+        def read(self):
+            CountingFolder.reads += 1
+            return super().read()
+
+    thread = CaptureThread(CountingFolder(tmp_path, poll_s=0.02), queue, on_state=states.append, max_failures=2)
     thread.start()
     try:
-        time.sleep(0.3)  # many empty polls: waiting for files is not a lost camera
+        deadline = time.monotonic() + 10
+        while CountingFolder.reads < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert CountingFolder.reads >= 10  # many empty polls: waiting for files is not a lost camera
         assert states == [f"connected: Folder {tmp_path.name}"]
         (tmp_path / "x.png").write_bytes(_png(90))
         frame = queue.get_latest(timeout=3)

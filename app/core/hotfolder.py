@@ -29,7 +29,7 @@ import numpy as np
 
 from app.core.errors import BadImageError, printable
 from app.core.frames import Frame, SourceError
-from app.core.imageio import is_image_file, read_image
+from app.core.imageio import is_image_file, part_note, read_image
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ class HotFolderSource:
                                      path=path, error=reason)
                     log.warning("hot folder: skipping %s", printable(exc))
                 continue
+            notes += [n for n in (part_note(image),) if n]
             if notes and not self._noted:  # once per source, not for every part
                 self._noted = True
                 if self.on_note is not None:

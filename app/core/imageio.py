@@ -66,6 +66,23 @@ def range_note(image: np.ndarray) -> str | None:
     return None
 
 
+PATCH_SIDE = 16  # one cell of a model's heatmap: a smaller part is less than one patch
+
+
+def part_note(image: np.ndarray) -> str | None:
+    """Why a decoded part (uint8 BGR) is unlike anything a model is trained on, or None:
+    smaller than one heatmap patch, or one value everywhere (a lens cap, no light, no part).
+    It still gets a verdict; the line is told, once per source, not to trust it blindly."""
+    h, w = image.shape[:2]
+    if min(h, w) < PATCH_SIDE:
+        return (f"only {w} x {h} pixels, smaller than one {PATCH_SIDE}-pixel patch of the model: "
+                "its verdict says little. Check the camera's region of interest")
+    if image.size and int(image.max()) == int(image.min()):
+        return (f"the same value ({int(image.min())}) in every pixel: a blank frame (lens cap, no light, "
+                "no part in view?), far from the parts a model is trained on")
+    return None
+
+
 def _cut_short(data: bytes) -> str | None:
     """The format of a PNG or JPEG file that lacks its end marker, else None.
 

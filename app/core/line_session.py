@@ -264,7 +264,7 @@ class FileListSource:
         pass
 
     def read(self) -> Frame | None:
-        from app.core.imageio import decode_image, read_file
+        from app.core.imageio import decode_image, part_note, read_file
 
         if self._next >= len(self.paths):
             time.sleep(0.05)  # done: the capture thread idles until the session ends
@@ -278,6 +278,7 @@ class FileListSource:
         except LinesideError as exc:
             reason = str(exc).removeprefix(f"{path}: ")
             return Frame(np.zeros((0, 0, 3), np.uint8), self._next, time.time(), shown, path=path, error=reason)
+        notes += [n for n in (part_note(image),) if n]
         if notes and not self._noted:  # once: every part of a camera would repeat it
             self._noted = True
             if self.on_note is not None:

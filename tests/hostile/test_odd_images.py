@@ -295,3 +295,20 @@ def test_import_folder_reports_every_kind_in_one_batch(tmp_path: Path):
     assert report.added == len(READABLE) and report.labeled == len(READABLE)
     assert sorted(Path(path).name for path, _ in report.skipped) == sorted(
         f"{kind}-{make()[0]}" for kind, make in UNREADABLE.items())  # fmt: skip
+
+
+@pytest.mark.parametrize("kind, says", [("1x1", "only 1 x 1 pixels"), ("blank-black", "the same value (0)"),
+                                        ("blank-white", "the same value (255)")])
+def test_a_tiny_or_blank_part_is_judged_with_one_warning(tmp_path: Path, capfd, kind: str, says: str):
+    name, data, _ = READABLE[kind]()
+    project_dir = make_project(tmp_path)
+    parts = []
+    for i in range(3):  # one source, three such parts: warned once, every part judged
+        part = tmp_path / f"{i}-{name}"
+        part.write_bytes(data)
+        parts.append(part)
+
+    code, out, err = run_cli(capfd, "inspect", project_dir, *parts)
+
+    assert code == 0 and len(out.splitlines()) == 3
+    assert err.count("WARNING") == 1 and says in err and str(parts[0]) in err

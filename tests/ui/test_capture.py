@@ -26,6 +26,7 @@ def test_space_captures_the_live_frame_into_the_project(main_window, qtbot):
     qtbot.waitUntil(lambda: window.camera_label.text() == "Camera: connected: Simulated line", timeout=3000)
 
     workspace.setFocus()
+    on_screen = workspace.last_frame.image.copy()  # the frame shown when the key goes down
     qtbot.keyClick(workspace, Qt.Key.Key_Space)
     qtbot.waitUntil(lambda: len(project.images()) == 1, timeout=5000)
     record = project.images()[0]
@@ -37,9 +38,9 @@ def test_space_captures_the_live_frame_into_the_project(main_window, qtbot):
     qtbot.keyClick(workspace, Qt.Key.Key_0)
     assert project.label(record.id).verdict == "ok"
 
-    # The saved pixels are the frame that was on screen.
+    # The saved pixels are the frame that was on screen, exactly.
     saved = project.load_image(record.id)
-    assert saved.shape == (256, 256, 3)
+    assert np.array_equal(saved, on_screen)
 
 
 def test_roi_is_applied_to_saved_frames_and_the_key_is_configurable(main_window, qtbot):
