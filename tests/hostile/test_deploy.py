@@ -91,3 +91,17 @@ def test_a_working_model_still_deploys(project_with_candidate: Path, capsys):
     code, out, err = run_cli(capsys, "deploy", project_with_candidate, "v2")
     assert (code, err) == (0, "") and out.strip().splitlines()[-1] == "v2 is now in production; v1 was retired"
     assert file_sha(project_with_candidate / "models" / "v2" / "model.onnx") == v2_sha
+
+
+def test_a_model_scoring_nan_at_inspect_time_stops_with_a_message_and_records_nothing(
+        project_with_candidate: Path, tmp_path: Path, capsys):
+    _nan_model(project_with_candidate / "models" / "v2" / "model.onnx")
+    part = tmp_path / "in" / "ok0.png"
+    before = snapshot(project_with_candidate)
+
+    code, out, err = run_cli(capsys, "inspect", project_with_candidate, part, "--model", "v2")
+
+    assert code == 2 and "Traceback" not in err
+    assert "invalid score" in err and "NaN" in err
+    assert not out.startswith(("PASS", "FAIL"))  # no verdict from a score that is not a number
+    assert snapshot(project_with_candidate)["inspections"] == before["inspections"]
