@@ -95,7 +95,14 @@ def test_hot_folder_half_written_file_is_waited_for(main_window, qtbot, tmp_path
     workspace = window.capture
     folder = tmp_path / "drop"
     folder.mkdir()
-    window.context.start_source(HotFolderSource(folder, poll_s=0.05))
+    class CountingFolder(HotFolderSource):
+        reads = 0
+
+        def read(self):
+            CountingFolder.reads += 1
+            return super().read()
+
+    window.context.start_source(CountingFolder(folder, poll_s=0.05))
     qtbot.waitUntil(lambda: window.context.camera_status.startswith("connected"), timeout=3000)
 
     data = _png(180)
@@ -103,7 +110,8 @@ def test_hot_folder_half_written_file_is_waited_for(main_window, qtbot, tmp_path
     with open(target, "wb") as fh:
         fh.write(data[:40])
         fh.flush()
-        qtbot.wait(500)  # ten polls with half a file on disk
+        polled = CountingFolder.reads
+        qtbot.waitUntil(lambda: CountingFolder.reads >= polled + 10, timeout=10_000)  # ten polls, half a file
         assert workspace.last_frame is None
         fh.write(data[40:])
     _wait_for_frame(qtbot, workspace)
