@@ -122,7 +122,8 @@ def test_station_creates_a_project_and_inspects_without_torch(tmp_path: Path) ->
     help_text = output.split("positional arguments", 1)[1]
     assert " inspect " in help_text and " new " in help_text
     assert " train " not in help_text, "the station must not offer training"
-    verdict_lines = [line for line in output.splitlines() if "dark.png" in line or "bright_blue.png" in line]
+    verdict_lines = [line for line in output.splitlines() if line.startswith(("PASS", "FAIL"))
+                     and ("dark.png" in line or "bright_blue.png" in line)]
     assert len(verdict_lines) == 2, output
     assert "PASS" in next(line for line in verdict_lines if "dark.png" in line)
     assert "FAIL" in next(line for line in verdict_lines if "bright_blue.png" in line)
