@@ -47,7 +47,8 @@ def test_open_create_recent_and_errors(main_window, tmp_path, monkeypatch):
     assert window.start_page.recent_list.count() == 1
     assert not window.start_page.recent_list.isHidden()
 
-    # A recent project that has gone away is dropped from the list when it fails.
+    # A recent project whose database is gone fails to open with a message, and stays
+    # listed while its folder exists (a share that comes back, a copy in progress)...
     Project.create(tmp_path / "second").close()
     assert window.open_project(str(tmp_path / "second"))
     window.close_project()
@@ -57,7 +58,13 @@ def test_open_create_recent_and_errors(main_window, tmp_path, monkeypatch):
         leftover.unlink()
     missing = context.recent_projects()[0]
     assert window.open_project(missing) is False
-    assert missing in context.recent_projects()  # the folder still exists: kept, it may come back
+    assert missing in context.recent_projects()
+    # ...and is dropped from the list once the folder itself has gone.
+    import shutil
+
+    shutil.rmtree(tmp_path / "second")
+    assert window.open_project(missing) is False
+    assert missing not in context.recent_projects()
 
     # Clicking a recent item opens it.
     window.show_start_page()
