@@ -37,7 +37,7 @@ from app.core.plc.signals import (  # noqa: E402
     decode_output_registers,
 )
 from app.core.project import Project  # noqa: E402
-from tests.test_line_session import BRIGHT_BLUE, DARK, GatedSource, Recorder, add_model  # noqa: E402
+from tests.test_line_session import BRIGHT_BLUE, DARK, GatedSource, Recorder, add_model, project  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,14 +57,6 @@ def wait_until(test, timeout: float = 10.0, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
-
-
-@pytest.fixture
-def project(tmp_path):
-    proj = Project.create(tmp_path / "project")
-    add_model(proj)
-    yield proj
-    proj.close()
 
 
 class Station:
