@@ -8,7 +8,7 @@ For each dataset, with the trainer's DEFAULT settings (nothing here is tuned per
 dataset; the trainer picks mode, input size and tiling from the data):
   1. the train and val images go into a fresh project with their labels, masks and the
      dataset's split; the test split is never shown to the trainer;
-  2. `auto` mode (supervised here) and `good-only` mode are trained, each timed;
+  2. `auto` mode (supervised or combined here) and `good-only` mode are trained, each timed;
   3. the exported models judge every test image through ONNX Runtime at the threshold
      they store: catch and false reject with 95 % intervals lead; AUROC, the test-optimal
      catch at 1 % false reject (labelled as such), pixel AUROC and PRO follow;
@@ -215,7 +215,7 @@ def plot_curve(rows: list[dict], path: Path, dataset: str) -> None:
         y = int(h - m - r["catch_rate"] * (h - m - 20))
         lo, hi = r["catch_rate_ci"]
         cv2.line(canvas, (x, int(h - m - lo * (h - m - 20))), (x, int(h - m - hi * (h - m - 20))), (160, 160, 160), 2)
-        color = (200, 80, 0) if r["mode"] == "supervised" else (0, 120, 220)
+        color = {"supervised": (200, 80, 0), "combined": (40, 160, 40)}.get(r["mode"], (0, 120, 220))
         cv2.circle(canvas, (x, y), 5, color, -1)
         cv2.putText(canvas, str(r["n_train_defects"]), (x - 6, h - m + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
         pts.append((x, y))
@@ -223,7 +223,7 @@ def plot_curve(rows: list[dict], path: Path, dataset: str) -> None:
         cv2.line(canvas, a, b, (120, 120, 120), 1)
     cv2.putText(canvas, f"{dataset}: catch on test at the stored threshold vs labeled defects",
                 (m, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.putText(canvas, "labeled defective parts (blue: supervised, orange: good-only)",
+    cv2.putText(canvas, "labeled defective parts (blue: supervised, green: combined, orange: good-only)",
                 (m, h - 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
     cv2.imwrite(str(path), canvas)
 
@@ -280,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                               "catch_rate_ci": run.test["catch_rate_ci"],
                               "false_reject_rate": run.test["false_reject_rate"], "auroc": run.test["auroc"]})
             for run in runs:
-                curve.append({"n_train_defects": n_all if run.mode == "supervised" else 0,
-                              "n_trained_on": run.n_train_defects if run.mode == "supervised" else 0,
+                curve.append({"n_train_defects": n_all if run.mode != "good-only" else 0,
+                              "n_trained_on": run.n_train_defects if run.mode != "good-only" else 0,
                               "mode": run.mode, "catch_rate": run.test["catch_rate"],
                               "catch_rate_ci": run.test["catch_rate_ci"],
                               "false_reject_rate": run.test["false_reject_rate"], "auroc": run.test["auroc"]})

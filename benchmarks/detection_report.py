@@ -94,7 +94,8 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
     lines += ["## Targets", ""]
     rows = []
     for r in runs:
-        target = TARGETS.get(dataset, {}).get(r.mode)
+        # The default run's targets are the supervised row's, whether auto kept the anomaly score or not.
+        target = TARGETS.get(dataset, {}).get("supervised" if r.mode == "combined" else r.mode)
         if not target:
             continue
         t = r.test
@@ -137,7 +138,8 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
         lines += ["## Learning curve", "",
                   "Every OK part, and 5, 10, 20 or all of the labeled defective parts (stratified by class), "
                   "split by the trainer as on a line; `auto` mode each time (it picks good-only below 10 labeled "
-                  "defects), and the good-only model at 0. Catch and false reject on the test split at the stored "
+                  "defects; from 10 on supervised, with the anomaly score added where that catches more validation "
+                  "defects: combined), and the good-only model at 0. Catch and false reject on the test split at the stored "
                   "threshold.", ""]
         lines += table(["Labeled defects", "Trained on", "Mode", "Caught (95 % CI)", "False reject", "AUROC"],
                        [[c["n_train_defects"], c.get("n_trained_on", "-"), c["mode"],

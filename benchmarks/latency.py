@@ -70,14 +70,9 @@ class LatencyResult:
 
 def load_eager_network(checkpoint: Path):
     """The trained network in PyTorch, from the checkpoint saved beside the ONNX file."""
-    import torch
+    from training.checkpoint import load_network
 
-    from training.network import InspectionNet
-
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    net = InspectionNet(len(saved["class_names"]) - 1)
-    net.load_state_dict(saved["state_dict"])
-    return net.eval()
+    return load_network(checkpoint)
 
 
 def _eager_verdict(net, image: np.ndarray, size: int) -> tuple[float, np.ndarray, np.ndarray]:

@@ -209,6 +209,31 @@ def test_roc_curve_matches_auroc():
     assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(labels.astype(int), scores), abs=1e-9)
 
 
+def test_baseline_roc_stored_at_training_time_is_drawn_beside_the_model(project_dir: Path):
+    from training.comparisons import roc_points
+
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(300, bool), np.ones(80, bool)]
+    scores = np.r_[rng.normal(0, 1, 300), rng.normal(1, 1, 80)]
+    roc = roc_points(labels, scores)
+    from app.core.evaluation import auroc
+
+    # Thinned to at most 200 points, the curve still has the baseline's area under it.
+    assert len(roc["catch"]) <= 200 and roc["false_reject"][0] == 0 and roc["catch"][-1] == 1
+    assert np.trapezoid(roc["catch"], roc["false_reject"]) == pytest.approx(auroc(labels.astype(int), scores),
+                                                                            abs=0.01)
+    with Project.open(project_dir) as project:
+        v2 = project.model("v2")
+        base = {**v2.report["baseline_on_same_val"], "roc": roc}
+        model = type(v2)(**{**v2.__dict__, "report": {**v2.report, "baseline_on_same_val": base}})
+        measured = report_mod.measure(project, v2)
+        with_roc = _section(report_mod._Report(project, model, measured).build(), "Is it better than simple?")
+        without = _section(report_mod._Report(project, v2, measured).build(), "Is it better than simple?")
+    assert "was stored at training time" in with_roc and "is not drawn" in without
+    assert len(_images(with_roc)) == len(_images(without)) == 1  # one ROC chart, one more curve on it
+    assert not np.array_equal(_images(with_roc)[0], _images(without)[0])
+
+
 def test_cli_writes_html_and_a_pdf(project_dir: Path, tmp_path: Path, capsys):
     pytest.importorskip("PySide6")
     out_html, out_pdf = tmp_path / "v2.html", tmp_path / "v2.pdf"

@@ -15,6 +15,7 @@ from app.core.runtime import Inspector
 from tests.training_fixtures import TINY_INPUT_SIZE, make_tiny_project
 from training import export as export_mod
 from training import pipeline
+from training.checkpoint import load_network
 from training.loop import Cancelled
 from training.network import InspectionNet, load_pretrained_backbone
 
@@ -80,9 +81,7 @@ def test_exported_model_runs_in_onnx_runtime_and_matches_torch(trained):
     # Same part through PyTorch: the graph holds the same preprocessing.
     from app.core.preprocess import letterbox
 
-    state = torch.load(model.path / "checkpoint.pt", weights_only=True)
-    net = InspectionNet(len(state["class_names"]) - 1)
-    net.load_state_dict(state["state_dict"])
+    net = load_network(model.path / "checkpoint.pt")  # supervised or combined, as auto chose
     boxed, _ = letterbox(image, TINY_INPUT_SIZE)
     with torch.no_grad():
         torch_score = float(net.eval()(torch.from_numpy(boxed[None])).score[0])

@@ -143,14 +143,17 @@ class PatchEmbedder(nn.Module):
         return (x - self.pixel_mean) / self.pixel_std
 
     def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
-        size = images_u8.shape[1]
-        grid = size // HEATMAP_STRIDE
         x = F.relu6(self.stem_bn(self.stem_conv(self.normalise(images_u8))))
         maps = []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.layers:
                 maps.append(x)
+        return self.pool_maps(maps, images_u8.shape[1] // HEATMAP_STRIDE)
+
+    def pool_maps(self, maps: list[torch.Tensor], grid: int) -> torch.Tensor:
+        """The tapped block outputs (in `layers` order) -> patch features on the *grid*;
+        separate so a combined model can tap a backbone pass it shares (training/combined.py)."""
         out = []
         k = self.neighbourhood
         for f in maps:
@@ -187,13 +190,17 @@ class AnomalyNet(nn.Module):
     def bank_entries(self) -> int:
         return int(self.bank_t.shape[1])
 
-    def forward(self, images_u8: torch.Tensor) -> AnomalyOutput:
-        emb = self.embedder(images_u8)  # [N, D, h, w]
-        n, d, h, w = emb.shape
+    def patch_distance(self, emb: torch.Tensor) -> torch.Tensor:
+        """Patch features [N, D, h, w] -> distance to the nearest bank entry [N, h*w]."""
         f = emb.flatten(2).transpose(1, 2) - self.center  # [N, P, D]
         cross = torch.matmul(f, self.bank_t)  # [N, P, M]
         d2 = torch.amin(self.bank_sq - 2.0 * cross, dim=2) + (f * f).sum(2)  # [N, P]
-        dist = torch.sqrt(torch.clamp(d2, min=0.0))
+        return torch.sqrt(torch.clamp(d2, min=0.0))
+
+    def forward(self, images_u8: torch.Tensor) -> AnomalyOutput:
+        emb = self.embedder(images_u8)  # [N, D, h, w]
+        n, d, h, w = emb.shape
+        dist = self.patch_distance(emb)
         heat = torch.sigmoid((dist - self.mu) / self.sigma)
         score = heat.amax(dim=1)
         class_probs = torch.stack([1.0 - score, score], dim=1)

@@ -82,4 +82,18 @@ def baseline_on(train: list[tuple[np.ndarray, bool]], held_out: list[tuple[np.nd
     scores = fit_selected(tx, ty, vx, vy).scores(vx)
     return {"method": "image statistics + logistic regression",
             "auroc": auroc(vy.astype(int), scores),
-            "catch_at_1pct_false_reject": catch_at_false_reject(scores[~vy], scores[vy], 0.01)}
+            "catch_at_1pct_false_reject": catch_at_false_reject(scores[~vy], scores[vy], 0.01),
+            "roc": roc_points(vy, scores)}
+
+
+MAX_ROC_POINTS = 200  # enough for a drawn curve; the report stays small
+
+
+def roc_points(is_defect: np.ndarray, scores: np.ndarray) -> dict:
+    """The ROC curve (false reject, catch) at up to MAX_ROC_POINTS thresholds, for the
+    model report to draw beside the model's own curve."""
+    from app.core.report import roc_curve
+
+    fpr, tpr = roc_curve(np.asarray(is_defect, bool), np.asarray(scores, np.float64))
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), MAX_ROC_POINTS)).round().astype(int))
+    return {"false_reject": [round(float(v), 5) for v in fpr[keep]], "catch": [round(float(v), 5) for v in tpr[keep]]}

@@ -16,7 +16,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -76,6 +76,8 @@ class TrainResult:
     epochs_run: int
     elapsed_s: float
     stopped_early: bool
+    # The cached frozen-prefix features (train, validation), for learning_curve().
+    refit: tuple | None = field(default=None, repr=False)
 
 
 class Cancelled(Exception):
@@ -118,12 +120,19 @@ def compute_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg: T
 class _Cache:
     """Frozen-prefix activations of several augmented views per training image."""
 
-    def __init__(self, features: torch.Tensor, f16: torch.Tensor | None, is_defect, cls, patches):
+    def __init__(self, features: torch.Tensor, f16: torch.Tensor | None, is_defect, cls, patches,
+                 owners: np.ndarray | None = None):
         self.features, self.f16 = features, f16  # f16 only when the cut is past the stride-16 block
         self.is_defect, self.cls, self.patches = is_defect, cls, patches
+        self.owners = owners  # index of the sample each row is a view of
 
     def __len__(self) -> int:
         return self.features.shape[0]
+
+    def subset(self, samples: set[int]) -> "_Cache":
+        rows = torch.from_numpy(np.flatnonzero(np.isin(self.owners, list(samples))))
+        return _Cache(self.features[rows], None if self.f16 is None else self.f16[rows], self.is_defect[rows],
+                      self.cls[rows], self.patches[rows], self.owners[rows.numpy()])
 
 
 class _FrozenPrefix(torch.nn.Module):
@@ -191,13 +200,14 @@ def _prefix_runner(net: InspectionNet, n_blocks: int, size: int, device: str):
 
 
 def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_stop, views: int) -> _Cache:
-    images, masks, owners = [], [], []
-    for s in samples:
+    images, masks, owners, owner_index = [], [], [], []
+    for k, s in enumerate(samples):
         for view in range(views):
             img, m = (s.image, s.mask) if view == 0 else augment(s.image, s.mask, rng)
             images.append(img)
             masks.append(m)
             owners.append(s)
+            owner_index.append(k)
     feats, f16s = [], []
     step = 32
     run_prefix = _prefix_runner(net, cfg.frozen_blocks, cfg.input_size, cfg.device)
@@ -215,7 +225,8 @@ def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_sto
         on_event({"event": "progress", "phase": "cache", "step": done, "steps": len(images),
                   "eta_s": round(rate * (len(images) - done), 1)})
     is_defect, cls, patches = _targets(owners, masks, class_index, grid)
-    return _Cache(torch.cat(feats), torch.cat(f16s) if f16s[0] is not None else None, is_defect, cls, patches)
+    return _Cache(torch.cat(feats), torch.cat(f16s) if f16s[0] is not None else None, is_defect, cls, patches,
+                  np.asarray(owner_index))
 
 
 @torch.no_grad()
@@ -262,137 +273,228 @@ def train(train_samples: list[Sample], val_samples: list[Sample], cfg: TrainConf
     # 1. The network: ImageNet backbone + a fresh patch head.
     net = InspectionNet(len(cfg.class_names) - 1, load_pretrained_backbone()).to(device)
 
-    # 2. Class balance: defects are rare on a line; weight them up to count as much as OK.
-    n_def = sum(s.verdict != OK for s in train_samples)
-    n_ok = len(train_samples) - n_def
-    pos_weight = torch.tensor(max(1.0, n_ok / max(1, n_def)), device=device)
-    counts = np.array([sum(s.verdict == c for s in train_samples) for c in cfg.class_names[1:]], np.float32)
-    class_weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), device=device)
-
-    # 3. What trains: on a CPU everything after the frozen prefix, computed once.
-    start_block = 0 if full else cfg.frozen_blocks
+    # 2. What trains: on a CPU everything after the frozen prefix, computed once.
     cache = val_cache = None
     if not full:
         net.eval()
         val_cache = _build_cache(net, val_samples, cfg, class_index, grid, rng, on_event, should_stop, views=1)
         cache = _build_cache(net, train_samples, cfg, class_index, grid, rng, on_event, should_stop,
                              views=cfg.cached_views)
-        for p in net.backbone._conv_stem.parameters():
-            p.requires_grad_(False)
-        for block in net.backbone._blocks[:start_block]:
-            for p in block.parameters():
-                p.requires_grad_(False)
-    head_params = [p for m in (net.from16, net.from32, net.classify) for p in m.parameters()]
-    head_ids = {id(p) for p in head_params}
-    backbone_params = [p for p in net.backbone.parameters() if p.requires_grad and id(p) not in head_ids]
-    n_items = len(cache) if cache is not None else len(train_samples)
-    steps_per_epoch = max(1, math.ceil(n_items / cfg.batch_size))
-    total_steps = steps_per_epoch * cfg.epochs
-    short_run = total_steps < cfg.short_run_steps
-    lr = cfg.short_run_lr if short_run else cfg.lr
-    lr_scale = cfg.short_run_backbone_lr_scale if short_run else cfg.backbone_lr_scale
-    optimizer = torch.optim.AdamW(
-        [{"params": head_params, "lr": lr}, {"params": backbone_params, "lr": lr * lr_scale}],
-        weight_decay=cfg.weight_decay)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
 
+    # 3. The epochs, keeping the best one by validation (see _fit).
+    fit = _Fit(net, train_samples, val_samples, cfg, 0 if full else cfg.frozen_blocks, cache, val_cache)
+    history, epochs_run, stopped_early = fit.run(rng, on_event, should_stop, t_start)
+
+    # 4. The best epoch's weights, its scores on validation and the threshold they give.
     val_images = [s.image for s in val_samples]
     val_truth = [s.verdict for s in val_samples]
-
-    history: list[dict] = []
-    best_state, best_key, bad_epochs, step = None, None, 0, 0
-    epochs_run, stopped_early = 0, False
-    epoch_times: list[float] = []
-    for epoch in range(1, cfg.epochs + 1):
-        t_epoch = time.monotonic()
-        # 4. One pass over the training set in a fresh order.
-        net.train()
-        for block in net.backbone._blocks[:start_block]:
-            block.eval()  # frozen layers keep their ImageNet statistics
-        if short_run:  # see TrainConfig.short_run_steps
-            for module in net.backbone.modules():
-                if isinstance(module, torch.nn.BatchNorm2d):
-                    module.eval()
-        order = rng.permutation(n_items)
-        losses = []
-        for b in range(steps_per_epoch):
-            if should_stop():
-                raise Cancelled()
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            # Cosine decay with a short warm-up: stable start, fine end.
-            warm = min(1.0, (step + 1) / max(1, steps_per_epoch))
-            decay = 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
-            for g, base in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = base * warm * decay
-            if cache is not None:
-                f16 = None if cache.f16 is None else cache.f16[idx].float().to(device)
-                feats, f16, patches = _flip_batch([cache.features[idx].float().to(device), f16, cache.patches[idx]], rng)
-                out = net.patch_head(*net.features(feats, start_block, f16))
-                is_defect, cls = cache.is_defect[idx], cache.cls[idx]
-            else:
-                batch = [train_samples[i] for i in idx]
-                aug = [augment(s.image, s.mask, rng) for s in batch]
-                out = net(_tensor_batch([a[0] for a in aug], device))
-                is_defect, cls, patches = _targets(batch, [a[1] for a in aug], class_index, grid)
-            loss = compute_loss(out, is_defect.to(device), cls.to(device), patches.to(device),
-                                pos_weight, class_weights, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            elapsed = time.monotonic() - t_start
-            per_step = (time.monotonic() - t_epoch) / (b + 1)
-            on_event({"event": "progress", "phase": "train", "epoch": epoch, "epochs": cfg.epochs,
-                      "step": b + 1, "steps": steps_per_epoch, "loss": round(losses[-1], 5),
-                      "eta_s": round(per_step * (total_steps - step), 1), "elapsed_s": round(elapsed, 1)})
-
-        # 5. Validation in eval mode: what the line will see (on a CPU from the cached
-        # frozen features, which the frozen layers would compute again identically).
-        val_scores = _cached_scores(net, val_cache, start_block, device) if val_cache is not None \
-            else predict(net, val_images, device)[0]
-        val_defect = np.array([t != OK for t in val_truth])
-        ok_scores, def_scores = val_scores[~val_defect], val_scores[val_defect]
-        eps = 1e-6
-        val_loss = float(-np.mean(np.where(val_defect, np.log(val_scores + eps), np.log(1 - val_scores + eps))))
-        val_auroc = auroc(val_defect.astype(int), val_scores)
-        catch = catch_at_false_reject(ok_scores, def_scores, cfg.false_reject_target)
-        record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5), "val_loss": round(val_loss, 5),
-                  "val_auroc": round(float(val_auroc), 5), "val_catch_rate": round(float(catch), 5)}
-        history.append(record)
-        epochs_run = epoch
-        epoch_times.append(time.monotonic() - t_epoch)
-        # 6. Keep the best epoch by validation AUROC, then loss. The catch rate at 1 % false
-        # reject hinges on the one or two highest-scoring OK parts of a small validation set
-        # and picks epochs at random; the loss alone rewards timid models on small sets.
-        key = (round(float(val_auroc), 3), -val_loss)
-        if best_key is None or key > best_key:
-            best_key, best_state, bad_epochs = key, copy.deepcopy(net.state_dict()), 0
-        else:
-            bad_epochs += 1
-        elapsed = time.monotonic() - t_start
-        remaining_epochs = cfg.epochs - epoch
-        on_event({"event": "epoch", "epochs": cfg.epochs, **record,
-                  "eta_s": round(float(np.mean(epoch_times)) * remaining_epochs, 1), "elapsed_s": round(elapsed, 1)})
-        if bad_epochs >= cfg.patience:
-            stopped_early = True
-            break
-        # 7. A time budget stops before an epoch that would not fit in it.
-        if cfg.time_budget_s is not None and elapsed + np.mean(epoch_times) > cfg.time_budget_s:
-            stopped_early = True
-            break
-
-    # 8. The best epoch's weights, its scores on validation and the threshold they give.
-    net.load_state_dict(best_state)
     val_scores, val_probs = predict(net, val_images, device)
     val_defect = np.array([t != OK for t in val_truth])
     threshold = threshold_for_false_reject(val_scores[~val_defect], cfg.false_reject_target) \
         if (~val_defect).any() else 0.5
     pred = [None if s < threshold else cfg.class_names[1 + int(np.argmax(p[1:]))]
             for s, p in zip(val_scores, val_probs)]
-    net = net.cpu().eval()
-    return TrainResult(net, cfg, float(threshold), val_scores, val_truth, pred, history, epochs_run,
-                       time.monotonic() - t_start, stopped_early)
+    return TrainResult(net.cpu().eval(), cfg, float(threshold), val_scores, val_truth, pred, history, epochs_run,
+                       time.monotonic() - t_start, stopped_early, refit=(cache, val_cache))
+
+
+class _Fit:
+    """The epochs of one training run: steps over the training set, validation after
+    each epoch, the best epoch's weights loaded into *net* at the end."""
+
+    def __init__(self, net, train_samples, val_samples, cfg: TrainConfig, start_block: int, cache, val_cache):
+        self.net, self.train_samples, self.val_samples, self.cfg = net, train_samples, val_samples, cfg
+        self.start_block, self.cache, self.val_cache = start_block, cache, val_cache
+        device = cfg.device
+        # Class balance: defects are rare on a line; weight them up to count as much as OK.
+        n_def = sum(s.verdict != OK for s in train_samples)
+        self.pos_weight = torch.tensor(max(1.0, (len(train_samples) - n_def) / max(1, n_def)), device=device)
+        counts = np.array([sum(s.verdict == c for s in train_samples) for c in cfg.class_names[1:]], np.float32)
+        self.class_weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), device=device)
+        self.class_index = {name: i for i, name in enumerate(cfg.class_names)}
+        if cache is not None:
+            for p in net.backbone._conv_stem.parameters():
+                p.requires_grad_(False)
+            for block in net.backbone._blocks[:start_block]:
+                for p in block.parameters():
+                    p.requires_grad_(False)
+
+    def val_scores(self) -> np.ndarray:
+        if self.val_cache is not None:
+            return _cached_scores(self.net, self.val_cache, self.start_block, self.cfg.device)
+        return predict(self.net, [s.image for s in self.val_samples], self.cfg.device)[0]
+
+    def run(self, rng, on_event: EventSink, should_stop, t_start: float) -> tuple[list[dict], int, bool]:
+        net, cfg, cache, device, start_block = self.net, self.cfg, self.cache, self.cfg.device, self.start_block
+        grid = cfg.input_size // HEATMAP_STRIDE
+        head_params = [p for m in (net.from16, net.from32, net.classify) for p in m.parameters()]
+        head_ids = {id(p) for p in head_params}
+        backbone_params = [p for p in net.backbone.parameters() if p.requires_grad and id(p) not in head_ids]
+        n_items = len(cache) if cache is not None else len(self.train_samples)
+        steps_per_epoch = max(1, math.ceil(n_items / cfg.batch_size))
+        total_steps = steps_per_epoch * cfg.epochs
+        short_run = total_steps < cfg.short_run_steps
+        lr = cfg.short_run_lr if short_run else cfg.lr
+        lr_scale = cfg.short_run_backbone_lr_scale if short_run else cfg.backbone_lr_scale
+        optimizer = torch.optim.AdamW(
+            [{"params": head_params, "lr": lr}, {"params": backbone_params, "lr": lr * lr_scale}],
+            weight_decay=cfg.weight_decay)
+        base_lrs = [g["lr"] for g in optimizer.param_groups]
+        val_defect = np.array([s.verdict != OK for s in self.val_samples])
+
+        history: list[dict] = []
+        best_state, best_key, bad_epochs, step = None, None, 0, 0
+        epochs_run, stopped_early = 0, False
+        epoch_times: list[float] = []
+        for epoch in range(1, cfg.epochs + 1):
+            t_epoch = time.monotonic()
+            # One pass over the training set in a fresh order.
+            net.train()
+            for block in net.backbone._blocks[:start_block]:
+                block.eval()  # frozen layers keep their ImageNet statistics
+            if short_run:  # see TrainConfig.short_run_steps
+                for module in net.backbone.modules():
+                    if isinstance(module, torch.nn.BatchNorm2d):
+                        module.eval()
+            order = rng.permutation(n_items)
+            losses = []
+            for b in range(steps_per_epoch):
+                if should_stop():
+                    raise Cancelled()
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                # Cosine decay with a short warm-up: stable start, fine end.
+                warm = min(1.0, (step + 1) / max(1, steps_per_epoch))
+                decay = 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
+                for g, base in zip(optimizer.param_groups, base_lrs):
+                    g["lr"] = base * warm * decay
+                if cache is not None:
+                    f16 = None if cache.f16 is None else cache.f16[idx].float().to(device)
+                    feats, f16, patches = _flip_batch([cache.features[idx].float().to(device), f16,
+                                                       cache.patches[idx]], rng)
+                    out = net.patch_head(*net.features(feats, start_block, f16))
+                    is_defect, cls = cache.is_defect[idx], cache.cls[idx]
+                else:
+                    batch = [self.train_samples[i] for i in idx]
+                    aug = [augment(s.image, s.mask, rng) for s in batch]
+                    out = net(_tensor_batch([a[0] for a in aug], device))
+                    is_defect, cls, patches = _targets(batch, [a[1] for a in aug], self.class_index, grid)
+                loss = compute_loss(out, is_defect.to(device), cls.to(device), patches.to(device),
+                                    self.pos_weight, self.class_weights, cfg)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                elapsed = time.monotonic() - t_start
+                per_step = (time.monotonic() - t_epoch) / (b + 1)
+                on_event({"event": "progress", "phase": "train", "epoch": epoch, "epochs": cfg.epochs,
+                          "step": b + 1, "steps": steps_per_epoch, "loss": round(losses[-1], 5),
+                          "eta_s": round(per_step * (total_steps - step), 1), "elapsed_s": round(elapsed, 1)})
+
+            # Validation in eval mode: what the line will see (on a CPU from the cached
+            # frozen features, which the frozen layers would compute again identically).
+            val_scores = self.val_scores()
+            ok_scores, def_scores = val_scores[~val_defect], val_scores[val_defect]
+            eps = 1e-6
+            val_loss = float(-np.mean(np.where(val_defect, np.log(val_scores + eps), np.log(1 - val_scores + eps))))
+            val_auroc = auroc(val_defect.astype(int), val_scores)
+            catch = catch_at_false_reject(ok_scores, def_scores, cfg.false_reject_target)
+            record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5),
+                      "val_loss": round(val_loss, 5), "val_auroc": round(float(val_auroc), 5),
+                      "val_catch_rate": round(float(catch), 5)}
+            history.append(record)
+            epochs_run = epoch
+            epoch_times.append(time.monotonic() - t_epoch)
+            # Keep the best epoch by validation AUROC, then loss. The catch rate at 1 % false
+            # reject hinges on the one or two highest-scoring OK parts of a small validation
+            # set and picks epochs at random; the loss alone rewards timid models on small sets.
+            key = (round(float(val_auroc), 3), -val_loss)
+            if best_key is None or key > best_key:
+                best_key, best_state, bad_epochs = key, copy.deepcopy(net.state_dict()), 0
+            else:
+                bad_epochs += 1
+            elapsed = time.monotonic() - t_start
+            on_event({"event": "epoch", "epochs": cfg.epochs, **record,
+                      "eta_s": round(float(np.mean(epoch_times)) * (cfg.epochs - epoch), 1),
+                      "elapsed_s": round(elapsed, 1)})
+            if bad_epochs >= cfg.patience:
+                stopped_early = True
+                break
+            # A time budget stops before an epoch that would not fit in it.
+            if cfg.time_budget_s is not None and elapsed + np.mean(epoch_times) > cfg.time_budget_s:
+                stopped_early = True
+                break
+        net.load_state_dict(best_state)
+        return history, epochs_run, stopped_early
+
+
+CURVE_FRACTIONS = (0.25, 0.5)
+
+
+def _stratified_subset(samples: list[Sample], fraction: float, rng) -> set[int]:
+    """Indices of *fraction* of the training parts of each class (tiles stay with their part)."""
+    parts: dict[str, list[str]] = {}
+    for s in samples:
+        part = s.key.split("#")[0]
+        if part not in parts.setdefault(s.verdict, []):
+            parts[s.verdict].append(part)
+    keep = set()
+    for names in parts.values():
+        n = max(1, round(fraction * len(names)))
+        keep.update(names[i] for i in rng.permutation(len(names))[:n])
+    return {i for i, s in enumerate(samples) if s.key.split("#")[0] in keep}
+
+
+def _part_scores(samples: list[Sample], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score, is_defect) per part: the max over its tiles, as at the line."""
+    best: dict[str, list] = {}
+    for s, score in zip(samples, scores):
+        entry = best.setdefault(s.key.split("#")[0], [float("-inf"), s.verdict != OK])
+        entry[0] = max(entry[0], float(score))
+    values = list(best.values())
+    return np.array([v[0] for v in values]), np.array([v[1] for v in values], bool)
+
+
+def learning_curve(result: TrainResult, train_samples: list[Sample], val_samples: list[Sample],
+                   fractions=CURVE_FRACTIONS, on_event: EventSink = lambda e: None,
+                   should_stop: Callable[[], bool] = lambda: False) -> list[dict] | None:
+    """What a share of the training labels would have given: the same recipe re-fitted on
+    a class-stratified *fraction* of the training parts, from the frozen-prefix features
+    already cached for the full run (so a re-fit costs about *fraction* of the full run's
+    epochs, not a new cache), for as many epochs as the full run took, and measured on the
+    same validation parts: AUROC and catch at the target false-reject rate with the
+    threshold set on the validation OK parts. The 100 % point is the trained model on
+    the same cached features. None where nothing was cached (the GPU path).
+    """
+    from app.core.operating_point import operating_point
+
+    cache, val_cache = result.refit or (None, None)
+    if cache is None or val_cache is None or cache.owners is None:
+        return None
+    cfg = replace(result.config, epochs=max(1, result.epochs_run), time_budget_s=None, patience=result.epochs_run + 1)
+    rng = np.random.default_rng(cfg.seed + 17)
+
+    def point(fraction: float, net, samples) -> dict:
+        fit = _Fit(net, samples, val_samples, cfg, cfg.frozen_blocks, None, val_cache)
+        scores, defect = _part_scores(val_samples, fit.val_scores())
+        op = operating_point(scores[~defect], scores[defect], cfg.false_reject_target, "validation OK parts")
+        return {"fraction": fraction, "n_train_parts": len({s.key.split("#")[0] for s in samples}),
+                "auroc": float(auroc(defect.astype(int), scores)) if defect.any() and (~defect).any() else None,
+                "catch_rate": float(np.mean(scores[defect] >= op.threshold)) if defect.any() else None}
+
+    curve = []
+    for k, fraction in enumerate(fractions):
+        keep = _stratified_subset(train_samples, fraction, rng)
+        samples = [train_samples[i] for i in sorted(keep)]
+        seed_everything(cfg.seed + k + 1)
+        net = InspectionNet(len(cfg.class_names) - 1, load_pretrained_backbone()).to(cfg.device)
+        fit = _Fit(net, samples, val_samples, cfg, cfg.frozen_blocks, cache.subset(keep), val_cache)
+        fit.run(rng, lambda e: None, should_stop, time.monotonic())
+        curve.append(point(fraction, net, samples))
+        on_event({"event": "progress", "phase": "curve", "step": k + 1, "steps": len(fractions), "eta_s": None})
+    curve.append(point(1.0, result.net.to(cfg.device), train_samples))
+    result.net.cpu()
+    return curve
 
 
 def config_dict(cfg: TrainConfig) -> dict:

@@ -3,10 +3,14 @@
 - **supervised**: the fine-tuned patch classifier, learned from OK and defect labels.
 - **good-only**: an anomaly model (training/anomaly.py) that learns what OK parts look
   like; for a new line with thousands of good parts and almost no defects.
+- **combined**: both, the anomaly score added to the supervised one as extra evidence
+  (training/combined.py).
 
-`--mode auto` (the default) decides from the labels alone, by the rule in
-`choose_mode`, and says the rule in words: the CLI, the Train summary and the model
-report all show that sentence.
+`--mode auto` (the default) decides from the labels by the rule in `choose_mode`; when
+that is supervised it also fits the anomaly model and keeps the combination only if it
+catches more validation defects (measured, `training.combined.compare`). It says the
+rule and the measurement in words: the CLI, the Train summary and the model report all
+show that sentence.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from __future__ import annotations
 from app.core.errors import NotEnoughDataError
 
 OK = "ok"
-SUPERVISED, GOOD_ONLY = "supervised", "good-only"
-MODES = ("auto", SUPERVISED, GOOD_ONLY)
+SUPERVISED, GOOD_ONLY, COMBINED = "supervised", "good-only", "combined"
+MODES = ("auto", SUPERVISED, GOOD_ONLY, COMBINED)
 MIN_OK = 10  # below this the false-reject threshold means nothing
 MIN_PER_CLASS = 5  # below this a class cannot be both learned and validated
 RECOMMENDED_PER_CLASS = 20
@@ -38,7 +42,8 @@ def choose_mode(counts: dict[str, int], requested: str = "auto") -> tuple[str, s
         return requested, f"{requested} (asked for); {n_ok} OK and {n_def} defective labeled parts"
     if n_def >= MIN_DEFECTS_SUPERVISED:
         return SUPERVISED, (f"supervised: {n_def} labeled defective parts (auto picks supervised "
-                            f"from {MIN_DEFECTS_SUPERVISED} on)")
+                            f"from {MIN_DEFECTS_SUPERVISED} on, and adds the good-only anomaly score where that "
+                            f"catches more validation defects)")
     return GOOD_ONLY, (f"good-only: {n_def} labeled defective parts, fewer than the "
                        f"{MIN_DEFECTS_SUPERVISED} a supervised model needs, so the model learns what "
                        f"the {n_ok} OK parts look like and flags what differs")

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
@@ -33,8 +34,9 @@ from training.candidate import claim_version_folder, judge, line_metrics, set_on
 from training.comparisons import baseline_on, changes_since, per_class_counts, production_on
 from training.data import OK, load_sample, load_tiled_samples
 from training.export import export_checked
-from training.loop import Cancelled, TrainConfig, config_dict, train
-from training.modes import SUPERVISED, check_good_only, check_supervised, choose_mode, merge_short_classes
+from training.loop import Cancelled, TrainConfig, config_dict, learning_curve, train
+from training.modes import (COMBINED, GOOD_ONLY, SUPERVISED, check_good_only, check_supervised, choose_mode,
+                            merge_short_classes)
 from training.network import HEATMAP_STRIDE
 
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 224, 288  # 288: the most a CPU retrain affords (docs/adr/0005)
@@ -207,7 +209,7 @@ class _Run:
         self.labeled_fingerprint = project.labeled_fingerprint()
         self.class_names = class_names_for(project, counts)
         self.mode, self.mode_reason = choose_mode(counts, self.requested_mode)
-        if self.mode == SUPERVISED:
+        if self.mode != GOOD_ONLY:
             merge_notes: list[str] = []
             if self.requested_mode == "auto":
                 counts, self.class_names, self.verdict_map, merge_notes = merge_short_classes(
@@ -221,7 +223,7 @@ class _Run:
 
         # 2. Stable splits: an image keeps its split across versions, so validation stays honest.
         project.assign_splits(0.2, {OK: ok_val_fraction(counts.get(OK, 0), self.target)}
-                              if self.mode == SUPERVISED else None)
+                              if self.mode != GOOD_ONLY else None)
         labeled = project.labeled()
         self.size = choose_input_size(project, labeled)
         self.plan = choose_tiling(project, labeled, self.size)
@@ -241,8 +243,11 @@ class _Run:
                        "epochs": self.epochs, "shortfalls": self.shortfalls, "mode": self.mode,
                        "mode_reason": self.mode_reason, "false_reject_target": self.target})
 
-        # 3. Learn: backprop for the supervised model, a memory bank for good-only.
-        fitted = self._fit_supervised() if self.mode == SUPERVISED else self._fit_good_only()
+        # 3. Learn: backprop for the supervised model, a memory bank for good-only; auto
+        # also tries both together and keeps that only where it measurably helps.
+        fitted = self._fit_good_only() if self.mode == GOOD_ONLY else self._fit_supervised()
+        if self.mode == COMBINED or (self.requested_mode == "auto" and self.mode == SUPERVISED):
+            fitted = self._combine(fitted)
         return self._assemble(fitted)
 
     # -- the data each mode holds out ---------------------------------------------------
@@ -253,7 +258,7 @@ class _Run:
         labeled defect (an anomaly model never sees defects, whatever their split).
         """
         held = list(self.val_parts)
-        if self.mode == SUPERVISED:
+        if self.mode != GOOD_ONLY:
             if not any(v == OK for _, v in held) or all(v == OK for _, v in held):
                 raise NotEnoughDataError(
                     "The validation split needs both OK and defective parts: label a few more of each.")
@@ -268,6 +273,13 @@ class _Run:
         if self.epochs is not None:
             cfg = replace(cfg, epochs=self.epochs)
         result = train(self.train_samples, self.val_samples, cfg, self.on_event, self.should_stop)
+        curve = None
+        if self.project.get_setting("learning_curve") is not False:  # on unless the project turns it off
+            t_curve = time.monotonic()
+            curve = learning_curve(result, self.train_samples, self.val_samples, on_event=self.on_event,
+                                   should_stop=self.should_stop)
+            self.curve_s = round(time.monotonic() - t_curve, 1)
+        result.refit = None  # the cached features are the largest thing in memory
 
         def export(path: Path, metadata: dict) -> float:
             return export_checked(result.net, path, self.size, metadata, [s.image for s in self.val_samples[:16]])
@@ -275,8 +287,9 @@ class _Run:
         weight_change = relative_weight_change(result.net)
         torch_state = {"state_dict": result.net.state_dict(), "config": config_dict(cfg),
                        "class_names": self.class_names, "history": result.history}
-        return {"export": export, "checkpoint": torch_state, "extra_ok_scores": [], "config": config_dict(cfg),
-                "weight_change": weight_change,
+        return {"net": result.net, "export": export, "checkpoint": torch_state, "extra_ok_scores": [],
+                "config": config_dict(cfg),
+                "weight_change": weight_change, "learning_curve": curve,
                 "history": result.history, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
                 "threshold_source": f"{sum(v == OK for _, v in self.held_out)} validation OK parts"}
 
@@ -295,7 +308,8 @@ class _Run:
             return export_anomaly(fit.net, path, self.size, metadata, ok_parity)
 
         n_val_ok = sum(v == OK for _, v in self.held_out)
-        return {"export": export, "checkpoint": {"state_dict": fit.net.state_dict(), "config": asdict(cfg),
+        return {"net": fit.net, "export": export,
+                "checkpoint": {"state_dict": fit.net.state_dict(), "config": asdict(cfg),
                                                  "class_names": self.class_names},
                 "extra_ok_scores": _per_part_max(ok_inputs, fit.oof_ok_scores), "config": asdict(cfg),
                 "history": [],
@@ -303,6 +317,53 @@ class _Run:
                 "bank": {"entries": int(fit.bank_entries), "bytes": int(fit.bank_bytes)},
                 "threshold_source": (f"{len(ok_parts)} training OK parts scored out-of-fold "
                                      f"+ {n_val_ok} validation OK parts")}
+
+    def _combine(self, supervised: dict) -> dict:
+        """Fit the anomaly model on the same training OK parts, judge both exported models
+        on the validation split, and return the combined model when it catches more there
+        (always when `--mode combined` asked for it); else the supervised one unchanged."""
+        from training.combined import CombinedNet, Reference, combined_scores, compare
+
+        anomaly = self._fit_good_only()
+        images = [self.project.load_image(r.id) for r, _ in self.held_out]
+        is_defect = np.array([v != OK for _, v in self.held_out])
+        with tempfile.TemporaryDirectory(prefix=".compare-", dir=self.project.models_dir) as tmp:
+            scores = {}
+            for name, fitted in (("supervised", supervised), ("anomaly", anomaly)):
+                path = Path(tmp) / f"{name}.onnx"
+                fitted["export"](path, {**self._metadata(), "mode": SUPERVISED if name == "supervised" else GOOD_ONLY,
+                                        "class_names": self.class_names if name == "supervised" else [OK]})
+                scores[name] = np.array([v.score for v in judge(path, images)], np.float64)
+        sup_ref = Reference.from_ok_scores(scores["supervised"][~is_defect])
+        anom_ref = Reference.from_ok_scores(scores["anomaly"][~is_defect])
+        both = combined_scores(scores["supervised"], scores["anomaly"], sup_ref, anom_ref)
+        comparison = compare(scores["supervised"], both, is_defect, self.target)
+        keep = self.mode == COMBINED or comparison.keep_combined
+        self.mode_reason += "; " + comparison.sentence() + (" (combined was asked for)" if self.mode == COMBINED
+                                                             else "")
+        if not keep:
+            return {**supervised, "comparison": comparison.to_dict()}
+        self.mode = COMBINED
+        net = CombinedNet(supervised["net"], anomaly["net"], sup_ref, anom_ref)
+        parity_images = [s.image for s in self.val_samples[:16]]
+
+        def export(path: Path, metadata: dict) -> float:
+            return export_checked(net, path, self.size, metadata, parity_images)
+
+        # The supervised checkpoint's keys stay at the top (its state_dict and config), the
+        # anomaly half and the scale constants beside them.
+        checkpoint = {**supervised["checkpoint"], "mode": COMBINED, "anomaly": anomaly["checkpoint"],
+                      "references": {"supervised": asdict(sup_ref), "anomaly": asdict(anom_ref)},
+                      "shared_backbone_prefix": net.shared}
+        return {**supervised, "net": net, "export": export, "checkpoint": checkpoint, "bank": anomaly["bank"],
+                "config": {"supervised": supervised["config"], "anomaly": anomaly["config"],
+                           "references": checkpoint["references"]},
+                "comparison": comparison.to_dict()}
+
+    def _metadata(self) -> dict:
+        return {"format": 1, "class_names": self.class_names, "input_size": self.size,
+                "heatmap_stride": HEATMAP_STRIDE, "threshold": 0.5, "version": None, "mode": self.mode,
+                "tiling": self.plan.to_dict() if self.plan else None}
 
     # -- export, threshold on the exported model, register ------------------------------
     def _assemble(self, fitted: dict) -> ModelVersion:
@@ -314,9 +375,7 @@ class _Run:
         try:
             if self.should_stop():
                 raise Cancelled()
-            metadata = {"format": 1, "class_names": self.class_names, "input_size": self.size,
-                        "heatmap_stride": HEATMAP_STRIDE, "threshold": 0.5, "version": None, "mode": self.mode,
-                        "tiling": self.plan.to_dict() if self.plan else None}
+            metadata = self._metadata()
             parity_diff = fitted["export"](partial / "model.onnx", metadata)
             torch.save(fitted["checkpoint"], partial / "checkpoint.pt")
 
@@ -330,7 +389,7 @@ class _Run:
             ok_scores = np.concatenate([scores[~defect], np.asarray(fitted["extra_ok_scores"], np.float64)])
             point = operating_point(ok_scores, scores[defect], self.target, fitted["threshold_source"])
             predicted = _predicted(verdicts, self.class_names, point.threshold)
-            measured_on = ("validation split" if self.mode == SUPERVISED
+            measured_on = ("validation split" if self.mode != GOOD_ONLY
                            else "validation OK parts and every labeled defect (none trained on)")
             metrics = {**line_metrics(scores, truth, predicted, point, self.class_names, measured_on),
                        "mode": self.mode, "mode_reason": self.mode_reason}
@@ -374,6 +433,8 @@ class _Run:
                 "elapsed_s": round(time.monotonic() - self.t0, 1), "epochs_run": fitted["epochs_run"],
                 "stopped_early": fitted["stopped_early"], "history": fitted["history"], "config": fitted["config"],
                 "bank": fitted.get("bank"), "weight_change": fitted.get("weight_change"),
+                "mode_comparison": fitted.get("comparison"), "learning_curve": fitted.get("learning_curve"),
+                "learning_curve_s": getattr(self, "curve_s", None),
                 "parity_max_abs_diff": parity_diff,
                 "production_on_same_val": production, "baseline_on_same_val": baseline,
                 "changes": changes_since(_latest_model(project), per_class, len(self.train_parts)),

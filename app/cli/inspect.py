@@ -36,7 +36,8 @@ def __getattr__(name: str):
 def _add_project_and_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("project", type=Path, help="the project folder")
     parser.add_argument("--model", metavar="VERSION", help="a model version instead of the production model")
-    parser.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads for the model (default 1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for the model (default: what `lineside bench` chose for this project, else 1)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

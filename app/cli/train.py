@@ -27,9 +27,10 @@ def register(sub) -> None:
     p.add_argument("--time-budget", type=_seconds, default=None, metavar="SECONDS",
                    help="stop before an epoch that would not finish within this time (seconds, more than 0)")
     p.add_argument("--seed", type=_seed, default=0, help=f"random seed, 0 to {MAX_SEED} (default 0)")
-    p.add_argument("--mode", choices=["auto", "supervised", "good-only"], default="auto",
-                   help="auto (default) picks from the labels: supervised from 10 labeled defects on, "
-                        "else good-only (learns what OK parts look like)")
+    p.add_argument("--mode", choices=["auto", "supervised", "good-only", "combined"], default="auto",
+                   help="auto (default) picks from the labels: supervised from 10 labeled defects on (plus the "
+                        "anomaly score where that catches more validation defects), else good-only (learns "
+                        "what OK parts look like); combined = supervised + anomaly score")
     p.add_argument("--false-reject-target", type=_rate, default=None, metavar="RATE",
                    help="share of OK parts the line may reject, e.g. 0.01 (default: the project's setting, else 0.01)")
     p.add_argument("--progress", choices=["text", "json"], default="text",

@@ -26,6 +26,8 @@ def text_event(event: dict) -> None:
         auroc = f"AUROC {m['auroc']:.4f}" if m.get("auroc") is not None else "AUROC not measurable (no held-out defects)"
         print(f"new candidate {event['version']} ({event.get('mode', 'supervised')}) in {event['elapsed_s']:.0f}s "
               f"on {event['device']}", flush=True)
+        if event.get("mode_reason"):
+            print(f"  mode: {event['mode_reason']}", flush=True)
         print(f"  at the stored threshold {m['threshold']:.4f}: {event.get('operating_point', '')}", flush=True)
         print(f"  {auroc}", flush=True)
         prod = event.get("production")

@@ -559,6 +559,15 @@ class _Report:
                                  x_format="{:.0%}")))
         self.add(_table(["share of data", *series],
                         [[f"{f:.0%}", *(_num(series[k][i]) for k in series)] for i, f in enumerate(fractions)]))
+        if any("n_train_parts" in p for p in curve):
+            seconds = self.report.get("learning_curve_s")
+            self.add("<p class='small'>How the points are made: the same training recipe re-fitted on a share of "
+                     "the training parts (the same share of each class), from the frozen-layer features the full "
+                     "run had already computed, for as many epochs as the full run took; each measured on the same "
+                     "validation parts, catch at the target false-reject rate with the threshold set on the "
+                     "validation OK parts. 100 % is this model on the same parts"
+                     + (f"; the re-fits took {float(seconds):.0f} s of this retrain" if seconds is not None else "")
+                     + ".</p>")
 
     def corrected(self) -> None:
         self.add("<h2>What got corrected</h2>")
@@ -650,11 +659,17 @@ class _Report:
                 prod_scores = np.array([v.score for v in self.m.prod])
                 curves[f"{self.m.prod_model.version} (AUROC {auroc(self.truth.astype(int), prod_scores):.3f})"] = \
                     roc_curve(self.truth, prod_scores)
+            roc = (base or {}).get("roc")
+            if roc and roc.get("false_reject"):
+                curves[f"baseline (AUROC {float(base.get('auroc') or 0):.3f}, at training time)"] = (
+                    np.asarray(roc["false_reject"], float), np.asarray(roc["catch"], float))
             fr = float(np.mean(self.scores[~self.truth] >= self.model.threshold))
             catch = float(np.mean(self.scores[self.truth] >= self.model.threshold))
-            self.add(_img(roc_chart(curves, "ROC on the validation parts (measured now)", (fr, catch)), 560))
-            self.add("<p class='small'>The baseline's own scores are not stored, so its curve cannot be drawn; "
-                     "its figures above were measured on the same parts at training time.</p>")
+            self.add(_img(roc_chart(curves, "ROC on the validation parts", (fr, catch)), 560))
+            self.add("<p class='small'>The models' curves are measured now; the baseline's "
+                     + ("was stored at training time, on the same parts." if roc else
+                        "was not stored by this version's trainer, so it is not drawn; its figures above "
+                        "were measured on the same parts at training time.") + "</p>")
         else:
             self.add(_missing("ROC: needs OK and defective validation parts."))
 

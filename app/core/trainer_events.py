@@ -23,7 +23,7 @@ EVENTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "cancelled": (frozenset(), frozenset()),
     "error": (frozenset({"message"}), frozenset()),
 }
-PHASES = frozenset({"prepare", "cache", "train", "features", "coreset", "oof", "export", "evaluate"})
+PHASES = frozenset({"prepare", "cache", "train", "curve", "features", "coreset", "oof", "export", "evaluate"})
 
 
 def problems(event: object) -> list[str]:

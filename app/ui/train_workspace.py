@@ -29,11 +29,18 @@ from app.ui.trainer_process import TrainerProcess
 PHASE_TEXT = {
     "cache": "Preparing images",
     "train": "Training",
+    "curve": "Measuring what less data would give",
+    "features": "Reading OK parts for the anomaly model",
+    "coreset": "Choosing the anomaly model's memory",
+    "oof": "Scoring OK parts the anomaly model has not seen",
     "export": "Exporting the model",
     "evaluate": "Checking the model on validation images",
 }
 # Share of the progress bar each phase takes: training dominates the wall time.
-PHASE_SPAN = {"cache": (0.0, 0.1), "train": (0.1, 0.9), "export": (0.9, 0.95), "evaluate": (0.95, 1.0)}
+PHASE_SPAN = {"cache": (0.0, 0.1), "train": (0.1, 0.9), "curve": (0.9, 0.9), "export": (0.9, 0.95),
+              "evaluate": (0.95, 1.0),
+              # the good-only model's phases (in a combined run they follow training: the bar holds)
+              "features": (0.1, 0.6), "coreset": (0.6, 0.8), "oof": (0.8, 0.9)}
 MIN_FRACTION_FOR_ETA = 0.05
 BIG_BUTTON_STYLE = "font-size: 20pt; font-weight: bold; padding: 0 32px;"
 
@@ -283,7 +290,9 @@ class TrainWorkspace(QWidget):
         )
 
     def _on_progress(self, event: dict) -> None:
-        fraction = overall_fraction(event)
+        # Phases after training (the learning curve, the anomaly model of a combined run)
+        # never move the bar backwards.
+        fraction = max(overall_fraction(event), self.progress_bar.value() / 1000)
         self.progress_bar.setValue(int(fraction * 1000))
         self.progress_bar.setFormat(f"{fraction * 100:.0f} %")
         self.phase_label.setText(phase_text(event))

@@ -1,0 +1,88 @@
+"""Combined mode: supervised + anomaly evidence in one exported graph, kept only where it helps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from app.cli import main as cli
+from app.core.project import Project
+from app.core.runtime import Inspector
+from tests.training_fixtures import TINY_INPUT_SIZE, make_spot_project
+from training.checkpoint import load_network
+from training.combined import Reference, combined_scores, compare
+
+
+def test_compare_keeps_the_combination_only_when_it_catches_more():
+    rng = np.random.default_rng(0)
+    ok = rng.normal(0, 1, 300)
+    is_defect = np.r_[np.zeros(300, bool), np.ones(20, bool)]
+    weak = np.r_[ok, rng.normal(1.0, 1, 20)]  # defects barely above the OK parts
+    strong = np.r_[ok, rng.normal(5.0, 1, 20)]
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    helped = compare(sig(weak), sig(strong), is_defect, 0.01)
+    assert helped.keep_combined and helped.caught["combined"] > helped.caught["supervised"]
+    hurt = compare(sig(strong), sig(weak), is_defect, 0.01)
+    assert not hurt.keep_combined
+    assert "left out" in hurt.sentence() and f"/{hurt.n_defects}" in hurt.sentence()
+    # As many caught, a slightly higher AUROC: not a measured help, the simpler model stays.
+    nudged = strong.copy()
+    nudged[300:] += 1e-3
+    tie = compare(sig(strong), sig(nudged), is_defect, 0.01)
+    assert tie.caught["combined"] == tie.caught["supervised"] and not tie.keep_combined
+
+
+def test_reference_puts_ok_parts_at_zero_and_their_99th_percentile_at_one():
+    rng = np.random.default_rng(1)
+    ok_logits = rng.normal(-4.0, 2.0, 2000)
+    ref = Reference.from_ok_scores(1 / (1 + np.exp(-ok_logits)))
+    z = ref.z(ok_logits)
+    assert abs(np.median(z)) < 1e-6 and abs(np.quantile(z, 0.99) - 1.0) < 1e-6
+    # Two models at their own 99th percentiles sum to 2 in z: a score of sigmoid(2).
+    both = combined_scores([1 / (1 + np.exp(-np.quantile(ok_logits, 0.99)))] * 2, [0.5, 0.5], ref,
+                           Reference(0.0, 1.0))
+    assert np.allclose(both, 1 / (1 + np.exp(-1.0)))
+
+
+@pytest.fixture(scope="module")
+def combined_model(tmp_path_factory):
+    project = make_spot_project(tmp_path_factory.mktemp("combined") / "spots")
+    assert cli(["train", str(project), "--mode", "combined", "--epochs", "3"]) == 0
+    with Project.open(project) as p:
+        return project, p.models()[0]
+
+
+@pytest.mark.slow
+def test_combined_mode_exports_one_parity_checked_graph(combined_model):
+    _, model = combined_model
+    assert model.metrics["mode"] == "combined"
+    assert "supervised + anomaly" in model.metrics["mode_reason"]
+    comparison = model.report["mode_comparison"]
+    assert set(comparison["caught"]) == {"supervised", "combined"}
+    assert model.report["parity_max_abs_diff"] <= 1e-4
+    assert model.report["bank"]["entries"] > 0  # the anomaly half is inside
+    assert model.report["weight_change"]  # and so is the trained supervised half
+    inspector = Inspector(model.onnx_path, threshold=model.threshold)
+    assert inspector.info.mode == "combined"
+    part = np.full((TINY_INPUT_SIZE, TINY_INPUT_SIZE, 3), 128, np.uint8)
+    verdict = inspector.inspect(part)
+    assert 0.0 <= verdict.score <= 1.0
+    assert verdict.heatmap_on_image().shape == part.shape[:2]
+
+
+@pytest.mark.slow
+def test_the_shared_backbone_pass_gives_what_two_separate_passes_give(combined_model):
+    project, model = combined_model
+    state = torch.load(model.path / "checkpoint.pt", weights_only=True)
+    assert state["shared_backbone_prefix"] is True  # the CPU path froze the early blocks
+    net = load_network(model.path / "checkpoint.pt")
+    assert net.shared
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(rng.integers(0, 255, (3, TINY_INPUT_SIZE, TINY_INPUT_SIZE, 3), dtype=np.uint8))
+    with torch.no_grad():
+        shared = net(images)
+        net.shared = False
+        separate = net(images)
+    assert torch.allclose(shared.score, separate.score, atol=1e-5)
+    assert torch.allclose(shared.heatmap, separate.heatmap, atol=1e-5)
