@@ -66,6 +66,17 @@ def test_training_registers_a_candidate_with_metrics_and_report(trained):
     assert not list(model.path.parent.glob(".partial-*"))
 
 
+def test_the_report_holds_a_learning_curve_of_real_re_fits(trained):
+    _, model, events = trained
+    curve = model.report["learning_curve"]
+    assert [p["fraction"] for p in curve] == [0.25, 0.5, 1.0]
+    # Each re-fit learned from fewer parts than the next; all judged on the same validation parts.
+    parts = [p["n_train_parts"] for p in curve]
+    assert parts[0] < parts[1] < parts[2] == model.report["n_train"]
+    assert all(p["auroc"] is None or 0.0 <= p["auroc"] <= 1.0 for p in curve)
+    assert any(e.get("phase") == "curve" for e in events)
+
+
 def test_exported_model_runs_in_onnx_runtime_and_matches_torch(trained):
     project_dir, model, _ = trained
     inspector = Inspector(model.path / "model.onnx")
