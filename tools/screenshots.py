@@ -4,7 +4,8 @@ Builds a demo project of generated parts in a temporary folder, opens the main w
 offscreen, trains a model with the real trainer (a short run), deploys it, inspects
 parts from the simulated line, reviews a past part, and grabs each screen on the way,
 at two window sizes: 1920 x 1080 as NAME.png (the names the README uses) and the
-1024 x 768 of a line-side PC as NAME-1024.png.
+1024 x 768 of a line-side PC as NAME-1024.png. The trust dialogs (model report, deploy
+gate refusing, audit trail) are grabbed at their own size, over the 1024 x 768 window.
 
     python tools/screenshots.py [--out docs/screenshots] [--epochs 2] [--no-train]
 """
@@ -54,6 +55,70 @@ def pump(app, seconds: float, until=None) -> bool:
         time.sleep(0.02)
     app.processEvents()
     return until is None
+
+
+def stage_worse_candidate(project) -> str | None:
+    """A copy of the production model with its threshold raised just above the golden
+    defects it catches: a candidate the deploy gate must refuse. Staged for the
+    screenshot only, in the throw-away demo project; the real trainer never does this."""
+    import shutil
+
+    from app.core import golden
+
+    production = project.production_model()
+    if production is None or not golden.golden_parts(project):
+        return None
+    result = golden.run_gate(project, production, production=None)
+    caught = [part["candidate_score"] for part in result["parts"]
+              if part["verdict"] != "ok" and part["candidate_fails"]]
+    if not caught or max(caught) >= 0.999:
+        return None
+    version = f"v{len(project.models()) + 1}"
+    folder = project.models_dir / version
+    shutil.copytree(production.path, folder)
+    project.register_model(version, folder, max(caught) + 1e-4, production.metrics, production.report)
+    return version
+
+
+def trust_scenes(app, window, out: Path) -> None:
+    """People, the golden set, a refused deploy, the audit trail and the model report."""
+    from app.core import people
+
+    context, models = window.context, window.workspaces[3]
+    project = context.project
+
+    def grab(widget, name: str) -> None:
+        pump(app, 0.5)
+        path = out / f"{name}.png"
+        widget.grab().save(str(path))
+        print(f"saved {path} ({widget.width()} x {widget.height()})")
+
+    window.resize(*SIZES[1][:2])
+    people.add_person(project, "Erin", "engineer", "246810")
+    context.sign_in("Erin", "246810")
+    window.show_workspace("models")
+    pump(app, 0.5)
+    if models.golden_strip.mark_button.isVisible():
+        models.golden_strip.mark_button.click()  # the balanced set the app offers
+    candidate = stage_worse_candidate(project)
+    if candidate is not None:
+        context.models_changed.emit()
+        models.select_version(candidate)
+        models.deploy_button.click()
+        if models.gate_dialog is not None:
+            grab(models.gate_dialog, "deploy-gate")
+            models.gate_dialog.reject()
+    production = project.production_model()
+    if production is not None:
+        models.select_version(production.version)
+        report = models.open_report()
+        pump(app, 120, until=lambda: report.ready)
+        grab(report, "model-report")
+        report.accept()
+    audit = window.access.open_audit()
+    grab(audit, "audit-trail")
+    audit.accept()
+    window.resize(*SIZES[0][:2])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     window.show_workspace("models")
     shot("models")
+    trust_scenes(app, window, args.out)
     window.close()
     app.processEvents()
     return 0

@@ -49,6 +49,7 @@ ROLE_CHANGE = "role_change"
 PERSON_REMOVED = "person_removed"
 SIGN_IN = "sign_in"
 SIGN_IN_FAILED = "sign_in_failed"
+SIGN_OUT = "sign_out"
 GOLDEN_ADD = "golden_add"
 GOLDEN_REMOVE = "golden_remove"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, Signal
 
+from app.core import audit, people
 from app.core.camera import CaptureThread, FrameQueue, FrameSource
 from app.core.errors import LinesideError
 from app.ui.app import guard_against_emit_refcount_bug
@@ -48,12 +49,15 @@ class AppContext(QObject):
     status_message = Signal(str)
     camera_state = Signal(str)  # "connected: <name>", "lost: <name> — reconnecting", "stopped"
     training_device_changed = Signal(str)
+    access_changed = Signal()  # who is signed in, or the project's people and roles, changed
+    golden_changed = Signal()  # images went into or out of the golden set
 
     def __init__(self, settings: QSettings | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         guard_against_emit_refcount_bug()  # before the first of many emits
         self.settings = settings if settings is not None else QSettings()
         self.project = None
+        self.person: people.Person | None = None  # who signed in at this station, for this project
         self.frame_source: FrameSource | None = None
         self.frames = FrameQueue(maxsize=4)
         self.camera_status = "stopped"
@@ -84,17 +88,21 @@ class AppContext(QObject):
         if self.project is None:
             return
         old, self.project = self.project, None
+        self.person = None  # people belong to a project: a sign-in never carries over
         close = getattr(old, "close", None)
         if callable(close):
             close()
         self.project_changed.emit(None)
+        self.access_changed.emit()
 
     def _set_project(self, project) -> None:
         if self.project is not None:
             self.close_project()
         self.project = project
+        self.person = None
         self._remember_recent(str(Path(project.root if hasattr(project, "root") else project.path).resolve()))
         self.project_changed.emit(project)
+        self.access_changed.emit()
         self.status_message.emit(f"Opened {Path(self._project_path()).name}")
 
     def _project_path(self) -> str:
@@ -115,6 +123,46 @@ class AppContext(QObject):
     def forget_recent(self, path: str) -> None:
         self.settings.setValue(RECENT_KEY, [p for p in self.recent_projects() if p != path])
         self.settings.sync()
+
+    # -- who is at the station ------------------------------------------------
+    # The core decides who may do what (app/core/people.py); the app only remembers who
+    # signed in and asks the core, so a greyed-out button is a courtesy, not the check.
+
+    def sign_in(self, name: str, pin: str) -> people.Person:
+        """Sign *name* in with *pin* (audited by the core); PermissionDeniedError if wrong."""
+        if self.project is None:
+            raise LinesideError("Open a project first: people and PINs belong to a project.")
+        person = people.sign_in(self.project, name, pin)
+        self.person = person
+        self.access_changed.emit()
+        return person
+
+    def sign_out(self) -> None:
+        person, self.person = self.person, None
+        if person is not None and self.project is not None:
+            try:
+                audit.record(self.project, audit.SIGN_OUT, person.name)
+            except Exception:  # a locked or read-only project.db must not keep anyone signed in
+                log.exception("could not record the sign-out of %s", person.name)
+        self.access_changed.emit()
+
+    def people_changed(self) -> None:
+        """After people or roles changed: take the signed-in person's role afresh (someone
+        removed is signed out), then tell every button that depends on it."""
+        if self.person is not None and self.project is not None:
+            now = {p.name: p for p in people.people(self.project)}
+            self.person = now.get(self.person.name)
+        self.access_changed.emit()
+
+    def refusal(self, action: str) -> str | None:
+        """The core's reason why the signed-in person may not do *action* now; None if allowed."""
+        if self.project is None:
+            return "Open a project first."
+        try:
+            people.require(self.project, self.person, action)
+        except LinesideError as exc:
+            return str(exc)
+        return None
 
     # -- camera ---------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The image grid beside the canvas, with filters.
 
-Filters: all, unlabeled, OK, each defect class, "model disagrees with the label" and
-"most uncertain first". The last two need the production model's opinion of every
+Filters: all, unlabeled, OK, each defect class, the golden set (marked ★), "model
+disagrees with the label" and "most uncertain first". The last two need the production model's opinion of every
 image; it is computed by the ONNX Runtime Inspector in a background task and cached
 per model version. Thumbnails are decoded in the background too: a project of
 thousands of images opens at once and fills in.
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 THUMB = 112
 ID_ROLE = Qt.ItemDataRole.UserRole
 ALL, UNLABELED, DISAGREES, UNCERTAIN = "all", "unlabeled", "disagrees", "uncertain"
+GOLDEN_SET = "golden set"  # a filter key; the split itself is called "golden"
+GOLDEN_MARK = " ★"
 THUMB_BATCH = 24
 
 
@@ -80,6 +82,7 @@ class Filmstrip(QWidget):
         super().__init__(parent)
         self.project = None
         self._verdicts: dict[int, str | None] = {}
+        self._golden: set[int] = set()
         self._colors: dict[str, str] = {}
         self._thumbs: dict[int, QImage] = {}
         self._pending_thumbs: set[int] = set()
@@ -124,7 +127,9 @@ class Filmstrip(QWidget):
             return
         self._colors = {c.name: c.color for c in self.project.classes()}
         labels = {record.id: label.verdict for record, label in self.project.labeled()}
-        self._verdicts = {record.id: labels.get(record.id) for record in self.project.images()}
+        records = self.project.images()
+        self._verdicts = {record.id: labels.get(record.id) for record in records}
+        self._golden = {record.id for record in records if record.split == "golden"}
         self._rebuild_filters()
         self.refresh(select_id)
 
@@ -137,6 +142,7 @@ class Filmstrip(QWidget):
         self.filter_box.addItem("OK", OK)
         for name in self._colors:
             self.filter_box.addItem(name, name)
+        self.filter_box.addItem("Golden set ★", GOLDEN_SET)
         self.filter_box.addItem("Model disagrees with the label", DISAGREES)
         self.filter_box.addItem("Most uncertain first", UNCERTAIN)
         index = self.filter_box.findData(current)
@@ -153,6 +159,8 @@ class Filmstrip(QWidget):
             return ids
         if key == UNLABELED:
             return [i for i in ids if self._verdicts[i] is None]
+        if key == GOLDEN_SET:
+            return [i for i in ids if i in self._golden]
         if key in (DISAGREES, UNCERTAIN):
             if not self._ensure_opinions():
                 return []
@@ -180,6 +188,8 @@ class Filmstrip(QWidget):
     def _caption(self, image_id: int) -> str:
         verdict = self._verdicts.get(image_id)
         text = f"#{image_id} · {verdict}" if verdict else f"#{image_id}"
+        if image_id in self._golden:
+            text += GOLDEN_MARK
         opinion = self._opinions.get(image_id)
         if opinion is not None and self.filter_box.currentData() in (DISAGREES, UNCERTAIN):
             text += f" ({opinion.score:.2f})"
@@ -223,6 +233,17 @@ class Filmstrip(QWidget):
         item = self._item(image_id)
         if item is not None:
             self._decorate(item)
+
+    def update_golden(self) -> None:
+        """Images went into or out of the golden set: re-read it, keep the view."""
+        if self.project is None:
+            return
+        self._golden = {record.id for record in self.project.images(split="golden")}
+        if self.filter_box.currentData() == GOLDEN_SET:
+            self.refresh()
+            return
+        for row in range(self.list.count()):
+            self._decorate(self.list.item(row))
 
     # -- selection ------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ GUI shows (the live view with its heatmap, records with their inspection ids, th
 drift warning) and crosses into the GUI thread through signals. Results pile up in a
 locked list; the GUI is woken by one signal per batch and takes them all at once, so a
 fast line costs the GUI one repaint per tick, not one per part.
+
+Several views: one trigger captures them all and the session judges them as one part;
+each view's image and heatmap are composed here, on the line's thread, for the grid.
+With a PLC configured, the PlcLink of app.core.plc listens to the same session and its
+server (Modbus TCP or OPC UA) is started with the line and stopped with it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from app.core.errors import LinesideError
 from app.core.frames import Frame, FrameQueue
 from app.core.line_session import LineListener, LineSession, PartResult
 from app.core.plc.signals import ErrorCode
-from app.ui.inspect_log import InspectionRecord
+from app.ui.inspect_log import InspectionRecord, record_of
+from app.ui.inspect_plc import PlcConfig, start_plc_server, stop_plc_in_background, wait_for_stopped_plc_servers
 from app.ui.inspect_review import PartRing, RetainedPart, retain
 from app.ui.inspect_view import HEAT_ALPHA, bgr_to_qimage, blend_heatmap, display_layers
 
@@ -38,8 +44,21 @@ COMMIT_INTERVAL_S = 0.25  # a GUI-only line: fewer fsyncs, the log a quarter sec
 
 
 @dataclass
+class ViewShot:
+    """One view of the newest part: the frame, its display layers and the blended image."""
+
+    image: np.ndarray
+    display: QImage
+    base: np.ndarray
+    heat: np.ndarray
+
+
+@dataclass
 class LiveView:
-    """The newest inspected part, for the banner, the image view and corrections."""
+    """The newest inspected part, for the banner, the image view and corrections.
+
+    The fields name the first view (the only one on a one-view line); *shots* has every view.
+    """
 
     record: InspectionRecord  # its inspection_id is filled in once the part is committed
     image: np.ndarray  # the frame as captured (BGR), kept for "this verdict is wrong"
@@ -48,6 +67,14 @@ class LiveView:
     base: np.ndarray | None = None  # the image at display size, without the heatmap
     heat: np.ndarray | None = None  # 0..1 heatmap at display size (re-blended on an opacity change)
     seq: int = 0  # the part's number in the session
+    shots: list[ViewShot] | None = None  # every view, the first included
+
+    def reblend(self, alpha: float) -> None:
+        """Blend every view again at a new heatmap opacity (the GUI thread, on a change)."""
+        for shot in self.shots or []:
+            shot.display = bgr_to_qimage(blend_heatmap(shot.base, shot.heat, alpha))
+        if self.shots:
+            self.display = self.shots[0].display
 
 
 class InspectLine(QObject):
@@ -59,9 +86,13 @@ class InspectLine(QObject):
     source_state = Signal(str)  # "connected: <name>", "lost: <name> — reconnecting"
     ended = Signal()  # the line could not start (no model): stop() it
 
-    def __init__(self, project, source, continuous: bool = True, parts: PartRing | None = None,
-                 frames: FrameQueue | None = None, parent: QObject | None = None) -> None:
+    def __init__(self, project, sources, continuous: bool = True, parts: PartRing | None = None,
+                 frames: FrameQueue | None = None, parent: QObject | None = None,
+                 names: list[str] | None = None, plc: PlcConfig | None = None) -> None:
         super().__init__(parent)
+        sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
+        given = list(names or [])
+        self.names = [given[i] if i < len(given) else f"View {i + 1}" for i in range(len(sources))]
         self._parts = parts  # each part's image and heatmap go here, for review at the line
         self._frames = frames  # the live preview (the Capture workspace shows it)
         self._local_ids = itertools.count(-1, -1)  # keys of parts not written to the project's log
@@ -76,8 +107,19 @@ class InspectLine(QObject):
         self._lowered: set[int] = set()
         self._running = False
         self._starter: threading.Thread | None = None
-        self.session = LineSession(project, [source], [_Listener(self)], triggered=not continuous,
-                                   commit_interval_s=COMMIT_INTERVAL_S)
+        self.plc = plc if plc is not None and plc.enabled else None
+        # A PLC triggers the parts, as in `lineside run --plc`; and it is told of a result
+        # only once committed, so the GUI's relaxed commit interval would delay every answer.
+        self.session = LineSession(project, sources, [_Listener(self)], triggered=not continuous or self.plc is not None,
+                                   commit_interval_s=0.0 if self.plc is not None else COMMIT_INTERVAL_S)
+        self.plc_link = None
+        self.plc_server = None
+        self._plc_closed = False
+        if self.plc is not None:
+            from app.core.plc.link import PlcLink
+
+            self.plc_link = PlcLink(trigger_enable=self.plc.trigger_enabled,
+                                    handshake=self.plc.handshake).attach(self.session)
 
     # -- control from the GUI thread -----------------------------------------------
 
@@ -89,6 +131,9 @@ class InspectLine(QObject):
 
     def _start(self) -> None:
         try:
+            if self.plc_link is not None:  # listening before the line runs, as `lineside run` does
+                wait_for_stopped_plc_servers()  # the last run's server may still hold the port
+                self.plc_server = start_plc_server(self.plc_link, self.plc)
             self.session.start()
         except LinesideError as exc:
             self.failed.emit(str(exc))
@@ -107,7 +152,7 @@ class InspectLine(QObject):
             self.session.trigger()
 
     def set_continuous(self, continuous: bool) -> None:
-        self.session.set_triggered(not continuous)
+        self.session.set_triggered(not continuous or self.plc is not None)
 
     def set_heat_alpha(self, alpha: float) -> None:
         """Opacity of the heatmap on the next parts (0 = off)."""
@@ -132,6 +177,10 @@ class InspectLine(QObject):
         if self._starter is not None:
             self._starter.join()
         self.session.stop()
+        if self.plc_link is not None and not self._plc_closed:  # after the session: the PLC saw every result
+            self._plc_closed = True
+            stop_plc_in_background(self.plc_server, self.plc_link)
+            self.plc_server = None
 
     def take_results(self) -> tuple[list[InspectionRecord], LiveView | None, str | None]:
         """Everything committed since the last call, the newest part, the drift warning."""
@@ -160,18 +209,18 @@ class InspectLine(QObject):
 
     def judged(self, result: PartResult) -> None:
         self._lower_priority()
-        image, verdict = result.images[0], result.verdicts[0]
-        path = result.paths[0] if result.paths else None
-        record = InspectionRecord(
-            at=result.at, frame_index=result.seq, source=result.sources[0], label=verdict.label,
-            defect_class=verdict.defect_class, score=float(verdict.score), latency_ms=float(verdict.latency_ms),
-            model_version=result.model_version or "", truth=result.truths[0] if result.truths else None,
-            file=str(path) if path is not None else None,
-        )  # fmt: skip
-        base, heat = display_layers(image, verdict.heatmap_on_image())
-        display = bgr_to_qimage(blend_heatmap(base, heat, self._heat_alpha))
-        live = LiveView(record, image, display, dict(verdict.class_probs), base, heat, seq=result.seq)
-        kept = retain(image, base, heat) if self._parts is not None else None
+        record = record_of(result, self.names)
+        shots = []
+        for image, verdict in zip(result.images, result.verdicts):
+            base, heat = display_layers(image, verdict.heatmap_on_image())
+            shots.append(ViewShot(image, bgr_to_qimage(blend_heatmap(base, heat, self._heat_alpha)), base, heat))
+        first = shots[0]
+        live = LiveView(record, first.image, first.display, dict(result.verdicts[0].class_probs), first.base,
+                        first.heat, seq=result.seq, shots=shots)
+        kept = None
+        if self._parts is not None:
+            views = [retain(shot.image, shot.base, shot.heat) for shot in shots]
+            kept = replace(views[0], others=tuple(views[1:]))
         with self._lock:
             self._judged[result.seq] = (record, kept)
             self._latest = self._newest = live
@@ -207,8 +256,8 @@ class InspectLine(QObject):
         if notify:
             self.results_ready.emit()
 
-    def preview(self, frame: Frame) -> None:
-        if self._frames is not None:
+    def preview(self, view: int, frame: Frame) -> None:
+        if self._frames is not None and view == 0:  # Capture's preview shows the first view only
             self._frames.put(frame)
 
 
@@ -221,7 +270,7 @@ class _Listener(LineListener):
             self.line.source_state.emit(state)
 
     def on_frame(self, view: int, frame: Frame) -> None:
-        self.line.preview(frame)
+        self.line.preview(view, frame)
 
     def on_model(self, version: str | None) -> None:
         self.line.model_loaded.emit(version or "")

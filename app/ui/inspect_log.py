@@ -25,6 +25,16 @@ MAX_TABLE_ROWS = 500
 
 
 @dataclass(frozen=True)
+class ViewOutcome:
+    """One view's verdict of a part seen by several views (its tag on the screen)."""
+
+    name: str  # the view's name, as the inspector gave it ("View 2", "Side")
+    label: str  # "PASS" or "FAIL"
+    defect_class: str | None
+    score: float
+
+
+@dataclass(frozen=True)
 class InspectionRecord:
     """One verdict, as logged (no pixels)."""
 
@@ -39,6 +49,12 @@ class InspectionRecord:
     truth: str | None = None  # known ground truth (simulated line)
     file: str | None = None  # the hot-folder file
     inspection_id: int | None = None  # its row in the project's inspection log (the key of its kept image)
+    views: tuple[ViewOutcome, ...] = ()  # one per view when a part is seen by several; () for one view
+
+    @property
+    def failed_views(self) -> tuple[str, ...]:
+        """The names of the views that failed the part (empty for one view)."""
+        return tuple(v.name for v in self.views if v.label != "PASS")
 
 
 @dataclass
@@ -72,7 +88,8 @@ class InspectionCounters:
 
 
 COLUMNS = ("Time", "Verdict", "Defect", "Score", "Latency", "Source", "Model")
-CSV_HEADER = ("time", "verdict", "defect_class", "score", "latency_ms", "source", "frame", "file", "truth", "model_version")
+CSV_HEADER = ("time", "verdict", "defect_class", "score", "latency_ms", "source", "frame", "file", "truth", "model_version",
+              "failed_views")
 
 
 def latency_text(ms: float) -> str:
@@ -145,6 +162,7 @@ def records_to_csv(records: list[InspectionRecord]) -> str:
                 r.file or "",
                 r.truth or "",
                 r.model_version,
+                " + ".join(r.failed_views),
             )
         )
     return out.getvalue()
@@ -153,3 +171,24 @@ def records_to_csv(records: list[InspectionRecord]) -> str:
 def export_csv(path: Path | str, records: list[InspectionRecord]) -> None:
     """Write the log to *path* atomically (a reader never sees half a file)."""
     write_text(path, records_to_csv(records))
+
+
+def record_of(result, names: list[str]) -> InspectionRecord:
+    """The log's record of a judged part (app.core.line_session.PartResult): one view as
+    it always was; several views as the part (its verdict, worst class, highest score)
+    with each view's own outcome under *names*."""
+    path = next((p for p in result.paths if p is not None), None) if result.paths else None
+    verdict = result.verdicts[0]
+    common = dict(at=result.at, frame_index=result.seq, model_version=result.model_version or "",
+                  file=str(path) if path is not None else None)
+    if len(result.verdicts) == 1:
+        return InspectionRecord(
+            source=result.sources[0], label=verdict.label, defect_class=verdict.defect_class,
+            score=float(verdict.score), latency_ms=float(verdict.latency_ms),
+            truth=result.truths[0] if result.truths else None, **common,
+        )  # fmt: skip
+    views = tuple(ViewOutcome(name, v.label, v.defect_class, float(v.score)) for name, v in zip(names, result.verdicts))
+    return InspectionRecord(
+        source=result.source, label=result.label, defect_class=result.defect_class, score=float(result.score),
+        latency_ms=max(float(v.latency_ms) for v in result.verdicts), truth=result.truth, views=views, **common,
+    )  # fmt: skip

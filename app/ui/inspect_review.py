@@ -25,16 +25,29 @@ MAX_BYTES = 512 * 1024 * 1024  # a 5-megapixel camera keeps its last ~30 parts
 
 @dataclass(frozen=True)
 class RetainedPart:
-    """One part's pixels: the frame as captured and its heatmap at display size."""
+    """One part's pixels: the frame as captured and its heatmap at display size.
+
+    A part seen by several views keeps the first view here and the others in *others*,
+    so everything that knows one view (review, corrections) reads it unchanged.
+    """
 
     image: np.ndarray  # BGR, as captured (what "this verdict is wrong" stores)
     base: np.ndarray  # the image at display size (the same array when it is small)
     heat: np.ndarray  # uint8 0..255 heatmap at the size of *base*
+    others: tuple["RetainedPart", ...] = ()  # views 2.. of the part
 
     @property
     def nbytes(self) -> int:
         extra = 0 if self.base is self.image else self.base.nbytes
-        return self.image.nbytes + extra + self.heat.nbytes
+        return self.image.nbytes + extra + self.heat.nbytes + sum(o.nbytes for o in self.others)
+
+    @property
+    def view_count(self) -> int:
+        return 1 + len(self.others)
+
+    def view(self, index: int) -> "RetainedPart":
+        """View *index* (0 = this one) of the part."""
+        return self if index == 0 else self.others[index - 1]
 
     def heat01(self) -> np.ndarray:
         return self.heat.astype(np.float32) / 255.0

@@ -8,6 +8,12 @@ banner, the heatmap, counters and the log, and sends wrong verdicts back to labe
 Review at the line: selecting a row of the log (click, Up/Down, Enter) shows that part
 (its kept image and heatmap, verdict and score) while the line goes on counting; "this
 verdict is wrong" (W) then works on that part. Esc or "Back to live" returns.
+
+A station (app.ui.inspect_station): up to four views of each part side by side, each
+with its own PASS/FAIL tag, the banner naming the view(s) that failed; and a PLC
+(Modbus TCP or OPC UA, app.core.plc) that triggers the line, with its signals live in
+a panel under the views. Both are kept in the project; one view and no PLC is the
+plain workspace it always was.
 """
 
 from __future__ import annotations
@@ -36,9 +42,12 @@ from app.ui.inspect_controls import HeatmapControls, ResultsPanel
 from app.ui.inspect_log import MAX_TABLE_ROWS, InspectionCounters, InspectionRecord, _time_text, export_csv
 from app.ui.inspect_panels import CorrectionDialog, NoModelPanel
 from app.ui.inspect_review import PartRing, RetainedPart, ReviewBar, image_not_kept_text
+from app.ui.inspect_station import StationSetup, close_sources
 from app.ui.inspect_view import ImageView, blend_heatmap, bgr_to_qimage
 from app.ui.inspect_line import InspectLine, LiveView
+from app.ui.inspect_plc import wait_for_stopped_plc_servers
 from app.ui.verdict_banner import NoticeBanner, VerdictBanner
+from app.ui.view_grid import ViewGrid, banner_detail, worst_view
 
 SOURCES = (("simulated", "Simulated line"), ("camera", "Camera"), ("folder", "Hot folder…"))
 TRIGGER_KEY_SETTING = "inspect/trigger_key"
@@ -60,7 +69,8 @@ class InspectWorkspace(QWidget):
         self.latest: LiveView | None = None
         self.parts = PartRing()  # the newest parts' images, for review
         self.reviewing: InspectionRecord | None = None  # the past part on screen; None = live
-        self._corrected: set[int] = set()  # parts already sent back to labeling (one correction each)
+        self._corrected: set[tuple[int, int]] = set()  # (part, view) already sent back to labeling (once each)
+        self._shown_part: int | None = None  # the part on screen, so a new one picks its worst view
         self._updating_table = False
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
@@ -68,6 +78,7 @@ class InspectWorkspace(QWidget):
         self._refresh_timer.timeout.connect(self._drain_results)
         self._build()
         self._connect()
+        self._load_station()
         self.refresh()
 
     # -- layout ----------------------------------------------------------------------
@@ -94,13 +105,16 @@ class InspectWorkspace(QWidget):
         self.key_edit = QKeySequenceEdit(QKeySequence(self._trigger_key()))
         self.key_edit.setMaximumWidth(140)
         self.key_edit.setToolTip("The key that triggers one inspection")
+        self.station = StationSetup(self.context, self)
         first, second = QHBoxLayout(), QHBoxLayout()
-        for widget in (QLabel("Source"), self.source_combo, QLabel("Mode"), self.mode_combo, self.start_button):
+        for widget in (QLabel("Source"), self.source_combo, self.station.views_button, QLabel("Mode"), self.mode_combo,
+                       self.start_button):
             first.addWidget(widget)
         first.addStretch(1)
         self.model_label = QLabel("")
         self.model_label.setStyleSheet("font-size: 13pt;")
         first.addWidget(self.model_label)
+        first.addWidget(self.station.plc_button)
         for widget in (self.trigger_button, QLabel("Key"), self.key_edit):
             second.addWidget(widget)
         second.addSpacing(16)
@@ -122,8 +136,12 @@ class InspectWorkspace(QWidget):
         self.banner = VerdictBanner()
         self.banner.setMinimumHeight(150)
         left_layout.addWidget(self.banner)
-        self.image_view = ImageView(IDLE_IMAGE_TEXT)
-        left_layout.addWidget(self.image_view, 1)
+        self.image_view = ImageView(IDLE_IMAGE_TEXT)  # view 1's; the grid adds the others beside it
+        self.view_grid = ViewGrid(self.image_view)
+        left_layout.addWidget(self.view_grid, 1)
+        # Hidden unless a PLC is configured. Under the views, not beside the log: views of a
+        # square part leave black bars there anyway, and the log needs its rows.
+        left_layout.addWidget(self.station.plc_panel)
         splitter.addWidget(left)
 
         self.results = ResultsPanel()
@@ -165,6 +183,9 @@ class InspectWorkspace(QWidget):
         self.heatmap_controls.changed.connect(self._heat_alpha_changed)
         self.key_edit.editingFinished.connect(self._store_trigger_key)
         self.mode_combo.currentIndexChanged.connect(self._mode_changed)
+        self.source_combo.currentIndexChanged.connect(lambda _i: self.station.set_first_kind(self.source_combo.currentData()))
+        self.station.views_changed.connect(self._views_changed)
+        self.view_grid.view_clicked.connect(lambda _i: self._update_wrong_button())
         self.wrong_button.clicked.connect(lambda: self.correct_current())
         self.export_button.clicked.connect(lambda: self.export_log())
         self.reset_button.clicked.connect(lambda: self.reset_counters())
@@ -204,10 +225,31 @@ class InspectWorkspace(QWidget):
     def continuous(self) -> bool:
         return bool(self.mode_combo.currentData())
 
+    def _plc_runs_line(self) -> bool:
+        return self.worker is not None and self.worker.plc is not None
+
     def _mode_changed(self, *_args) -> None:
-        self.trigger_button.setEnabled(self.is_running() and not self.continuous())
+        # With a PLC the PLC alone triggers: a part it did not ask for would reach it as a result.
+        self.trigger_button.setEnabled(self.is_running() and not self.continuous() and not self._plc_runs_line())
         if self.worker is not None:
             self.worker.set_continuous(self.continuous())
+
+    def _load_station(self) -> None:
+        """The project's views and PLC; view 1's source is the Source picker's."""
+        self.station.load(self.context.project)
+        index = self.source_combo.findData(self.station.views[0].kind)
+        if index >= 0 and index != self.source_combo.currentIndex():
+            self.source_combo.blockSignals(True)  # showing the stored choice is not a new choice
+            self.source_combo.setCurrentIndex(index)
+            self.source_combo.blockSignals(False)
+
+    def _views_changed(self) -> None:
+        self.view_grid.set_names(self.station.names)
+        self._shown_part = None
+        if self.reviewing is not None:
+            self._show_review()
+        else:
+            self._show_live()
 
     # -- start / stop ----------------------------------------------------------------
 
@@ -224,11 +266,20 @@ class InspectWorkspace(QWidget):
         if project is None or project.production_model() is None or self.is_running():
             return False
         source_key = source_key or self.source_combo.currentData()
+        try:
+            extra = self.station.extra_sources()  # views 2..4, before Capture lends its camera
+        except LinesideError as exc:
+            QMessageBox.warning(self, "Cannot start the views", str(exc))
+            return False
         source = self._make_source(source_key, hot_folder)
         if source is None:
+            close_sources(extra)
             return False
-        self.worker = InspectLine(project, source, continuous=self.continuous(), parts=self.parts,
-                                  frames=self.context.frames, parent=self)
+        plc = self.station.plc if self.station.plc.enabled else None
+        if plc is not None and self.continuous():
+            self.mode_combo.setCurrentIndex(1)  # the PLC triggers the parts
+        self.worker = InspectLine(project, [source, *extra], continuous=self.continuous(), parts=self.parts,
+                                  frames=self.context.frames, parent=self, names=self.station.names, plc=plc)
         self.worker.set_heat_alpha(self.heatmap_controls.alpha())
         self.worker.results_ready.connect(self._schedule_refresh)
         self.worker.model_loaded.connect(lambda v: self.model_label.setText(f"Model {v}"))
@@ -238,6 +289,10 @@ class InspectWorkspace(QWidget):
         self.worker.start()
         self.start_button.setText("&Stop")
         self.source_combo.setEnabled(False)
+        self.mode_combo.setEnabled(plc is None)
+        self.station.set_running(True)
+        if self.worker.plc_link is not None:
+            self.station.plc_panel.attach(self.worker.plc_link)
         if self.reviewing is None:
             self.banner.show_idle("READY", "Waiting for the first part")
         self._mode_changed()
@@ -250,6 +305,7 @@ class InspectWorkspace(QWidget):
         from app.core.camera import HotFolderSource, OpenCVCamera, SimulatedCamera
 
         self._lent_camera = None
+        first = self.station.views[0]
         if key == "camera" and self.context.frame_source is not None:
             self._lent_camera = self.context.frame_source  # one capture at a time: the line's
             self.context.stop_source()
@@ -257,8 +313,9 @@ class InspectWorkspace(QWidget):
         if key == "simulated":
             return SimulatedCamera(seed=int(time.time()) % 10_000)
         if key == "camera":
-            return OpenCVCamera(int(self.context.settings.value("camera/index", 0)))
-        folder = str(hot_folder or "")
+            index = first.camera if first.camera is not None else int(self.context.settings.value("camera/index", 0))
+            return OpenCVCamera(index)
+        folder = str(hot_folder or first.folder or "")
         if not folder:
             start_dir = str(self.context.settings.value("inspect/hot_folder", ""))
             folder = QFileDialog.getExistingDirectory(self, "Hot folder to watch", start_dir)
@@ -276,6 +333,7 @@ class InspectWorkspace(QWidget):
     def stop(self) -> None:
         worker, self.worker = self.worker, None
         if worker is not None:
+            self.station.plc_panel.detach()
             worker.stop()  # every part judged is committed: the log is complete
             self._drain_from(worker)
             worker.deleteLater()
@@ -290,15 +348,18 @@ class InspectWorkspace(QWidget):
                 self.context.status_message.emit(str(exc))
         self.start_button.setText("&Start")
         self.source_combo.setEnabled(True)
+        self.mode_combo.setEnabled(True)
+        self.station.set_running(False)
         self._mode_changed()
         self.inspecting.emit(False)
 
     def shutdown(self) -> None:
-        """Stop the inspection thread (the window is closing)."""
+        """Stop the inspection thread and the PLC server (the window is closing)."""
         self.stop()
+        wait_for_stopped_plc_servers()
 
     def trigger(self) -> None:
-        if self.worker is not None and not self.continuous():
+        if self.worker is not None and not self.continuous() and not self._plc_runs_line():
             self.worker.trigger()
 
     # -- results ---------------------------------------------------------------------
@@ -350,15 +411,23 @@ class InspectWorkspace(QWidget):
 
     def _show_live(self) -> None:
         live = self.latest
-        self.image_view.set_placeholder(IDLE_IMAGE_TEXT)
+        self.view_grid.set_placeholder(IDLE_IMAGE_TEXT)
         if live is None:
             self.banner.show_idle()  # READY, waiting for the first part
-            self.image_view.set_image(None)
+            self.view_grid.show_part([], [])
         else:
             rec = live.record
-            self.banner.show_verdict(rec.label == "PASS", rec.defect_class, rec.score)
-            self.image_view.set_image(live.display)
+            self.banner.show_verdict(rec.label == "PASS", banner_detail(rec), rec.score)
+            self._show_views(rec, [shot.display for shot in live.shots] if live.shots else [live.display])
         self._update_wrong_button()
+
+    def _show_views(self, record: InspectionRecord, images: list) -> None:
+        """Each view's image and tag; a new part on screen selects its worst view."""
+        key = self._key(record)[0]
+        if key != self._shown_part:
+            self._shown_part = key
+            self.view_grid.select(worst_view(record))
+        self.view_grid.show_part(images, list(record.views))
 
     def _on_worker_failed(self, message: str) -> None:
         self.context.status_message.emit(message)
@@ -386,8 +455,9 @@ class InspectWorkspace(QWidget):
         # The last part belongs to the old project: its verdict, image and correction go.
         self.latest = None
         self._corrected.clear()
+        self._load_station()  # the new project's views and PLC
         self.banner.show_idle()
-        self.image_view.set_image(None)
+        self.view_grid.show_part([], [])
         self.wrong_button.setEnabled(False)
         self.notice.show_notice("")
         self.refresh()
@@ -401,8 +471,11 @@ class InspectWorkspace(QWidget):
         live = self.latest
         if live is not None and live.base is not None and live.heat is not None:
             # Re-blend the part on screen now; the next parts come blended by the worker.
-            live.display = bgr_to_qimage(blend_heatmap(live.base, live.heat, alpha))
-            self.image_view.set_image(live.display)
+            if live.shots:
+                live.reblend(alpha)
+            else:
+                live.display = bgr_to_qimage(blend_heatmap(live.base, live.heat, alpha))
+            self._show_views(live.record, [shot.display for shot in live.shots] if live.shots else [live.display])
 
     # -- actions ---------------------------------------------------------------------
 
@@ -441,9 +514,12 @@ class InspectWorkspace(QWidget):
         rec, image = self._part_on_screen()
         if project is None or rec is None or image is None or self._key(rec) in self._corrected:
             return None
+        view = self._view_on_screen(rec)
         if verdict is None:
             said = "PASS" if rec.label == "PASS" else f"FAIL ({rec.defect_class})"
             part = f"of {_time_text(rec.at)} (score {rec.score:.2f})" if self.reviewing is not None else ""
+            if rec.views:  # several views: the image saved is the selected one's
+                part = f"{part} as {rec.views[view].name} saw it".strip()
             dialog = CorrectionDialog(project.classes(), said, self, part=part)
             if dialog.exec() != CorrectionDialog.DialogCode.Accepted or dialog.choice is None:
                 return None
@@ -452,6 +528,8 @@ class InspectWorkspace(QWidget):
             tags = {"model_said": rec.label, "model_version": rec.model_version}
             if rec.inspection_id is not None and rec.inspection_id > 0:
                 tags["inspection_id"] = str(rec.inspection_id)
+            if rec.views:
+                tags["view"] = rec.views[view].name
             stored, _new = project.add_image_array(image, source="line", tags=tags)
             project.set_label(stored.id, verdict, author="line")
         except LinesideError as exc:
@@ -467,17 +545,25 @@ class InspectWorkspace(QWidget):
 
     # -- review at the line ----------------------------------------------------------
 
-    @staticmethod
-    def _key(record: InspectionRecord) -> int:
-        return record.inspection_id if record.inspection_id is not None else id(record)
+    def _key(self, record: InspectionRecord) -> tuple[int, int]:
+        """(part, view): a part seen by several views can be corrected once per view."""
+        part = record.inspection_id if record.inspection_id is not None else id(record)
+        return part, self._view_on_screen(record)
+
+    def _view_on_screen(self, record: InspectionRecord) -> int:
+        """The selected view of *record* (0 for a part seen by one view)."""
+        return min(self.view_grid.selected, len(record.views) - 1) if record.views else 0
 
     def _part_on_screen(self):
-        """(record, original image or None) of the part the screen shows."""
+        """(record, original image or None) of the part the screen shows; with several
+        views, the selected view's image."""
         if self.reviewing is not None:
             part = self.parts.get(self.reviewing.inspection_id)
-            return self.reviewing, part.image if part is not None else None
+            view = self._view_on_screen(self.reviewing)
+            return self.reviewing, part.view(view).image if part is not None and view < part.view_count else None
         if self.latest is not None:
-            return self.latest.record, self.latest.image
+            live, view = self.latest, self._view_on_screen(self.latest.record)
+            return live.record, live.shots[view].image if live.shots and view < len(live.shots) else live.image
         return None, None
 
     def _update_wrong_button(self) -> None:
@@ -503,13 +589,14 @@ class InspectWorkspace(QWidget):
             return
         part: RetainedPart | None = self.parts.get(rec.inspection_id)
         self.review_bar.show_record(rec, kept=part is not None)
-        self.banner.show_verdict(rec.label == "PASS", rec.defect_class, rec.score)
+        self.banner.show_verdict(rec.label == "PASS", banner_detail(rec), rec.score)
         if part is None:
-            self.image_view.set_placeholder(image_not_kept_text(self.parts.max_parts))
-            self.image_view.set_image(None)
+            self.view_grid.set_placeholder(image_not_kept_text(self.parts.max_parts))
+            self._show_views(rec, [])
         else:
             alpha = self.heatmap_controls.alpha()
-            self.image_view.set_image(bgr_to_qimage(blend_heatmap(part.base, part.heat01(), alpha)))
+            views = [part.view(i) for i in range(part.view_count)]
+            self._show_views(rec, [bgr_to_qimage(blend_heatmap(v.base, v.heat01(), alpha)) for v in views])
         self._update_wrong_button()
 
     def back_to_live(self) -> None:

@@ -4,6 +4,8 @@ Keys: 0 or G = OK, 1-9 = the defect class with that key, arrows = previous/next 
 Ctrl+Z = undo the last label change, Delete = back to unlabeled, B/E/P/H = brush, eraser, polygon, pan,
 [ and ] = brush size, F = fit. Every label is saved (set_label commits) before the
 "Saved" line says so; a failure says "NOT saved" in red and nothing shows as done.
+Once a project has roles, labels carry the signed-in person's name, and what needs an
+engineer (adding classes, the golden set) is greyed out for anyone else.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from PySide6.QtWidgets import (
 from app.core.errors import LinesideError
 from app.core.records import OK
 from app.ui.filmstrip import Filmstrip
+from app.ui.gate_dialog import GoldenButton
 from app.ui.label_canvas import LabelCanvas
+from app.ui.people_dialogs import refuse_tooltip
 from app.ui.style import FAIL, PASS, readable_text_on
 
 log = logging.getLogger(__name__)
@@ -95,7 +99,8 @@ class LabelWorkspace(QWidget):
         tools.addWidget(self.size_spin)
         self.clear_button = QPushButton("Clear mask")
         self.fit_button = QPushButton("Fit  (F)")
-        for button in (self.clear_button, self.fit_button):
+        self.golden_button = GoldenButton(context)
+        for button in (self.clear_button, self.fit_button, self.golden_button):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             tools.addWidget(button)
         tools.addStretch(1)
@@ -143,6 +148,9 @@ class LabelWorkspace(QWidget):
         context.project_changed.connect(self.set_project)
         context.images_changed.connect(self._images_changed)
         context.labels_changed.connect(self._label_changed_elsewhere)
+        context.access_changed.connect(self._access_changed)
+        context.golden_changed.connect(self._golden_changed)
+        self.golden_button.message.connect(self._show_saved)
         self.install_shortcuts(self)
         self.set_project(context.project)
 
@@ -178,6 +186,7 @@ class LabelWorkspace(QWidget):
         self.project = project
         self.image_id, self.verdict, self._history = None, None, []
         self.canvas.set_image(None)
+        self.golden_button.show_image(None)
         self.saved.setText("")
         self.reload_classes()
         self.filmstrip.set_project(project)
@@ -209,6 +218,7 @@ class LabelWorkspace(QWidget):
             self.class_buttons[cls.name] = button
         add = QPushButton("+ Add class")
         add.clicked.connect(self.add_class_dialog)
+        refuse_tooltip(add, self.context.refusal("edit_classes"))
         self.class_buttons["+"] = add
         for button in self.class_buttons.values():
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -218,6 +228,10 @@ class LabelWorkspace(QWidget):
 
     def add_class_dialog(self) -> None:
         if self.project is None:
+            return
+        refusal = self.context.refusal("edit_classes")
+        if refusal is not None:
+            self._show_saved(refusal, ok=False)
             return
         name, ok = QInputDialog.getText(self, "Add a defect class", "Name of the defect (e.g. scratch, crack, dent):")
         if not ok or not name.strip():
@@ -255,6 +269,7 @@ class LabelWorkspace(QWidget):
         self.image_id = image_id
         self.verdict = label.verdict if label else None
         self.canvas.set_image(image, mask, self.class_color(self.verdict if self.verdict != OK else self.paint_class))
+        self.golden_button.show_image(image_id)
         if self.filmstrip.current_id() != image_id:
             self.filmstrip.select(image_id, emit=False)
         self._update_info()
@@ -360,6 +375,7 @@ class LabelWorkspace(QWidget):
 
     def _after_change(self, image_id: int) -> None:
         self._update_info()
+        self.golden_button.show_image(self.image_id)  # a golden part needs a label
         self.context.labels_changed.emit(image_id)  # updates the filmstrip too
 
     def _images_changed(self) -> None:
@@ -385,10 +401,24 @@ class LabelWorkspace(QWidget):
         self.saved.setStyleSheet(f"font-size: 14pt; font-weight: 700; color: {PASS if ok else FAIL};")
 
     def _author(self) -> str:
-        return str(self.context.settings.value("label/author", ""))
+        person = self.context.person
+        return person.name if person is not None else str(self.context.settings.value("label/author", ""))
+
+    def _access_changed(self) -> None:
+        # Signed in: labels are that person's; the free-text name is for projects without roles.
+        person = self.context.person
+        self.author_edit.setReadOnly(person is not None)
+        self.author_edit.setText(person.name if person else str(self.context.settings.value("label/author", "")))
+        refuse_tooltip(self.class_buttons["+"], self.context.refusal("edit_classes"))
+        self.golden_button.show_image(self.image_id)
+
+    def _golden_changed(self) -> None:
+        self.filmstrip.update_golden()
+        self.golden_button.show_image(self.image_id)
 
     def _author_edited(self) -> None:
-        self.context.settings.setValue("label/author", self.author_edit.text().strip())
+        if self.context.person is None:
+            self.context.settings.setValue("label/author", self.author_edit.text().strip())
         self.canvas.setFocus()  # back to the labeling keys
 
     def _advance_toggled(self, on: bool) -> None:

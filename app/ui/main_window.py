@@ -2,7 +2,9 @@
 
 Capture & Label, Train, Inspect, Models. A workspace is told when it is shown or
 hidden (activate/deactivate) so it can stop timers and workers it does not need. The
-status bar shows the camera state, the model at the line and the training device.
+status bar shows who is at the station (app/ui/station_access.py), the camera state,
+the model at the line and the training device; the Trust menu signs people in and out,
+manages people and shows the audit trail.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from app.core.errors import LinesideError
 from app.ui.capture_workspace import CaptureWorkspace
 from app.ui.context import AppContext
 from app.ui.start_page import StartPage
+from app.ui.station_access import StationAccess
 from app.ui.style import FAIL, PASS, WARN
 from app.ui.window_dialogs import CANCEL, KEEP, STAY, ShortcutsOverlay, ask_close_during_training
 from app.ui.workers import run_in_background, wait_for_background_work
@@ -118,6 +121,8 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
+        self.access = StationAccess(self, self.context)
+        bar.addPermanentWidget(self.access.button)
         self.camera_label = QLabel("Camera: stopped")
         self.model_label = QLabel("Model at the line: none")
         self.device_label = QLabel("")
@@ -145,6 +150,7 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _checked=False, i=index: self.show_workspace_at(i))
             view.addAction(action)
         self.addActions(view.actions())
+        self.access.add_menu(self.menuBar())
         help_menu = self.menuBar().addMenu("&Help")
         keys = QAction("Keyboard shortcuts", self)
         keys.setShortcut(QKeySequence("F1"))

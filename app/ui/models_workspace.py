@@ -1,7 +1,8 @@
 """Models: every trained version, how good it was, what it learned from, and deployment.
 
-Deploying and rolling back both go through one confirmation (model_actions), because
-either changes what the line does with the next part.
+Deploying and rolling back both go through one confirmation and the deploy gate
+(model_actions), because either changes what the line does with the next part. Once a
+project has roles, their buttons are greyed out for anyone the core would refuse.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.records import ModelVersion
+from app.ui.gate_dialog import GoldenSetStrip
 from app.ui.model_actions import confirm_and_deploy
+from app.ui.people_dialogs import refuse_tooltip
 from app.ui.style import PASS
 from app.ui.table_models import ListTableModel
 from app.ui.train_summary import operating_point_text, percent, with_interval
@@ -159,6 +162,8 @@ class ModelsWorkspace(QWidget):
         self.details.setStyleSheet("font-size: 13pt;")
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         root.addWidget(self.details, 1)
+        self.golden_strip = GoldenSetStrip(context)
+        root.addWidget(self.golden_strip)
 
         buttons = QHBoxLayout()
         self.deploy_button = QPushButton("Set as production")
@@ -168,13 +173,22 @@ class ModelsWorkspace(QWidget):
             b.setMinimumSize(240, 56)
             buttons.addWidget(b)
         buttons.addStretch(1)
+        self.report_button = QPushButton("Report…")
+        self.report_button.setMinimumHeight(56)
+        self.report_button.setToolTip("The selected version's model report, to read or export as PDF.")
+        buttons.addWidget(self.report_button)
         root.addLayout(buttons)
+        self.report_dialog = None
+        self.gate_dialog = None
 
         self.deploy_button.clicked.connect(lambda: self.deploy_selected())
         self.rollback_button.clicked.connect(lambda: self.roll_back())
+        self.report_button.clicked.connect(lambda: self.open_report())
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         context.project_changed.connect(lambda _p: self.refresh())
         context.models_changed.connect(self.refresh)
+        context.access_changed.connect(self._selection_changed)
+        context.golden_changed.connect(self.golden_strip.refresh)
         self.refresh()
 
     def selected(self) -> ModelVersion | None:
@@ -206,15 +220,20 @@ class ModelsWorkspace(QWidget):
         elif versions:
             self.table.selectRow(0)
         self._selection_changed()
+        self.golden_strip.refresh()
 
     def _selection_changed(self, *_args) -> None:
         m = self.selected()
-        self.deploy_button.setEnabled(m is not None and m.status != "production")
+        if m is None or m.status == "production":
+            refuse_tooltip(self.deploy_button, "Select a version that is not in production.")
+        else:
+            refuse_tooltip(self.deploy_button, self.context.refusal("rollback" if m.status == "retired" else "deploy"))
         # The button names the version it deploys: what the table shows selected is what goes.
         self.deploy_button.setText(f"Set {m.version} as production" if m is not None else "Set as production")
         target = rollback_target(self.table_model.versions)
-        self.rollback_button.setEnabled(target is not None)
+        refuse_tooltip(self.rollback_button, self.context.refusal("rollback") if target else "No earlier version.")
         self.rollback_button.setText(f"Roll back to {target.version}" if target else "Roll back")
+        self.report_button.setEnabled(m is not None)
         if m is None:
             self.details.setText("")
             return
@@ -251,6 +270,17 @@ class ModelsWorkspace(QWidget):
         if m is None or m.status == "production":
             return False
         return confirm_and_deploy(self, self.context, m.version, what="Deploy")
+
+    def open_report(self):
+        """The selected version's report, window-modal without a nested event loop."""
+        from app.ui.report_view import ReportDialog
+
+        m = self.selected()
+        if m is None:
+            return None
+        self.report_dialog = ReportDialog(self.context, m.version, self)
+        self.report_dialog.open()
+        return self.report_dialog
 
     def roll_back(self) -> bool:
         target = rollback_target(self.table_model.versions)

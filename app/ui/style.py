@@ -61,6 +61,11 @@ QTabBar::tab:selected {{ background: white; color: {INK}; border-color: {ACCENT}
 QTabWidget::pane {{ border-top: 2px solid {ACCENT}; }}
 QStatusBar {{ background: {PANEL}; border-top: 1px solid {LINE}; min-height: 36px; }}
 QStatusBar QLabel {{ padding: 0 12px; font-size: 12pt; }}
+/* Who is at the station: the status bar of a 768 px screen leaves it ~30 px, lower than
+   the glove-sized rest, so it is wide instead (and the Trust menu does the same). */
+QStatusBar QPushButton {{ min-height: 24px; min-width: 120px; padding: 0 14px; font-size: 12pt; border-radius: 6px; }}
+QPushButton[danger="true"] {{ background: {FAIL}; color: white; border-color: #8c1816; }}
+QPushButton[danger="true"]:disabled {{ background: {PANEL}; color: #9aa3ad; border-color: #e0e4ea; }}
 QListView, QListWidget {{ border: 1px solid {LINE}; background: white; }}
 QListView::item:selected, QListWidget::item:selected {{ background: #d3e3fd; color: {INK}; border: 3px solid {ACCENT}; }}
 QGroupBox {{ font-weight: 700; border: 1px solid {LINE}; border-radius: 8px; margin-top: 14px; padding-top: 10px; }}

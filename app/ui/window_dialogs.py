@@ -35,6 +35,7 @@ SHORTCUTS: list[tuple[str, str, str, str]] = [
     ("Inspect", "Esc", "Back to live", "Esc"),
     ("Inspect", "Alt+S / Alt+I", "Start or stop / inspect now", "Alt+S Alt+I"),
     ("Inspect", "Alt+W / Alt+E / Alt+R", "Verdict is wrong / export CSV / reset counters", "Alt+W Alt+E Alt+R"),
+    ("Inspect", "Alt+V / Alt+L", "The views of a part / PLC settings", "Alt+V Alt+L"),
 ]
 
 

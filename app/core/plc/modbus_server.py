@@ -11,6 +11,10 @@ request: a write updates the control word (coils 0..15 OR holding register 0) an
 model number (holding register 1) and hands them to the PlcLink, which acts on the
 edges before the write is answered; a read is filled from PlcLink.outputs() at that
 moment.
+
+*base* moves the whole map (coils, discrete inputs and both register tables) up by that
+many addresses: some PLC programs count Modbus addresses from 1, others reserve a range
+for the station. The map keeps its order; only its first address changes.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ _COILS = (1, 5, 15)
 _DISCRETE = (2,)
 _HOLDING = (3, 6, 16, 22, 23)
 _INPUT = (4,)
+MAX_BASE = 65535 - 64  # the map (19 input registers, 16 bits) must fit below 65536
 
 
 class ModbusServer(LoopThreadServer):
@@ -46,10 +51,13 @@ class ModbusServer(LoopThreadServer):
 
     name = "Modbus"
 
-    def __init__(self, link: PlcLink, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    def __init__(self, link: PlcLink, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, base: int = 0) -> None:
         super().__init__()
         self.link = link
         self.host, self.port = host, int(port)
+        if not 0 <= int(base) <= MAX_BASE:
+            raise ValueError(f"the Modbus address base is 0..{MAX_BASE}, not {base}")
+        self.base = int(base)
         # The control word as written through coils; it starts with the link's presets
         # (`lineside run --trigger-enabled / --handshake`), so a PLC writing only the
         # trigger coil does not clear them. A PLC using holding register 0 instead should
@@ -79,10 +87,10 @@ class ModbusServer(LoopThreadServer):
         device = SimDevice(
             0,  # every unit id
             simdata=(
-                [SimData(0, count=16, values=False, datatype=DataType.BITS)],  # coils
-                [SimData(0, count=16, values=False, datatype=DataType.BITS)],  # discrete inputs
-                [SimData(0, count=HOLDING_REGISTERS, values=0, datatype=DataType.REGISTERS)],
-                [SimData(0, count=INPUT_REGISTERS, values=0, datatype=DataType.REGISTERS)],
+                [SimData(self.base, count=16, values=False, datatype=DataType.BITS)],  # coils
+                [SimData(self.base, count=16, values=False, datatype=DataType.BITS)],  # discrete inputs
+                [SimData(self.base, count=HOLDING_REGISTERS, values=0, datatype=DataType.REGISTERS)],
+                [SimData(self.base, count=INPUT_REGISTERS, values=0, datatype=DataType.REGISTERS)],
             ),
             action=self._action,
         )
@@ -93,6 +101,7 @@ class ModbusServer(LoopThreadServer):
                       registers: list[int], values: list | None) -> Any:
         """pymodbus calls this before every read and write (see the module docstring)."""
         self.requests += 1
+        address -= self.base
         if values is not None:  # a write: take it in before it is answered
             if fc in _COILS:
                 word = self._coils
@@ -107,14 +116,22 @@ class ModbusServer(LoopThreadServer):
                                        self._holding[MODEL_NUMBER_REGISTER])
             return None
         if fc in _COILS:
-            registers[0] = self._coils
+            self._put_bits(registers, self._coils)
         elif fc in _DISCRETE:
-            registers[0] = pack_bits(self.link.outputs(), OUTPUT_BITS)
+            self._put_bits(registers, pack_bits(self.link.outputs(), OUTPUT_BITS))
         elif fc in _HOLDING:
             registers[:HOLDING_REGISTERS] = self._holding
         elif fc in _INPUT:
             registers[:INPUT_REGISTERS] = output_registers(self.link.outputs())
         return None
+
+    def _put_bits(self, registers: list[int], word: int) -> None:
+        """pymodbus keeps a bit table in whole registers starting at a multiple of 16
+        below the base: the 16 bits go in at the base's place in those registers."""
+        bits = word << (self.base % 16)
+        registers[0] = bits & 0xFFFF
+        if len(registers) > 1:
+            registers[1] = (bits >> 16) & 0xFFFF
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "INPUT_BITS", "ModbusServer"]  # INPUT_BITS: the control word's bits
