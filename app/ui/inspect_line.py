@@ -310,15 +310,19 @@ def _lower_this_threads_priority() -> None:
 
 
 def drift_message(status) -> str | None:
-    """The warning to show for a DriftMonitor status, or None when all is normal."""
+    """The warning to show for a DriftMonitor status, or None when all is normal: what to
+    do first (the monitor's recommendation, with its evidence), else the reasons."""
     if status is None:
         return None
     if isinstance(status, dict):
-        drifting, message = status.get("drifting"), status.get("message")
+        drifting, message, advice = status.get("drifting"), status.get("message"), status.get("recommendation")
     else:
-        drifting, message = getattr(status, "drifting", False), getattr(status, "message", None)
+        drifting, message, advice = (getattr(status, "drifting", False), getattr(status, "message", None),
+                                     getattr(status, "recommendation", None))
     if not drifting:
         return None
+    if advice:
+        return f"The line has drifted from the training images. {advice[0].upper()}{advice[1:]}."
     return f"Images look different from the training images: {message}" if message else (
         "Images look different from the training images. Check the camera and lighting, "
         "or label some recent parts and retrain."

@@ -160,7 +160,10 @@ def test_drift_banner_when_the_line_looks_different(qtbot, app_context, project)
     # The "training" images were much darker than the simulated line: drift.
     dark = [(generate_part(rng, None, size=128)[0] * 0.3).astype(np.uint8) for _ in range(20)]
     ws = _inspect_with_reference(qtbot, app_context, project, dark, lambda w: w.notice.isVisible())
-    assert "brightness" in ws.notice.text()
+    text = ws.notice.text()
+    # What to do first, and the evidence: which way, against what training had.
+    assert "check the lighting, or retrain on parts taken under the new light" in text.lower()
+    assert "images brighter than" in text and "brightness" in text and "training" in text
     assert ws.counters.parts >= 30  # the monitor waits for enough parts before it warns
 
 
