@@ -163,7 +163,10 @@ def build(edition: str, dist_name: str) -> None:
     if edition not in EDITIONS:
         raise SystemExit(f"unknown edition {edition!r}; choose one of {EDITIONS}")
     excludes = COMMON_EXCLUDES + (STATION_EXCLUDES if edition == "station" else [])
-    datas = [(str(REPO / "resources"), "resources")]
+    # Alembic reads the schema revisions from disk, not from the frozen archive: they travel
+    # as files so a station can upgrade an old project (app/core/migrations).
+    datas = [(str(REPO / "resources"), "resources"),
+             (str(REPO / "app" / "core" / "migrations"), "app/core/migrations")]
     patterns = list(COMMON_TRIM)
     system_libs: list[str] = []
     if edition == "workstation":

@@ -1,10 +1,11 @@
-"""The project database: schema, connection settings, migrations, short transactions.
+"""The project database: schema, connection settings, schema versions, short transactions.
 
-SQLAlchemy Core rather than raw sqlite3 so the same schema can later run on a shared
-PostgreSQL server (see docs/adr/0002-sqlalchemy-store.md). Every table is defined once,
-here. A new database is created from these definitions and stamped with
-SCHEMA_VERSION; an older one is brought up to date by MIGRATIONS, inside the same
-transaction as the version stamp, so a failed upgrade leaves the old database as it was.
+SQLAlchemy Core rather than raw sqlite3 so the same schema runs on SQLite (one PC) and
+on a plant's PostgreSQL server (docs/adr/0002, docs/adr/0009; the server side is in
+app/core/plant.py). Every table is defined once, here. A new database is created from
+these definitions and stamped with SCHEMA_VERSION; an older one is brought up to date
+by the Alembic revisions in app/core/migrations, inside the same transaction as the
+version stamp, so a failed upgrade leaves the old database as it was.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -165,35 +166,25 @@ audit_log = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
-# A plain UPDATE or DELETE is refused by SQLite itself; someone who drops these
-# triggers to edit a row is still caught by the hash chain.
+# A plain UPDATE or DELETE (on PostgreSQL also TRUNCATE) is refused by the database
+# itself; someone who drops these triggers to edit a row is still caught by the hash
+# chain. Revision 0003 in app/core/migrations creates the same triggers on an upgrade.
 for _event in ("UPDATE", "DELETE"):
     sa.event.listen(audit_log, "after_create", sa.DDL(
         f"CREATE TRIGGER audit_log_no_{_event.lower()} BEFORE {_event} ON audit_log "
         f"BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
     ).execute_if(dialect="sqlite"))
-
-
-def _to_v2(conn: Connection) -> None:
-    # Version 1 had no train/val split, no undo bookkeeping and no inspection log.
-    conn.execute(sa.text("ALTER TABLE images ADD COLUMN split VARCHAR(5)"))
-    conn.execute(sa.text("ALTER TABLE labels ADD COLUMN undoes INTEGER"))
-    # Created from today's definition; when `inspections` changes, a later migration
-    # alters it and this line gets a frozen copy of the version-2 table.
-    inspections.create(conn)
-
-
-def _to_v3(conn: Connection) -> None:
-    # Version 2 had no people (roles) and no audit trail; both tables are new, so they
-    # are created from today's definitions (the audit triggers come with the table).
-    # The split column widens from 5 to 10 characters for "golden": SQLite does not
-    # enforce the length, so its files need no change.
-    people.create(conn)
-    audit_log.create(conn)
-
-
-# MIGRATIONS[n] upgrades a version n-1 database to version n.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_v2, 3: _to_v3}
+_PG_APPEND_ONLY_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION lineside_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$"
+)
+_PG_APPEND_ONLY_TRIGGERS = tuple(
+    f"CREATE TRIGGER audit_log_no_{event.lower()} BEFORE {event} ON audit_log FOR EACH {each} "
+    "EXECUTE FUNCTION lineside_audit_append_only()"
+    for event, each in (("UPDATE", "ROW"), ("DELETE", "ROW"), ("TRUNCATE", "STATEMENT"))
+)
+for _statement in (_PG_APPEND_ONLY_FUNCTION, *_PG_APPEND_ONLY_TRIGGERS):
+    sa.event.listen(audit_log, "after_create", sa.DDL(_statement).execute_if(dialect="postgresql"))
 
 
 def make_engine(db_path: Path, read_only: bool = False, immutable: bool = False) -> Engine:
@@ -235,15 +226,25 @@ def make_engine(db_path: Path, read_only: bool = False, immutable: bool = False)
     return engine
 
 
+def _from_server(exc: sa_exc.DBAPIError) -> bool:
+    """The error came from the PostgreSQL driver, not from SQLite."""
+    return type(exc.orig).__module__.split(".")[0] == "psycopg"
+
+
 def _is_disk_full(exc: sa_exc.DBAPIError) -> bool:
     return "disk is full" in str(exc.orig).lower()
 
 
-def environment_error(exc: sa_exc.DBAPIError, db_path: Path, while_doing: str) -> LinesideError | None:
-    """The error to show when SQLite failed because of the database's surroundings
-    (full disk, no write permission, another program holding the lock), not because the
-    file is damaged; None when it is none of those. *while_doing* ends the first
-    sentence, e.g. "The last change was not saved"."""
+def environment_error(exc: sa_exc.DBAPIError, db_path: Path | str, while_doing: str) -> LinesideError | None:
+    """The error to show when the database failed because of its surroundings (full
+    disk, no write permission, another program holding the lock; for a plant store also
+    an unreachable server or a refused login), not because it is damaged; None when it
+    is none of those. *while_doing* ends the first sentence, e.g. "The last change was
+    not saved"."""
+    if _from_server(exc):
+        from app.core import plant
+
+        return plant.environment_error(exc, db_path, while_doing)
     message = str(exc.orig).lower()
     if _is_disk_full(exc):
         return DiskFullError(
@@ -274,45 +275,102 @@ def environment_error(exc: sa_exc.DBAPIError, db_path: Path, while_doing: str) -
 
 def is_damaged(exc: sa_exc.DBAPIError) -> bool:
     """SQLite found the file itself damaged (not a database, a malformed page)."""
+    if _from_server(exc):
+        return False  # the server keeps its own files; what it reports is never a damaged project file
     message = str(exc.orig).lower()
     return "malformed" in message or "not a database" in message or "corrupt" in message
 
 
-def _found_version(conn: Connection, db_path: Path, create: bool) -> int | None:
-    """The database's schema version; None for a new, empty file (create=True only)."""
-    if not sa.inspect(conn).has_table("schema_version"):
+def _restore_hint(db_path: Path | str) -> str:
+    if isinstance(db_path, Path):
+        return "Restore the project folder from a backup."
+    return "Restore the database from the server's backup."
+
+
+class SchemaUpgradeNeeded(LinesideError):
+    """The database is at an older schema and this open may not upgrade it."""
+
+    def __init__(self, message: str, found: int) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+def _found_version(conn: Connection, db_path: Path | str, create: bool) -> int | None:
+    """The database's schema version; None for a new, empty database (create=True only)."""
+    from app.core import migrations
+
+    inspector = sa.inspect(conn)
+    if not inspector.has_table("schema_version"):
         if not create:
             raise LinesideError(
                 f"{db_path} is not a Lineside project database (it has no schema version). "
-                "Restore the project folder from a backup."
+                + _restore_hint(db_path)
+            )
+        if inspector.get_table_names():
+            raise LinesideError(
+                f"{db_path} already holds tables of another program. A new project needs a database "
+                "of its own: create an empty one (createdb) and try again."
             )
         return None
+    if create:
+        raise LinesideError(
+            f"{db_path} already holds a Lineside project. A new project needs an empty database of "
+            "its own; to open the existing one, use the project folder that names it."
+        )
     found = conn.scalar(sa.select(schema_version.c.version))
     if found is None:
         raise LinesideError(f"{db_path} is damaged (its schema version is missing).")
-    if found > SCHEMA_VERSION:
+    # Releases before Alembic kept only schema_version; later ones keep Alembic's
+    # revision too. A number or a revision this release does not know means newer.
+    unknown = migrations.unknown_revisions(conn, SCHEMA_VERSION) if inspector.has_table(
+        migrations.VERSION_TABLE) else []
+    if found > SCHEMA_VERSION or unknown:
+        which = f"schema {found}" + (f", revision {', '.join(unknown)}" if unknown else "")
         raise LinesideError(
-            f"{db_path} was made by a newer Lineside (schema {found}, this one knows "
+            f"{db_path} was made by a newer Lineside ({which}; this one knows schema "
             f"{SCHEMA_VERSION}). Update Lineside to open it."
         )
     return found
 
 
 def _bring_up_to_date(conn: Connection, found: int | None) -> None:
+    from app.core import migrations
+
     if found is None:
         metadata.create_all(conn)
         conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
-        return
-    for target in range(found + 1, SCHEMA_VERSION + 1):
-        MIGRATIONS[target](conn)
-    if found != SCHEMA_VERSION:
-        conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
+        migrations.stamp_created(conn, SCHEMA_VERSION)
+    elif found < SCHEMA_VERSION:
+        migrations.upgrade(conn, found, SCHEMA_VERSION)
 
 
-def prepare_schema(engine: Engine, db_path: Path, create: bool, read_only: bool = False) -> None:
-    """Create (create=True) or check and migrate the schema of the database at *db_path*.
+def create_schema(conn: Connection, db_path: Path | str) -> None:
+    """Create the current schema in the empty database of *conn*, inside its transaction."""
+    _bring_up_to_date(conn, _found_version(conn, db_path, create=True))
 
-    read_only checks the version only: a database that would need a migration is refused.
+
+def _outdated(db_path: Path | str, found: int, read_only: bool) -> SchemaUpgradeNeeded:
+    if isinstance(db_path, Path) and read_only:
+        return SchemaUpgradeNeeded(
+            f"{db_path} was made by an older Lineside (schema {found}). Open that project "
+            "in this Lineside once (it is upgraded on opening), then try again.", found
+        )
+    # A shared server is upgraded on purpose, once, not by whichever station opens it first.
+    return SchemaUpgradeNeeded(
+        f"{db_path} holds schema {found}; this Lineside uses schema {SCHEMA_VERSION}. Upgrade it once "
+        "with 'lineside migrate-schema' on the project folder (stop the stations that use it "
+        "first), then open it again.", found
+    )
+
+
+def prepare_schema(engine: Engine, db_path: Path | str, create: bool, read_only: bool = False,
+                   upgrade: bool = True) -> int | None:
+    """Create (create=True) or check and migrate the schema of the database at *db_path*
+    (a file, or the description of a server database); returns the version found before
+    (None for a new database).
+
+    read_only or upgrade=False check the version only: a database that would need a
+    migration is refused with SchemaUpgradeNeeded.
     """
     try:
         # Looked at in a read transaction first: opening an up-to-date project must not
@@ -320,23 +378,25 @@ def prepare_schema(engine: Engine, db_path: Path, create: bool, read_only: bool 
         with engine.connect() as conn, conn.begin():
             found = _found_version(conn, db_path, create)
         if found == SCHEMA_VERSION:
-            return
-        if read_only:
-            raise LinesideError(
-                f"{db_path} was made by an older Lineside (schema {found}). Open that project "
-                "in this Lineside once (it is upgraded on opening), then try again."
-            )
+            return found
+        if found is not None and (read_only or not upgrade):
+            raise _outdated(db_path, found, read_only)
         with engine.connect().execution_options(lineside_write=True) as conn, conn.begin():
             # Asked again under the write lock: another process may have just done it.
-            _bring_up_to_date(conn, _found_version(conn, db_path, create))
+            found = _found_version(conn, db_path, create)
+            _bring_up_to_date(conn, found)
+        return found
     except sa_exc.DBAPIError as exc:
         engine.dispose()
-        known = environment_error(exc, db_path, "The project was not opened")
+        known = environment_error(exc, db_path, "The project was not created" if create
+                                  else "The project was not opened")
         if known is not None:
             raise known from exc
+        if _from_server(exc):
+            raise LinesideError(f"{db_path} refused the project ({exc.orig}). Nothing was changed.") from exc
         raise LinesideError(
             f"{db_path} is damaged or is not a Lineside project database ({exc.orig}). "
-            "Restore the project folder from a backup."
+            + _restore_hint(db_path)
         ) from exc
     except BaseException:
         engine.dispose()
@@ -351,7 +411,7 @@ class Store:
     import) into one commit: methods called inside it on that thread join it.
     """
 
-    def __init__(self, engine: Engine, db_path: Path) -> None:
+    def __init__(self, engine: Engine, db_path: Path | str) -> None:
         self._engine = engine
         self._db_path = db_path
         self._write_lock = threading.RLock()
@@ -412,7 +472,29 @@ class Store:
         """Group the writes made on this thread inside the `with` block into one commit."""
         return self._write()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection whose reads all see the database at one moment (a copy, a
+        backup), while others go on writing: SQLite's read transaction under WAL gives
+        that; PostgreSQL's default (read committed) does not, repeatable read does."""
+        conn = self._engine.connect()
+        try:
+            if self._engine.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+        except sa_exc.DatabaseError as exc:
+            error = self._store_error(exc, "Nothing was read")
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            conn.close()
+
     def _close_engine(self) -> None:
+        if self._engine.dialect.name != "sqlite":
+            self._engine.dispose()  # a server keeps its own log; nothing to fold back
+            return
         # Fold the WAL back into project.db so the folder can be copied as it is.
         # A raw connection: no BEGIN is wrapped around it (a checkpoint cannot run
         # inside a transaction).

@@ -1,6 +1,8 @@
 """A Lineside project: one folder holding the database, the images, masks and models.
 
-The folder can be copied to another PC: every path in the database is relative to it.
+The database is project.db (SQLite) in the folder, or, for a plant store, a PostgreSQL
+database the folder's database.json names (app/core/plant.py); everything else is the
+same. The folder can be copied to another PC: every path in the database is relative to it.
 Images are stored content-addressed (`images/<2 hex>/<sha256><suffix>`) with their
 original bytes, so the same picture is never stored twice and what was imported is what
 gets trained on. Labels, classes and splits live in project_labels; model versions and
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from app.core import atomic, db
+from app.core import atomic, db, plant
 from app.core.errors import BadImageError, DiskFullError, LinesideError, NotAProjectError, ReadOnlyError, printable
 from app.core.imageio import IMAGE_SUFFIXES, decode_image, encode_png, read_file, read_image, to_bgr8
 from app.core.project_labels import LabelStoreMixin, current_labels
@@ -76,6 +78,55 @@ def read_source_file(path: Path) -> tuple[bytes, datetime]:
     except OSError as exc:
         raise BadImageError(f"{path}: cannot be read ({exc.strerror or exc}).") from exc
     return data, captured_at
+
+
+def _open_server_engine(folder: Path, read_only: bool) -> tuple[sa.Engine, str]:
+    """The engine of a plant store, its schema checked but never upgraded: many stations
+    share it, so it is upgraded once, on purpose, with migrate-schema."""
+    url = plant.read_pointer(folder)
+    where = plant.describe(url)
+    engine = plant.make_engine(url, read_only=read_only)
+    try:
+        db.prepare_schema(engine, where, create=False, read_only=read_only, upgrade=False)
+    except db.SchemaUpgradeNeeded as exc:
+        raise db.SchemaUpgradeNeeded(
+            f"{where} holds schema {exc.found}; this Lineside uses schema {db.SCHEMA_VERSION}. Upgrade it "
+            f"once, with the stations that use it stopped: lineside migrate-schema {folder}", exc.found
+        ) from None
+    return engine, where
+
+
+def _check_new_folder(path: Path) -> None:
+    if Project.is_project(path):
+        raise LinesideError(f"{path} is already a Lineside project; open it instead.")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise LinesideError(
+            f"{path} already exists and is not empty; choose a new or empty folder for the project."
+        )
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """Create the project folder and its sub-folders; returns those that were new."""
+    made = []
+    try:
+        for folder in (path, path / "images", path / "masks", path / "models"):
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                made.append(folder)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"The disk is full; cannot create {path}.") from exc
+        raise LinesideError(f"Cannot create the project folder {path} ({exc.strerror or exc}).") from exc
+    return made
+
+
+def _unmake_folders(made: list[Path]) -> None:
+    """Undo _make_folders after a failed create: only what it made, only if still empty."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _open_engine(db_path: Path, read_only: bool) -> sa.Engine:
@@ -140,9 +191,12 @@ def _remove(path: Path) -> bool:
 class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
     """The project store. Every public method is its own short transaction."""
 
-    def __init__(self, path: Path, engine: sa.Engine) -> None:
-        super().__init__(engine, path / DB_NAME)
+    def __init__(self, path: Path, engine: sa.Engine, where: str | None = None) -> None:
+        # *where* names a plant database in messages; None: project.db in the folder.
+        super().__init__(engine, where or path / DB_NAME)
         self.path = path
+        url = getattr(where, "url", None)
+        self.database_url: str | None = None if url is None else url.render_as_string(hide_password=True)
         self.images_dir = path / "images"
         self.masks_dir = path / "masks"
         self.models_dir = path / "models"
@@ -151,35 +205,84 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
 
     @staticmethod
     def is_project(path: Path | str) -> bool:
-        return (Path(path) / DB_NAME).is_file()
+        return (Path(path) / DB_NAME).is_file() or (Path(path) / plant.POINTER_NAME).is_file()
+
+    @staticmethod
+    def is_plant_store(path: Path | str) -> bool:
+        """The project's database is on a PostgreSQL server (database.json names it)."""
+        return (Path(path) / plant.POINTER_NAME).is_file()
 
     @classmethod
-    def create(cls, path: Path | str, name: str | None = None) -> "Project":
+    def create(cls, path: Path | str, name: str | None = None, database: str | None = None) -> "Project":
+        """Create a project folder; *database*, a PostgreSQL URL without a password, puts
+        its database on that (empty) server database instead of project.db."""
         path = Path(path).expanduser().absolute()
-        if cls.is_project(path):
-            raise LinesideError(f"{path} is already a Lineside project; open it instead.")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise LinesideError(
-                f"{path} already exists and is not empty; choose a new or empty folder for the project."
-            )
-        try:
-            for folder in (path, path / "images", path / "masks", path / "models"):
-                folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(f"The disk is full; cannot create {path}.") from exc
-            raise LinesideError(f"Cannot create the project folder {path} ({exc.strerror or exc}).") from exc
-        engine = db.make_engine(path / DB_NAME)
-        db.prepare_schema(engine, path / DB_NAME, create=True)
-        project = cls(path, engine)
+        url = plant.parse_url(database) if database is not None else None  # before anything is made
+        _check_new_folder(path)
+        made = _make_folders(path)
+        if url is None:
+            engine = db.make_engine(path / DB_NAME)
+            db.prepare_schema(engine, path / DB_NAME, create=True)
+            project = cls(path, engine)
+        else:
+            where = plant.describe(url)
+            try:
+                # The file first: if the schema then fails, both go and nothing is left half-made.
+                plant.write_pointer(path, url)
+                engine = plant.make_engine(url)
+                db.prepare_schema(engine, where, create=True)
+            except BaseException:
+                if (path / plant.POINTER_NAME).is_file():
+                    (path / plant.POINTER_NAME).unlink()
+                _unmake_folders(made)
+                raise
+            project = cls(path, engine, where)
         project.name = name or path.name
         return project
+
+    @classmethod
+    def migrate_schema(cls, path: Path | str) -> tuple[int, int]:
+        """Bring the project's database up to this release's schema; returns (before, after).
+
+        SQLite projects are upgraded on opening anyway; a plant store only by this.
+        """
+        path = Path(path).expanduser().absolute()
+        if cls.is_plant_store(path):
+            url = plant.read_pointer(path)
+            where = plant.describe(url)
+            engine = plant.make_engine(url)
+        else:
+            cls._check_openable(path)
+            where = path / DB_NAME
+            engine = db.make_engine(where)
+        try:
+            found = db.prepare_schema(engine, where, create=False, upgrade=True)
+        finally:
+            engine.dispose()
+        return int(found), db.SCHEMA_VERSION
 
     @classmethod
     def open(cls, path: Path | str, read_only: bool = False) -> "Project":
         """Open a project; read_only (for reading another project, e.g. to import from
         it) changes nothing in it, and every write raises."""
         path = Path(path).expanduser().absolute()
+        if cls.is_plant_store(path):
+            if (path / DB_NAME).exists():
+                raise LinesideError(
+                    f"{path} holds both {DB_NAME} and {plant.POINTER_NAME}, so it is unclear which database is "
+                    f"the project's. Move the one that is not aside."
+                )
+            project = cls(path, *_open_server_engine(path, read_only))
+        else:
+            cls._check_openable(path)
+            project = cls(path, _open_engine(path / DB_NAME, read_only))
+        if not read_only:
+            project.remove_leftovers()
+        return project
+
+    @classmethod
+    def _check_openable(cls, path: Path) -> None:
+        """NotAProjectError or LinesideError unless *path* holds a project.db to open."""
         if not cls.is_project(path):
             reason = "the folder does not exist" if not path.exists() else f"no {DB_NAME}"
             raise NotAProjectError(
@@ -192,10 +295,6 @@ class Project(db.Store, LabelStoreMixin, ModelStoreMixin):
                 f"{path / DB_NAME} is empty (0 bytes): the project database was lost (a disk error, or a "
                 "copy that did not finish). Nothing was changed. Restore the project folder from a backup."
             )
-        project = cls(path, _open_engine(path / DB_NAME, read_only))
-        if not read_only:
-            project.remove_leftovers()
-        return project
 
     def close(self) -> None:
         self._close_engine()
