@@ -228,6 +228,28 @@ def plot_curve(rows: list[dict], path: Path, dataset: str) -> None:
     cv2.imwrite(str(path), canvas)
 
 
+def write_report_example(project: Path, version: str, folder: Path) -> None:
+    """The model report of *version* as `lineside report` writes it (PDF), and its pages as
+    PNG (pdftoppm, from poppler-utils) so people can look at it without the app."""
+    import shutil
+    import subprocess
+
+    from app.cli import main as cli
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("page-*.png"):
+        old.unlink()
+    pdf = folder / "report.pdf"
+    if cli(["report", str(project), version, "--pdf", str(pdf)]) != 0:
+        raise SystemExit("the report could not be written")
+    if shutil.which("pdftoppm") is None:
+        print("  pdftoppm not found (poppler-utils): the report's PNG pages were not made", flush=True)
+        return
+    subprocess.run(["pdftoppm", "-png", "-r", "60", str(pdf), str(folder / "page")], check=True)
+    pages = sorted(folder.glob("page-*.png"))
+    print(f"  report example: {pdf} and {len(pages)} PNG pages", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(DATASETS))
@@ -235,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small subset and 2 epochs: checks the script only")
     parser.add_argument("--no-curve", action="store_true", help="skip the learning curve")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--report-example", type=Path, default=None, metavar="DIR",
+                        help="also write the default model's report as PDF and PNG pages (pdftoppm) to DIR")
     args = parser.parse_args(argv)
     root = args.dataset_root or REPO_ROOT.parent / "shared" / "datasets" / args.dataset
     load_at_start = load_average()
@@ -269,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"false reject {t['false_rejects']}/{t['n_ok']}; AUROC {t['auroc']:.4f}", flush=True)
             runs.append(run)
         baseline = run_baseline(train_val, test)
+        if args.report_example:
+            write_report_example(project, runs[0].version, args.report_example)
         if not args.no_curve:
             n_all = sum(1 for i in train_val if i.verdict != OK)
             for n in [c for c in CURVE_DEFECTS if c < n_all]:
