@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     from app.core.camera import SimulatedCamera
     from app.ui.app import create_application
     from app.ui.context import AppContext
-    from app.ui.inspect_workspace import InspectWorkspace
-    from app.ui.train_workspace import TrainWorkspace
+    from app.ui.inspect.inspect_workspace import InspectWorkspace
+    from app.ui.train.train_workspace import TrainWorkspace
 
     work = Path(tempfile.mkdtemp(prefix="lineside-bench-"))
     os.environ["LINESIDE_HOME"] = str(work / "home")

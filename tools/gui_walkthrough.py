@@ -201,7 +201,7 @@ def run_walkthrough(walk: Walk, project_path: Path, epochs: int) -> None:
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-    from app.ui.inspect_panels import CorrectionDialog
+    from app.ui.inspect.inspect_panels import CorrectionDialog
 
     window, app = walk.window, walk.app
     context = window.context

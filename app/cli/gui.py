@@ -125,7 +125,7 @@ def demo_ready(path: Path) -> bool:
 def demo_command(path: Path) -> list[str]:
     """`lineside demo PATH --prepare-only` as a child process (it trains: torch stays out
     of the app's process, and a frozen app runs itself the same way)."""
-    from app.cli import trainer_command
+    from app.core.trainer_command import trainer_command
 
     *launcher, _train = trainer_command()
     return [*launcher, "demo", str(path), "--prepare-only"]

@@ -293,7 +293,7 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"wrote {args.html}")
     if args.pdf:
         try:
-            from app.ui.report_pdf import html_to_pdf  # Qt: the station and workstation apps have it
+            from app.ui.models.report_pdf import html_to_pdf  # Qt: the station and workstation apps have it
         except ImportError as exc:
             raise LinesideError(f"A PDF needs Qt (PySide6), which this installation lacks ({exc}); "
                                 "write --html and print it from a browser.") from exc

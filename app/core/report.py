@@ -6,7 +6,7 @@ the production model it was judged beside are run again on the version's validat
 parts (its training_set.json) to draw score histograms, ROC curves, the confusion
 matrix, the parts whose verdict changed, the inference time, and the train/validation
 gap. Charts are drawn with OpenCV and embedded as PNG data URIs, so the file is one
-self-contained page; app/ui/report_pdf.py prints it to PDF with Qt.
+self-contained page; app/ui/models/report_pdf.py prints it to PDF with Qt.
 
 Every figure says where it comes from; what was not recorded is said to be missing,
 not guessed.

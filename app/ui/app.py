@@ -11,7 +11,7 @@ from PySide6.QtCore import QCoreApplication, QObject, QSettings, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
-from app.ui.style import apply_style
+from app.ui.shared.style import apply_style
 
 ORGANIZATION = "Lineside"
 APPLICATION = "Lineside"

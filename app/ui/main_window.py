@@ -2,7 +2,7 @@
 
 Capture & Label, Train, Inspect, Models. A workspace is told when it is shown or
 hidden (activate/deactivate) so it can stop timers and workers it does not need. The
-status bar shows who is at the station (app/ui/station_access.py), the camera state,
+status bar shows who is at the station (app/ui/trust/station_access.py), the camera state,
 the model at the line and the training device; the Trust menu signs people in and out,
 manages people and shows the audit trail.
 """
@@ -19,21 +19,21 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QStackedWidget, QTabWidget, QWidget
 
 from app.core.errors import LinesideError
-from app.ui.capture_workspace import CaptureWorkspace
+from app.ui.capture.capture_workspace import CaptureWorkspace
 from app.ui.context import AppContext
+from app.ui.shared.style import FAIL, PASS, WARN
+from app.ui.shared.workers import run_in_background, wait_for_background_work
 from app.ui.start_page import StartPage
-from app.ui.station_access import StationAccess
-from app.ui.style import FAIL, PASS, WARN
+from app.ui.trust.station_access import StationAccess
 from app.ui.window_dialogs import CANCEL, KEEP, STAY, ShortcutsOverlay, ask_close_during_training
-from app.ui.workers import run_in_background, wait_for_background_work
 
 log = logging.getLogger(__name__)
 
 # (tab title, module, class) of the workspaces after Capture & Label.
 OTHER_WORKSPACES = [
-    ("Train", "app.ui.train_workspace", "TrainWorkspace"),
-    ("Inspect", "app.ui.inspect_workspace", "InspectWorkspace"),
-    ("Models", "app.ui.models_workspace", "ModelsWorkspace"),
+    ("Train", "app.ui.train.train_workspace", "TrainWorkspace"),
+    ("Inspect", "app.ui.inspect.inspect_workspace", "InspectWorkspace"),
+    ("Models", "app.ui.models.models_workspace", "ModelsWorkspace"),
 ]
 STATUS_MESSAGE_MS = 8000
 APP_TITLE = "Lineside"

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui.style import TOUCH
+from app.ui.shared.style import TOUCH
 
 
 def _default_projects_dir() -> Path:

@@ -122,7 +122,7 @@ def no_leaks():
     """Fails the test if it leaves our threads or new non-daemon threads running."""
     before = set(threading.enumerate())
     yield
-    from app.ui.workers import wait_for_background_work
+    from app.ui.shared.workers import wait_for_background_work
 
     assert wait_for_background_work(10000), "background tasks still running"
     deadline_threads = [t for t in lineside_threads() if t not in before]

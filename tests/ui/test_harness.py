@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QPushButton
 
-from app.ui.style import BASE_POINT_SIZE, STYLESHEET
+from app.ui.shared.style import BASE_POINT_SIZE, STYLESHEET
 
 UI_DIR = Path(__file__).resolve().parents[2] / "app" / "ui"
 # Signals that pass an argument the slot may not expect.
@@ -57,7 +57,7 @@ def test_the_apps_stylesheet_and_display_name_are_on(qapp):
 def _methods_with_optional_parameters() -> dict[str, list[str]]:
     """Every method in app/ui whose signature accepts a positional argument besides self."""
     found: dict[str, list[str]] = {}
-    for path in UI_DIR.glob("*.py"):
+    for path in UI_DIR.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef):
                 for item in node.body:
@@ -72,7 +72,7 @@ def test_no_argument_passing_signal_is_connected_straight_to_a_method_with_param
     """clicked(bool) passes `checked` to any slot that takes a positional argument."""
     takes_args = _methods_with_optional_parameters()
     offenders = []
-    for path in UI_DIR.glob("*.py"):
+    for path in UI_DIR.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect"):
                 continue

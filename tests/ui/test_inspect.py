@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from app.ui.inspect_log import InspectionCounters, InspectionRecord
-from app.ui.inspect_panels import CorrectionDialog
-from app.ui.inspect_view import overlay_heatmap
-from app.ui.inspect_workspace import InspectWorkspace
+from app.ui.inspect.inspect_log import InspectionCounters, InspectionRecord
+from app.ui.inspect.inspect_panels import CorrectionDialog
+from app.ui.inspect.inspect_view import overlay_heatmap
+from app.ui.inspect.inspect_workspace import InspectWorkspace
 from tests.ui.workspace_fixtures import (  # noqa: F401  (fixtures)
     answer_yes,
     app_context,

@@ -15,9 +15,9 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFileDialog
 
 from app.core.project import Project
-from app.ui.inspect_panels import CorrectionDialog
-from app.ui.inspect_view import bgr_to_qimage
-from app.ui.inspect_workspace import InspectWorkspace
+from app.ui.inspect.inspect_panels import CorrectionDialog
+from app.ui.inspect.inspect_view import bgr_to_qimage
+from app.ui.inspect.inspect_workspace import InspectWorkspace
 from tests.ui.workspace_fixtures import app_context, project, register_fixture_model, shown  # noqa: F401  (fixtures)
 
 

@@ -9,10 +9,10 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from app.ui.inspect_panels import CorrectionDialog
-from app.ui.inspect_review import PartRing, RetainedPart, retain
-from app.ui.inspect_view import bgr_to_qimage, blend_heatmap
-from app.ui.inspect_workspace import InspectWorkspace
+from app.ui.inspect.inspect_panels import CorrectionDialog
+from app.ui.inspect.inspect_review import PartRing, RetainedPart, retain
+from app.ui.inspect.inspect_view import bgr_to_qimage, blend_heatmap
+from app.ui.inspect.inspect_workspace import InspectWorkspace
 from tests.ui.workspace_fixtures import app_context, project, register_fixture_model, shown  # noqa: F401  (fixtures)
 
 
@@ -187,8 +187,8 @@ def test_a_part_whose_image_is_gone_says_image_not_kept(qtbot, line, project):
 
 
 def test_a_part_scrolled_out_of_the_log_stays_on_screen(qtbot, line, monkeypatch):
-    import app.ui.inspect_log as inspect_log
-    import app.ui.inspect_workspace as inspect_workspace
+    import app.ui.inspect.inspect_log as inspect_log
+    import app.ui.inspect.inspect_workspace as inspect_workspace
 
     monkeypatch.setattr(inspect_log, "MAX_TABLE_ROWS", 5)
     monkeypatch.setattr(inspect_workspace, "MAX_TABLE_ROWS", 5)

@@ -13,11 +13,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
 import app.core.camera as camera_module
-import app.ui.inspect_station as inspect_station
+import app.ui.inspect.inspect_station as inspect_station
 from app.core.frames import Frame
-from app.ui.inspect_views import VIEWS_SETTING, load_views
-from app.ui.inspect_views_dialog import ViewsDialog
-from app.ui.inspect_workspace import InspectWorkspace
+from app.ui.inspect.inspect_views import VIEWS_SETTING, load_views
+from app.ui.inspect.inspect_views_dialog import ViewsDialog
+from app.ui.inspect.inspect_workspace import InspectWorkspace
 from tests.ui.workspace_fixtures import app_context, project, register_fixture_model, shown  # noqa: F401  (fixtures)
 
 # The fixture model's score is the part's brightness (threshold 0.45): see tests/onnx_fixtures.py.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from app.ui.models_workspace import ModelsWorkspace, changes_text, rollback_target, training_size_text
+from app.ui.models.models_workspace import ModelsWorkspace, changes_text, rollback_target, training_size_text
 from tests.ui.workspace_fixtures import answer_yes, app_context, project, register_fixture_model  # noqa: F401
 
 

@@ -15,9 +15,9 @@ pytest.importorskip("pymodbus")
 from pymodbus.client import ModbusTcpClient  # noqa: E402
 
 from app.core.plc.signals import INPUT_REGISTERS, SIGNALS, decode_output_registers  # noqa: E402
-from app.ui.inspect_plc import PLC_SETTING, PlcConfig, load_plc  # noqa: E402
-from app.ui.inspect_workspace import InspectWorkspace  # noqa: E402
-from app.ui.plc_settings import LOCAL_TEXT  # noqa: E402
+from app.ui.inspect.inspect_plc import PLC_SETTING, PlcConfig, load_plc  # noqa: E402
+from app.ui.inspect.inspect_workspace import InspectWorkspace  # noqa: E402
+from app.ui.inspect.plc_settings import LOCAL_TEXT  # noqa: E402
 from tests.ui.workspace_fixtures import app_context, project, register_fixture_model, shown  # noqa: F401,E402
 
 BASE = 100  # not a multiple of 16: the bit tables move too

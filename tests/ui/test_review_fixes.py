@@ -7,8 +7,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-import app.ui.capture_controls as capture_controls
-from app.ui.models_workspace import ModelsWorkspace
+import app.ui.capture.capture_controls as capture_controls
+from app.ui.models.models_workspace import ModelsWorkspace
 from tests.ui.workspace_fixtures import answer_yes, app_context, project, register_fixture_model, shown  # noqa: F401
 
 

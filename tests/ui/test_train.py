@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QProcess
 
-from app.ui.train_workspace import TrainWorkspace, overall_fraction, phase_text
-from app.ui.trainer_process import TrainerProcess
+from app.ui.train.train_workspace import TrainWorkspace, overall_fraction, phase_text
+from app.ui.train.trainer_process import TrainerProcess
 from tests.ui.workspace_fixtures import (  # noqa: F401  (fixtures)
     add_labeled_parts,
     answer_yes,
@@ -132,7 +132,7 @@ def test_retrain_for_real_then_deploy_and_inspect(qtbot, app_context, tiny_proje
     assert tiny_project.production_model().version == version
     assert not ws.summary.deploy_button.isEnabled()
 
-    from app.ui.inspect_workspace import InspectWorkspace
+    from app.ui.inspect.inspect_workspace import InspectWorkspace
 
     inspect = InspectWorkspace(app_context)
     qtbot.addWidget(inspect)
@@ -178,7 +178,7 @@ def test_trainer_runs_below_the_gui_priority(qtbot):
 
 
 def test_summary_card_leads_with_the_stored_threshold_figures_and_their_intervals(qtbot):
-    from app.ui.train_summary import TrainSummaryCard
+    from app.ui.train.train_summary import TrainSummaryCard
 
     card = TrainSummaryCard()
     qtbot.addWidget(card)

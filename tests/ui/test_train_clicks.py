@@ -12,10 +12,10 @@ from PySide6.QtGui import QColor
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QMessageBox
 
-from app.ui.charts import LineChart
 from app.ui.main_window import MainWindow
-from app.ui.style import ACCENT
-from app.ui.train_workspace import TrainWorkspace, eta_text
+from app.ui.shared.style import ACCENT
+from app.ui.train.charts import LineChart
+from app.ui.train.train_workspace import TrainWorkspace, eta_text
 from tests.ui.workspace_fixtures import add_labeled_parts, answer_yes, app_context, project, shown  # noqa: F401
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_trainer.py"))]

@@ -247,7 +247,7 @@ def test_an_operator_cannot_override_the_gate(main_window, line):
     project, context = window.context.project, window.context
     staff(project)
     context.sign_in("Olaf", OP_PIN)
-    from app.ui.model_actions import show_gate_refusal
+    from app.ui.trust.model_actions import show_gate_refusal
 
     # The dialog as an engineer's refused deploy left it, now in an operator's hands.
     result = golden.run_gate(project, project.model("v2"))

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 from app.core import golden
 from app.core.errors import LinesideError
 from app.core.golden import GateRefusedError
-from app.ui.gate_dialog import GateRefusedDialog
+from app.ui.trust.gate_dialog import GateRefusedDialog
 
 
 def show_gate_refusal(parent: QWidget, context, version: str, result: dict) -> GateRefusedDialog:

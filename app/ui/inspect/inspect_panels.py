@@ -15,8 +15,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.records import OK
-from app.ui.inspect_log import InspectionCounters, latency_text
-from app.ui.style import FAIL, PASS
+from app.ui.inspect.inspect_log import InspectionCounters, latency_text
+from app.ui.shared.style import FAIL, PASS
 
 
 class CountersPanel(QFrame):

@@ -10,7 +10,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QMouseEvent, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from app.ui.label_canvas import bgr_to_qimage
+from app.ui.capture.label_canvas import bgr_to_qimage
 
 ROI_COLOR = "#ffd400"
 

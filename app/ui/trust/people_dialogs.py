@@ -1,5 +1,5 @@
 """Who is at the station: the sign-in dialog and the People dialog (the status-bar
-control and the Trust menu that open them are in app/ui/station_access.py).
+control and the Trust menu that open them are in app/ui/trust/station_access.py).
 
 The core (app/core/people.py) holds the people, checks PINs and decides who may do
 what; these widgets only ask it and say its answers. A project without people shows
@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.core import people
 from app.core.errors import LinesideError
-from app.ui.style import FAIL, PASS, WARN
+from app.ui.shared.style import FAIL, PASS, WARN
 
 NEEDS_ENGINEER = "needs an engineer"
 

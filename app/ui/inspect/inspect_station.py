@@ -11,11 +11,11 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QPushButton, QWidget
 
-from app.ui.inspect_plc import PlcConfig, load_plc, save_plc
-from app.ui.inspect_views import ViewSpec, load_views, make_view_source, save_views, with_first_kind
-from app.ui.inspect_views_dialog import ViewsDialog
-from app.ui.plc_panel import PlcPanel
-from app.ui.plc_settings import PlcSettingsDialog
+from app.ui.inspect.inspect_plc import PlcConfig, load_plc, save_plc
+from app.ui.inspect.inspect_views import ViewSpec, load_views, make_view_source, save_views, with_first_kind
+from app.ui.inspect.inspect_views_dialog import ViewsDialog
+from app.ui.inspect.plc_panel import PlcPanel
+from app.ui.inspect.plc_settings import PlcSettingsDialog
 
 
 class StationSetup(QObject):

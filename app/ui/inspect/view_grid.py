@@ -12,9 +12,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
 
-from app.ui.inspect_log import ViewOutcome
-from app.ui.inspect_view import ImageView
-from app.ui.style import ACCENT, FAIL, PASS
+from app.ui.inspect.inspect_log import ViewOutcome
+from app.ui.inspect.inspect_view import ImageView
+from app.ui.shared.style import ACCENT, FAIL, PASS
 
 TILE_MIN_SIZE = (120, 90)  # four tiles fit beside the log on a 1024 x 768 panel PC
 SINGLE_MIN_SIZE = (240, 200)  # ImageView's own minimum: one view looks as it always did

@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
 
 from app.core import golden
 from app.core.errors import LinesideError
-from app.ui.people_dialogs import refuse_tooltip, say
-from app.ui.style import FAIL, WARN
+from app.ui.shared.style import FAIL, WARN
+from app.ui.trust.people_dialogs import refuse_tooltip, say
 
 PER_CLASS = 4  # golden parts proposed per class (OK and each defect class)
 

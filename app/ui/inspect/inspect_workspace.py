@@ -9,7 +9,7 @@ Review at the line: selecting a row of the log (click, Up/Down, Enter) shows tha
 (its kept image and heatmap, verdict and score) while the line goes on counting; "this
 verdict is wrong" (W) then works on that part. Esc or "Back to live" returns.
 
-A station (app.ui.inspect_station): up to four views of each part side by side, each
+A station (app.ui.inspect.inspect_station): up to four views of each part side by side, each
 with its own PASS/FAIL tag, the banner naming the view(s) that failed; and a PLC
 (Modbus TCP or OPC UA, app.core.plc) that triggers the line, with its signals live in
 a panel under the views. Both are kept in the project; one view and no PLC is the
@@ -38,16 +38,16 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.errors import LinesideError
-from app.ui.inspect_controls import HeatmapControls, ResultsPanel
-from app.ui.inspect_log import MAX_TABLE_ROWS, InspectionCounters, InspectionRecord, _time_text, export_csv
-from app.ui.inspect_panels import CorrectionDialog, NoModelPanel
-from app.ui.inspect_review import PartRing, RetainedPart, ReviewBar, image_not_kept_text
-from app.ui.inspect_station import StationSetup, close_sources
-from app.ui.inspect_view import ImageView, blend_heatmap, bgr_to_qimage
-from app.ui.inspect_line import InspectLine, LiveView
-from app.ui.inspect_plc import wait_for_stopped_plc_servers
-from app.ui.verdict_banner import NoticeBanner, VerdictBanner
-from app.ui.view_grid import ViewGrid, banner_detail, worst_view
+from app.ui.inspect.inspect_controls import HeatmapControls, ResultsPanel
+from app.ui.inspect.inspect_line import InspectLine, LiveView
+from app.ui.inspect.inspect_log import MAX_TABLE_ROWS, InspectionCounters, InspectionRecord, _time_text, export_csv
+from app.ui.inspect.inspect_panels import CorrectionDialog, NoModelPanel
+from app.ui.inspect.inspect_plc import wait_for_stopped_plc_servers
+from app.ui.inspect.inspect_review import PartRing, RetainedPart, ReviewBar, image_not_kept_text
+from app.ui.inspect.inspect_station import StationSetup, close_sources
+from app.ui.inspect.inspect_view import ImageView, blend_heatmap, bgr_to_qimage
+from app.ui.inspect.verdict_banner import NoticeBanner, VerdictBanner
+from app.ui.inspect.view_grid import ViewGrid, banner_detail, worst_view
 
 SOURCES = (("simulated", "Simulated line"), ("camera", "Camera"), ("folder", "Hot folder…"))
 TRIGGER_KEY_SETTING = "inspect/trigger_key"

@@ -3,7 +3,7 @@
 The report measures the model again on its validation parts, which takes a few
 seconds on a big project, so it is built in a background task while the window says
 what it is doing. The page is shown with the same QTextDocument the PDF is printed
-from (app/ui/report_pdf.py), so what is on screen is what goes on paper.
+from (app/ui/models/report_pdf.py), so what is on screen is what goes on paper.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.errors import LinesideError
-from app.ui.people_dialogs import say
-from app.ui.workers import run_in_background
+from app.ui.shared.workers import run_in_background
+from app.ui.trust.people_dialogs import say
 
 
 def build_html(project, version: str) -> str:
@@ -78,7 +78,7 @@ class ReportDialog(QDialog):
         run_in_background(lambda: build_html(project, self.version), self._show, self._failed, owner=self)
 
     def _show(self, html: str) -> None:
-        from app.ui.report_pdf import html_document
+        from app.ui.models.report_pdf import html_document
 
         self.unsetCursor()
         self.html = html
@@ -104,7 +104,7 @@ class ReportDialog(QDialog):
         path = Path(path)
         if path.suffix.lower() != ".pdf":
             path = path.with_name(path.name + ".pdf")
-        from app.ui.report_pdf import html_to_pdf
+        from app.ui.models.report_pdf import html_to_pdf
 
         try:
             pages = html_to_pdf(self.html, path)

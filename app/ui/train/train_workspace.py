@@ -21,10 +21,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui.charts import LineChart
-from app.ui.model_actions import confirm_and_deploy
-from app.ui.train_summary import TrainSummaryCard, device_text, duration
-from app.ui.trainer_process import TrainerProcess
+from app.ui.train.charts import LineChart
+from app.ui.train.train_summary import TrainSummaryCard, device_text, duration
+from app.ui.train.trainer_process import TrainerProcess
+from app.ui.trust.model_actions import confirm_and_deploy
 
 PHASE_TEXT = {
     "cache": "Preparing images",

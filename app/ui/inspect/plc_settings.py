@@ -1,5 +1,5 @@
 """The "PLC…" dialog of the Inspect workspace: protocol, bind address, port, address base,
-handshake. Kept in the project (app.ui.inspect_plc); used from the next Start on.
+handshake. Kept in the project (app.ui.inspect.inspect_plc); used from the next Start on.
 
 The dialog says who can connect, because that is the decision being made: on
 127.0.0.1 only programs on this PC reach the station; any other address lets every
@@ -27,8 +27,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.plc.modbus_server import MAX_BASE
-from app.ui.inspect_plc import DEFAULT_HOST, DEFAULT_PORTS, PROTOCOLS, PlcConfig, is_loopback
-from app.ui.style import FAIL, MUTED, WARN
+from app.ui.inspect.inspect_plc import DEFAULT_HOST, DEFAULT_PORTS, PROTOCOLS, PlcConfig, is_loopback
+from app.ui.shared.style import FAIL, MUTED, WARN
 
 LOCAL_TEXT = ("Only programs on this PC can connect (127.0.0.1). Other machines, the PLC "
               "included, can connect only if you change the bind address to this PC's address "

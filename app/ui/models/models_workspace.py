@@ -20,12 +20,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.records import ModelVersion
-from app.ui.gate_dialog import GoldenSetStrip
-from app.ui.model_actions import confirm_and_deploy
-from app.ui.people_dialogs import refuse_tooltip
-from app.ui.style import PASS
-from app.ui.table_models import ListTableModel
-from app.ui.train_summary import operating_point_text, percent, with_interval
+from app.ui.shared.style import PASS
+from app.ui.shared.table_models import ListTableModel
+from app.ui.train.train_summary import operating_point_text, percent, with_interval
+from app.ui.trust.gate_dialog import GoldenSetStrip
+from app.ui.trust.model_actions import confirm_and_deploy
+from app.ui.trust.people_dialogs import refuse_tooltip
 
 COLUMNS = ("Version", "Status", "Mode", "Trained", "Threshold", "Defects caught", "Good rejected", "AUROC",
            "Training images")
@@ -273,7 +273,7 @@ class ModelsWorkspace(QWidget):
 
     def open_report(self):
         """The selected version's report, window-modal without a nested event loop."""
-        from app.ui.report_view import ReportDialog
+        from app.ui.models.report_view import ReportDialog
 
         m = self.selected()
         if m is None:

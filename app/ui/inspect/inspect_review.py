@@ -17,7 +17,7 @@ import numpy as np
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from app.ui.inspect_log import InspectionRecord, _time_text
+from app.ui.inspect.inspect_log import InspectionRecord, _time_text
 
 MAX_PARTS = 500
 MAX_BYTES = 512 * 1024 * 1024  # a 5-megapixel camera keeps its last ~30 parts

@@ -18,8 +18,8 @@ from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QColor
 
 from app.core.atomic import write_text
-from app.ui.style import FAIL, PASS
-from app.ui.table_models import ListTableModel
+from app.ui.shared.style import FAIL, PASS
+from app.ui.shared.table_models import ListTableModel
 
 MAX_TABLE_ROWS = 500
 

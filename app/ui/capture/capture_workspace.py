@@ -27,11 +27,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.camera import Frame
-from app.ui.capture_controls import CameraPanel
-from app.ui.capture_live import LiveView, clamp_roi, crop_to_roi
-from app.ui.label_workspace import LabelWorkspace
-from app.ui.style import FAIL
-from app.ui.workers import run_in_background
+from app.ui.capture.capture_controls import CameraPanel
+from app.ui.capture.capture_live import LiveView, clamp_roi, crop_to_roi
+from app.ui.capture.label_workspace import LabelWorkspace
+from app.ui.shared.style import FAIL
+from app.ui.shared.workers import run_in_background
 
 log = logging.getLogger(__name__)
 

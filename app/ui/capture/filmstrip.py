@@ -20,8 +20,8 @@ from PySide6.QtWidgets import QComboBox, QLabel, QListView, QListWidget, QListWi
 
 from app.core.imageio import read_image
 from app.core.records import OK
-from app.ui.style import FAIL, LINE, PASS
-from app.ui.workers import run_in_background
+from app.ui.shared.style import FAIL, LINE, PASS
+from app.ui.shared.workers import run_in_background
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QMenuBar, QPushButton, QWidget
 
 from app.core import people
-from app.ui.people_dialogs import PeopleDialog, SignInDialog
-from app.ui.style import WARN
+from app.ui.shared.style import WARN
+from app.ui.trust.people_dialogs import PeopleDialog, SignInDialog
 
 
 class StationAccess(QObject):
@@ -91,7 +91,7 @@ class StationAccess(QObject):
         return self.people_dialog
 
     def open_audit(self):
-        from app.ui.audit_view import AuditDialog
+        from app.ui.trust.audit_view import AuditDialog
 
         if self.audit_dialog is None:
             self.audit_dialog = AuditDialog(self.context, self.window)

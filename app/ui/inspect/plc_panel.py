@@ -15,8 +15,8 @@ from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.core.plc.signals import SCORE_SCALE, SIGNALS, ErrorCode
-from app.ui.inspect_plc import PlcConfig
-from app.ui.style import ACCENT, FAIL, MUTED, PASS, WARN
+from app.ui.inspect.inspect_plc import PlcConfig
+from app.ui.shared.style import ACCENT, FAIL, MUTED, PASS, WARN
 
 REFRESH_MS = 250  # 4 Hz: the 0.5 s heartbeat is seen toggling, the GUI hardly notices
 OFF_COLOR = "#c5ccd6"

@@ -27,8 +27,8 @@ from PySide6.QtWidgets import (
 
 from app.core import audit
 from app.core.audit import Entry, Verification
-from app.ui.style import PASS
-from app.ui.table_models import ListTableModel
+from app.ui.shared.style import PASS
+from app.ui.shared.table_models import ListTableModel
 
 ALL_ACTIONS = ""
 WHAT_CHARS = 160  # the table shows this much of an entry's details; the tooltip all of it

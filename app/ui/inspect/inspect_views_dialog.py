@@ -19,8 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.line_session import MAX_VIEWS
-from app.ui.inspect_views import KINDS, ViewSpec, default_name, duplicate_sources
-from app.ui.style import FAIL
+from app.ui.inspect.inspect_views import KINDS, ViewSpec, default_name, duplicate_sources
+from app.ui.shared.style import FAIL
 
 FIRST_CAMERA_TEXT = "as in Capture"  # view 1's camera: the index the Capture workspace uses
 

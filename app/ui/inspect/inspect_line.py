@@ -31,10 +31,10 @@ from app.core.errors import LinesideError
 from app.core.frames import Frame, FrameQueue
 from app.core.line_session import LineListener, LineSession, PartResult
 from app.core.plc.signals import ErrorCode
-from app.ui.inspect_log import InspectionRecord, record_of
-from app.ui.inspect_plc import PlcConfig, start_plc_server, stop_plc_in_background, wait_for_stopped_plc_servers
-from app.ui.inspect_review import PartRing, RetainedPart, retain
-from app.ui.inspect_view import HEAT_ALPHA, bgr_to_qimage, blend_heatmap, display_layers
+from app.ui.inspect.inspect_log import InspectionRecord, record_of
+from app.ui.inspect.inspect_plc import PlcConfig, start_plc_server, stop_plc_in_background, wait_for_stopped_plc_servers
+from app.ui.inspect.inspect_review import PartRing, RetainedPart, retain
+from app.ui.inspect.inspect_view import HEAT_ALPHA, bgr_to_qimage, blend_heatmap, display_layers
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.camera import FrameSource, HotFolderSource, OpenCVCamera, SimulatedCamera, probe_cameras
-from app.ui.workers import run_in_background
+from app.ui.shared.workers import run_in_background
 
 SIMULATED = "sim"
 RESOLUTIONS = [("Camera default", None), ("640 × 480", (640, 480)), ("1280 × 720", (1280, 720)),

@@ -15,9 +15,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui.inspect_log import ResultsTableModel
-from app.ui.inspect_panels import CountersPanel
-from app.ui.inspect_view import HEAT_ALPHA
+from app.ui.inspect.inspect_log import ResultsTableModel
+from app.ui.inspect.inspect_panels import CountersPanel
+from app.ui.inspect.inspect_view import HEAT_ALPHA
 
 HEAT_ON_SETTING = "inspect/heatmap_on"
 HEAT_OPACITY_SETTING = "inspect/heatmap_opacity"  # percent

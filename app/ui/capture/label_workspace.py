@@ -34,11 +34,11 @@ from PySide6.QtWidgets import (
 
 from app.core.errors import LinesideError
 from app.core.records import OK
-from app.ui.filmstrip import Filmstrip
-from app.ui.gate_dialog import GoldenButton
-from app.ui.label_canvas import LabelCanvas
-from app.ui.people_dialogs import refuse_tooltip
-from app.ui.style import FAIL, PASS, readable_text_on
+from app.ui.capture.filmstrip import Filmstrip
+from app.ui.capture.label_canvas import LabelCanvas
+from app.ui.shared.style import FAIL, PASS, readable_text_on
+from app.ui.trust.gate_dialog import GoldenButton
+from app.ui.trust.people_dialogs import refuse_tooltip
 
 log = logging.getLogger(__name__)
 

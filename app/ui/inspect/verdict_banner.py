@@ -10,7 +10,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter
 from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
-from app.ui.style import FAIL, PASS, WARN
+from app.ui.shared.style import FAIL, PASS, WARN
 
 IDLE_COLOR = "#5f6b7a"
 

@@ -1,0 +1,1 @@
+"""The Capture workspace: camera, live view, and labeling (filmstrip, canvas)."""

@@ -1,0 +1,1 @@
+"""The Inspect workspace: the line session in the app, its views, log, review and PLC."""

@@ -1,0 +1,1 @@
+"""Pieces every workspace uses: style, background work, table models. Imports no workspace."""
