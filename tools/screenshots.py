@@ -121,6 +121,41 @@ def trust_scenes(app, window, out: Path) -> None:
     window.resize(*SIZES[0][:2])
 
 
+def station_scene(app, context, inspect, shot) -> None:
+    """Inspect at a station: two views of each part, triggered by a PLC over Modbus TCP on
+    this PC (the PLC simulator plays the PLC), the live signal panel under the views."""
+    import asyncio
+    import socket
+    import threading
+
+    from app.cli.plc_sim import ModbusPlc, play
+    from app.ui.inspect.inspect_plc import PLC_SETTING
+    from app.ui.inspect.inspect_views import VIEWS_SETTING
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    project = context.project
+    project.set_setting(VIEWS_SETTING, [{"name": "Top", "kind": "simulated"}, {"name": "Side", "kind": "simulated"}])
+    project.set_setting(PLC_SETTING, {"protocol": "modbus", "host": "127.0.0.1", "port": port, "base": 0,
+                                      "handshake": True, "trigger_enabled": True, "users_file": ""})
+    inspect.station.load(project)
+    if not inspect.start("simulated"):
+        return
+    pump(app, 10, until=lambda: inspect.worker is not None)
+    pump(app, 3)  # the server listens once the line has started
+    plc = threading.Thread(target=lambda: asyncio.run(play(ModbusPlc("127.0.0.1", port), 4.0, 30, True, 5.0)),
+                           daemon=True)
+    plc.start()
+    pump(app, 30, until=lambda: inspect.counters.parts >= 12 and inspect.banner.headline == "FAIL")
+    shot("inspect-station")
+    plc.join(timeout=15)
+    inspect.stop()
+    project.set_setting(VIEWS_SETTING, None)
+    project.set_setting(PLC_SETTING, None)
+    inspect.station.load(project)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "screenshots")
@@ -202,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         inspect.stop()
     else:
         shot("inspect")
+
+    if hasattr(inspect, "station") and context.project.production_model() is not None:
+        station_scene(app, context, inspect, shot)
 
     window.show_workspace("models")
     shot("models")
