@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
 
 from app.ui.inspect.inspect_log import InspectionCounters, InspectionRecord
 from app.ui.inspect.inspect_panels import CorrectionDialog
@@ -48,6 +49,22 @@ def test_simulated_line_verdicts_counters_and_database(qtbot, workspace, project
     assert sum(1 for row in logged if row["verdict"] == "PASS") == c.passed
     assert {row["model_version"] for row in logged} == {"v1"}
     assert all(r.truth in ("ok", "scratch", "spot", "chip") for r in workspace.session)
+
+
+def test_trigger_key_field_refuses_a_key_inspect_already_uses(qtbot, workspace):
+    for key, text in ((Qt.Key.Key_W, "W"), (Qt.Key.Key_H, "H"), (Qt.Key.Key_Escape, "Esc")):
+        QTest.mouseClick(workspace.key_edit, Qt.MouseButton.LeftButton)
+        QTest.keyClick(workspace.key_edit, key)
+        qtbot.waitUntil(lambda: workspace.notice.isVisible() and text in workspace.notice.text(), timeout=3000)
+        assert "stays on Space" in workspace.notice.text()
+        assert workspace._trigger_shortcuts[0].key().toString() == "Space"
+        assert workspace.key_edit.keySequence().toString() == "Space"
+        assert workspace._wrong_shortcut.key().toString() == "W"  # W still flags a wrong verdict
+        workspace.notice.show_notice("")
+    QTest.mouseClick(workspace.key_edit, Qt.MouseButton.LeftButton)
+    QTest.keyClick(workspace.key_edit, Qt.Key.Key_F8)
+    qtbot.waitUntil(lambda: workspace._trigger_shortcuts[0].key().toString() == "F8", timeout=3000)
+    assert not workspace.notice.isVisible()
 
 
 def test_trigger_key_inspects_exactly_one_part(qtbot, workspace, project):

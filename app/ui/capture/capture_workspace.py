@@ -30,6 +30,7 @@ from app.core.camera import Frame
 from app.ui.capture.capture_controls import CameraPanel
 from app.ui.capture.capture_live import LiveView, clamp_roi, crop_to_roi
 from app.ui.capture.label_workspace import LabelWorkspace
+from app.ui.shared.keys import WINDOW_KEYS
 from app.ui.shared.style import FAIL
 from app.ui.shared.workers import run_in_background
 
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 CAPTURE_KEY_SETTING = "capture/key"
 DEFAULT_CAPTURE_KEY = "Space"
 FRAME_INTERVAL_MS = 33
-# Keys the main window binds (see window_dialogs.SHORTCUTS): never the capture key.
-WINDOW_KEYS = ("F1", "Ctrl+1", "Ctrl+2", "Ctrl+3", "Ctrl+4", "Ctrl+W", "Ctrl+Q", "Ctrl+Shift+O")
 
 
 def save_frame(project, frame: Frame, roi) -> int:

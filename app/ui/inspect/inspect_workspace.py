@@ -48,6 +48,7 @@ from app.ui.inspect.inspect_station import StationSetup, close_sources
 from app.ui.inspect.inspect_view import ImageView, blend_heatmap, bgr_to_qimage
 from app.ui.inspect.verdict_banner import NoticeBanner, VerdictBanner
 from app.ui.inspect.view_grid import ViewGrid, banner_detail, worst_view
+from app.ui.shared.keys import WINDOW_KEYS
 
 SOURCES = (("simulated", "Simulated line"), ("camera", "Camera"), ("folder", "Hot folder…"))
 TRIGGER_KEY_SETTING = "inspect/trigger_key"
@@ -215,12 +216,32 @@ class InspectWorkspace(QWidget):
     def _trigger_key(self) -> str:
         return str(self.context.settings.value(TRIGGER_KEY_SETTING, "Space"))
 
+    def reserved_keys(self) -> set[str]:
+        """Keys something else in Inspect or the window answers to (W, H, Esc, Enter, Ctrl+1..4)."""
+        own = [self._trigger_shortcuts[1], self._heat_shortcut, self._wrong_shortcut, self._back_shortcut]
+        return {k for k in {s.key().toString() for s in own} | set(WINDOW_KEYS) if k}
+
+    def set_trigger_key(self, text: str) -> bool:
+        """Bind the trigger to *text*; refuses (False, with a visible reason) a key in use:
+        W as the trigger key would inspect a part instead of flagging a wrong verdict."""
+        sequence = QKeySequence(text)
+        if sequence.isEmpty():
+            return False
+        key = sequence.toString()
+        if key in self.reserved_keys():
+            self.notice.show_notice(f"{key} already has a job in Inspect, so it cannot trigger. "
+                                    f"The trigger stays on {self._trigger_key()}.")
+            self.key_edit.setKeySequence(QKeySequence(self._trigger_key()))
+            return False
+        self.context.settings.setValue(TRIGGER_KEY_SETTING, key)
+        self._trigger_shortcuts[0].setKey(sequence)
+        return True
+
     def _store_trigger_key(self) -> None:
         seq = self.key_edit.keySequence()
-        if seq.isEmpty():
-            return
-        self.context.settings.setValue(TRIGGER_KEY_SETTING, seq.toString())
-        self._trigger_shortcuts[0].setKey(seq)
+        # The field reports "finished" again when a refused key is put back: not a change.
+        if not seq.isEmpty() and seq.toString() != self._trigger_key():
+            self.set_trigger_key(seq.toString())
 
     def continuous(self) -> bool:
         return bool(self.mode_combo.currentData())
