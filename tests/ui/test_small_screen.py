@@ -114,3 +114,20 @@ def test_start_page_fits_1024_by_768(main_window, qtbot):
     qtbot.wait(50)
     assert (window.width(), window.height()) == SCREEN
     assert unreachable_controls(window) == []
+
+
+def test_nine_class_buttons_wrap_into_view_at_1024_by_768(small_window, qtbot):
+    """Every class button in sight without scrolling: they wrap onto further rows."""
+    small_window.show_workspace("Capture")
+    labeling = small_window.capture.labeling
+    small_window.resize(*SCREEN)
+    qtbot.wait(50)
+    strip = labeling.class_strip
+    buttons = list(labeling.class_buttons.values())
+    assert len(buttons) == 11  # OK, nine classes, "+ Add class"
+    for button in buttons:
+        assert button.isVisible() and strip.rect().contains(rect_in(button, strip)), button.text()
+        assert not scroll_areas_above(button) or all(
+            not area.horizontalScrollBar().isVisible() for area in scroll_areas_above(button))
+    rows = {rect_in(b, strip).top() for b in buttons}
+    assert len(rows) >= 2  # they did not fit one row at this width, and wrapped

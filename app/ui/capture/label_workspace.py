@@ -19,13 +19,11 @@ from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QColorDialog,
-    QFrame,
     QHBoxLayout,
     QInputDialog,
     QLabel,
     QLineEdit,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QSplitter,
     QVBoxLayout,
@@ -36,6 +34,7 @@ from app.core.errors import LinesideError
 from app.core.records import OK
 from app.ui.capture.filmstrip import Filmstrip
 from app.ui.capture.label_canvas import LabelCanvas
+from app.ui.shared.flow_layout import FlowLayout
 from app.ui.shared.style import FAIL, PASS, readable_text_on
 from app.ui.trust.gate_dialog import GoldenButton
 from app.ui.trust.people_dialogs import refuse_tooltip
@@ -61,18 +60,11 @@ class LabelWorkspace(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        # The class buttons scroll sideways: a project may have nine classes, more than
-        # fit beside the camera on a 1024 px screen (keys 0-9 reach them all anyway).
-        class_strip = QWidget()
-        self.class_bar = QHBoxLayout(class_strip)
-        self.class_bar.setContentsMargins(0, 0, 0, 0)
-        self.class_scroll = QScrollArea()
-        self.class_scroll.setWidgetResizable(True)
-        self.class_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.class_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.class_scroll.setWidget(class_strip)
-        self.class_scroll.setFixedHeight(CLASS_BUTTON_HEIGHT + 26)  # the buttons and a scroll bar
-        layout.addWidget(self.class_scroll)
+        # The class buttons wrap onto a second row: a project may have nine classes, more
+        # than fit beside the camera on a 1024 px screen, and every one stays in sight.
+        self.class_strip = QWidget()
+        self.class_bar = FlowLayout(self.class_strip)
+        layout.addWidget(self.class_strip)
 
         tools = QHBoxLayout()
         self.tool_group = QButtonGroup(self)
@@ -224,7 +216,6 @@ class LabelWorkspace(QWidget):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             button.setMinimumHeight(CLASS_BUTTON_HEIGHT)
             self.class_bar.addWidget(button)
-        self.class_bar.addStretch(1)
 
     def add_class_dialog(self) -> None:
         if self.project is None:
