@@ -7,9 +7,17 @@ the PLC with the handshake on: it triggers, polls for ResultValid, acknowledges.
 latency runs from just before the trigger write to the poll that sees ResultValid (so
 it includes the part's capture, inspection, commit and one protocol round trip).
 
-    python benchmarks/line.py                 # about 3 minutes
+    python benchmarks/line.py                 # about 4 minutes
     python benchmarks/line.py --quick         # checks the script works
     python benchmarks/line.py --project DIR   # a real project (its production model)
+    python benchmarks/line.py --hot-folder-only   # only the hot folder rows (below)
+
+Hot folder: `lineside run PROJECT --source folder:DIR` as its own process; the benchmark
+writes one PNG of the simulated line into DIR every 0.1 s (10 parts/s, one view) under
+its final name, as a camera does, and reads the station's result lines. The latency runs
+from the file being closed to the station's line for it, which is printed after the
+commit: file fully written -> verdict recorded. `--hot-folder-only` rewrites only that
+section of the results file, so rows measured with another model are kept.
 
 Without --project, a temporary project with the tiny fixture model of the tests
 (tests/onnx_fixtures.py, under a millisecond per part) is used: the figures are then
@@ -22,12 +30,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +48,9 @@ from app.cli.plc_sim import ModbusPlc, OpcUaPlc, play  # noqa: E402
 from benchmarks import machine  # noqa: E402
 
 RATES = (10.0, 20.0, 0.0)
+HOT_FOLDER_RATE = 10.0
+HOT_FOLDER_WARMUP = 3  # files judged before the measurement (model warm, folder watched)
+HOT_FOLDER_HEADING = "## Hot folder: file fully written to verdict recorded"
 
 
 def free_port() -> int:
@@ -90,6 +103,112 @@ def measure(project: Path, protocol: str, views: int, rate: float, count: int, h
     return figures
 
 
+def measure_hot_folder(project: Path, rate: float, count: int, home: Path) -> dict:
+    import numpy as np
+
+    from app.core.imageio import encode_png
+    from app.core.synthetic import PartStream
+
+    folder = Path(tempfile.mkdtemp(prefix="hot-", dir=home.parent))
+    stream = PartStream(0, 0.3, 256)  # what `--source sim` draws, as PNG files
+    files = [encode_png(stream.next_frame()[0]) for _ in range(HOT_FOLDER_WARMUP + count)]
+    command = [sys.executable, "-c", "from app.cli import main; raise SystemExit(main())", "run", str(project),
+               "--source", f"folder:{folder}", "--no-keep"]
+    env = dict(os.environ, LINESIDE_HOME=str(home), PYTHONUNBUFFERED="1")
+    station = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    arrived: queue.Queue[float] = queue.Queue()  # when each result line was read
+    err: list[str] = []
+    running = threading.Event()
+
+    def read_results() -> None:
+        for line in station.stdout:
+            if line.strip():
+                arrived.put(time.perf_counter())
+
+    def read_log() -> None:
+        for line in station.stderr:
+            err.append(line)
+            if "station running" in line:
+                running.set()
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (read_results, read_log)]
+    for reader in readers:
+        reader.start()
+    written: list[float] = []
+    done: list[float] = []
+    try:
+        if not running.wait(60):
+            raise RuntimeError("the station did not start within 60 s:\n" + "".join(err))
+        time.sleep(0.5)  # files there when the folder is first polled count as delivered before
+        for i in range(HOT_FOLDER_WARMUP):
+            (folder / f"warmup_{i}.png").write_bytes(files[i])
+            arrived.get(timeout=30)
+        next_at = time.perf_counter()
+        for i in range(count):
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            (folder / f"part_{i:05d}.png").write_bytes(files[HOT_FOLDER_WARMUP + i])  # open, write, close
+            written.append(time.perf_counter())
+            next_at += 1.0 / rate
+        for _ in range(count):
+            try:
+                done.append(arrived.get(timeout=30))
+            except queue.Empty:
+                break
+    finally:
+        station.send_signal(signal.SIGTERM)
+        station.wait(timeout=60)
+        for reader in readers:
+            reader.join(10)
+    # One view, files judged and committed in the order written: the i-th line is the i-th file.
+    latencies = [(d - w) * 1000.0 for w, d in zip(written, done)]
+    figures = {"source": "hot folder", "views": 1, "rate_hz": rate, "files": count, "results": len(done),
+               "stages": dict(re.findall(r"(capture|inspect|commit|total) ([\d.]+/[\d.]+)", "".join(err)))}
+    if latencies:
+        p50, p99 = np.percentile(latencies, [50, 99])
+        figures.update(latency_ms_p50=round(float(p50), 2), latency_ms_p99=round(float(p99), 2),
+                       latency_ms_max=round(max(latencies), 2))
+    return figures
+
+
+def hot_folder_section(rows: list[dict], project_note: str, started_load: str, command: str) -> str:
+    lines = [
+        HOT_FOLDER_HEADING,
+        "",
+        f"Command: `{command}`",
+        f"Machine: {machine.cpu_model()}, {os.cpu_count()} logical CPUs, {_gib(machine.ram_gib())} GiB RAM, "
+        f"{machine.os_name()}; load average at start {started_load}, at end {machine.load_average()}.",
+        f"Model: {project_note}.",
+        "",
+        "`lineside run PROJECT --source folder:DIR --no-keep` runs as its own process; the benchmark writes",
+        "a 256 px PNG of the simulated line into DIR at the rate given, each straight under its final name",
+        "(open, write, close), as a camera does, and reads the station's result lines. Latency = the file",
+        "closed to the station's line for it, printed after the commit. A file is taken once it has held",
+        "still for two polls 50 ms apart (a writer may pause between chunks), so 100 to 150 ms of every",
+        "figure is the hot folder making sure the file is complete; reading and decoding the file follow on",
+        "the capture thread. Station stages are the station's own p50/p99 in ms from the moment it takes",
+        "the decoded image (so capture is about 0) to the commit.",
+        "",
+        "| Source | Views | Rate | Files | Results | p50 ms | p99 ms | max ms "
+        "| capture p50/p99 | inspect p50/p99 | commit p50/p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        s = r["stages"]
+        lines.append(
+            f"| {r['source']} | {r['views']} | {r['rate_hz']:g}/s | {r['files']} | {r['results']} "
+            f"| {r.get('latency_ms_p50', '-')} | {r.get('latency_ms_p99', '-')} | {r.get('latency_ms_max', '-')} "
+            f"| {s.get('capture', '-')} | {s.get('inspect', '-')} | {s.get('commit', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def with_hot_folder_section(text: str, section: str) -> str:
+    """*text* (a results file) with its hot folder section replaced, or added at the end."""
+    kept = text.split(HOT_FOLDER_HEADING)[0].rstrip("\n")
+    return (kept + "\n\n" if kept else "") + section
+
+
 def _gib(value: float | None) -> str:
     return "?" if value is None else f"{value:.1f}"
 
@@ -132,6 +251,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=200, help="triggers per combination")
     parser.add_argument("--quick", action="store_true", help="20 triggers, Modbus, 1 view: checks the script")
     parser.add_argument("--protocols", default="modbus,opcua")
+    parser.add_argument("--hot-folder-only", action="store_true",
+                        help="only the hot folder rows; the rest of the results file is kept")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "line.md")
     args = parser.parse_args()
     started_load = machine.load_average()
@@ -146,13 +267,21 @@ def main() -> int:
         view_counts = (1,) if args.quick else (1, 2)
         count = 20 if args.quick else args.count
         rows = []
-        for protocol in protocols:
+        for protocol in [] if args.hot_folder_only else protocols:
             for views in view_counts:
                 for rate in RATES:
                     figures = measure(project, protocol, views, rate, count, tmp / "home")
                     rows.append(figures)
                     print(figures, flush=True)
-    text = report(rows, note, started_load, args)
+        hot_started_load = machine.load_average()
+        hot = measure_hot_folder(project, HOT_FOLDER_RATE, count, tmp / "home")
+        print(hot, flush=True)
+    section = hot_folder_section([hot], note, hot_started_load, machine.command_line("benchmarks/line.py"))
+    if args.hot_folder_only:
+        previous = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+        text = with_hot_folder_section(previous, section)
+    else:
+        text = with_hot_folder_section(report(rows, note, started_load, args), section)
     if not args.quick:
         args.out.write_text(text, encoding="utf-8")
         print(f"written to {args.out}")

@@ -552,3 +552,56 @@ def test_signal_map_is_documented_once_each():
         assert f"`{signal_.opcua}`" in doc, signal_.opcua
     for code in ErrorCode:
         assert f"| {int(code)} |" in doc, code
+
+
+def test_lineside_run_modbus_base_moves_the_whole_map(project, tmp_path):
+    """`--modbus-base 100`: a PLC that reserves addresses finds every signal N higher,
+    through the real pymodbus client against `lineside run` on loopback."""
+    port, base = free_port(), 100
+    env = dict(os.environ, LINESIDE_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    path = project.path
+    project.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from app.cli import main; raise SystemExit(main())", "run", str(path),
+         "--source", "sim", "--plc", f"modbus://127.0.0.1:{port}", "--modbus-base", str(base),
+         "--trigger-enabled", "--no-keep"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
+    try:
+        wait_until(client.connect, 60, "the station's Modbus server")
+
+        def outputs() -> dict[str, int]:
+            reply = client.read_input_registers(base, count=INPUT_REGISTERS)
+            assert not reply.isError(), reply
+            return decode_output_registers(reply.registers)
+
+        wait_until(lambda: outputs()["ready"], 30, "ready at the moved status word")
+        assert client.read_input_registers(0, count=INPUT_REGISTERS).isError()  # nothing left at 0
+        assert not client.write_coil(base + SIGNALS["trigger"].address, True).isError()
+        assert outputs()["trigger_ack"] == 1
+        client.write_coil(base + SIGNALS["trigger"].address, False)
+        out = wait_until(lambda: (lambda o: o if o["result_valid"] else None)(outputs()), 10, "result valid")
+        bits = client.read_discrete_inputs(base, count=16).bits
+        assert bits[SIGNALS["result_valid"].address] and bits[SIGNALS["running"].address]
+        proc.send_signal(signal.SIGTERM)
+        stdout, err = proc.communicate(timeout=60)
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "address base 100" in err
+    assert out["inspection_id"] in _count_inspections(path)  # the result the PLC read is in the store
+    assert int(stdout.split()[0]) == out["inspection_id"]
+
+
+def test_lineside_run_modbus_base_is_refused_without_modbus(project, capsys):
+    from app.cli import main
+
+    url = f"opcua://127.0.0.1:{free_port()}"
+    assert main(["run", str(project.path), "--source", "sim", "--plc", url, "--modbus-base", "1"]) == 2
+    assert "--modbus-base applies to a Modbus PLC only" in capsys.readouterr().err
+    assert main(["run", str(project.path), "--source", "sim", "--plc", f"modbus://127.0.0.1:{free_port()}",
+                 "--modbus-base", "70000"]) == 2
+    assert "--modbus-base is an address from 0 to" in capsys.readouterr().err

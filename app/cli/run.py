@@ -1,7 +1,9 @@
 """`lineside run`: the unattended station. `lineside plc-user`: add an OPC UA user.
 
     lineside run PROJECT --source camera:0 [--source folder:DIR | sim ...]
-                 [--plc modbus://127.0.0.1:5020 | opcua://127.0.0.1:4840] [--max-parts N] [--rate HZ]
+                 [--plc modbus://127.0.0.1:5020 [--modbus-base N] | opcua://127.0.0.1:4840]
+                 [--max-parts N] [--rate HZ] [--home DIR]
+    lineside run @FILE          # the arguments from a file (the Windows start-up task's way)
 
 One LineSession (app.core.line_session), headless: several --source are the views of
 one part (up to 4; the part FAILs if any view fails). With --plc the PLC triggers
@@ -12,12 +14,19 @@ finished and every result is committed before the process exits, so no acknowled
 result is lost (and none that was judged, unless the disk refuses it). Each
 acknowledged result is printed as one line (`--quiet`: none); the log goes to the
 rotating log file (`lineside-station.log` in the log folder).
+
+@FILE reads arguments from FILE (see `read_args_file`): a Windows scheduled task cannot
+set environment variables or be edited as comfortably as a systemd environment file,
+so the installer's start-up task runs `lineside-cli.exe run @station.args` and the
+station is configured in that file (installer/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import signal
 import sys
 import threading
@@ -37,8 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the station unattended (cameras, hot folder or simulated line; optional PLC)",
         description="Run the inspection station headless until SIGTERM / Ctrl+C (or --max-parts). "
         "Each --source is one view of the part (camera:N, folder:DIR or sim); with --plc the PLC "
-        "triggers over Modbus TCP or OPC UA (see docs/plc.md).",
+        "triggers over Modbus TCP or OPC UA (see docs/plc.md). @FILE reads arguments from FILE: "
+        "one per line, or '--option value'; lines starting with # are comments.",
     )
+    _expand_args_files(run)
     run.add_argument("project", type=Path, help="the project folder")
     run.add_argument("--source", action="append", metavar="SPEC", required=True,
                      help="camera:N, folder:DIR or sim[:SEED]; repeat for more views of one part (up to 4)")
@@ -47,9 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "unless the PLC is on another machine (docs/plc.md: who can connect)")
     run.add_argument("--max-parts", type=int, metavar="N", help="stop after N parts")
     run.add_argument("--rate", type=float, metavar="HZ",
-                     help="free-run: parts per second of the simulated line, or how often a camera frame is judged")
+                     help="free-run: parts per second of the simulated line (0: flat out), or how often a "
+                          "camera frame is judged")
     run.add_argument("--model", metavar="VERSION", help="a model version instead of the production model")
     run.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: the project's)")
+    run.add_argument("--home", type=Path, metavar="DIR",
+                     help="the data folder (logs, OPC UA certificates) for this run, as LINESIDE_HOME; "
+                          "for a service account that has no profile of its own")
     plc = run.add_argument_group("PLC")
     plc.add_argument("--handshake", action="store_true",
                      help="start with the result handshake on (the PLC can switch it with HandshakeEnable)")
@@ -58,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plc.add_argument("--ack-timeout", type=float, default=5.0, metavar="S",
                      help="handshake: error 7 when a result is not acknowledged in S seconds (default 5)")
     plc.add_argument("--buffer", type=int, default=16, metavar="N", help="handshake: results buffered (default 16)")
+    plc.add_argument("--modbus-base", type=int, metavar="N",
+                     help="Modbus: the whole map (coils, inputs, registers) starts at address N instead of 0, "
+                          "e.g. 1 for a PLC that counts from 1 (docs/plc.md)")
     plc.add_argument("--opcua-secure", action="store_true",
                      help="OPC UA: Basic256Sha256 SignAndEncrypt only, self-signed certificate in the data folder")
     plc.add_argument("--opcua-users", type=Path, metavar="FILE",
@@ -85,6 +103,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     user.add_argument("file", type=Path)
     user.add_argument("name")
     user.set_defaults(handler=run_plc_user)
+
+
+def read_args_file(path: Path) -> list[str]:
+    """The arguments in an arguments file (`lineside run @FILE`).
+
+    One argument per line, or `--option value` on one line (split at the first blank:
+    the value may hold spaces, a folder path say); `--option=value` works too. Blank
+    lines and lines starting with # are skipped; a value in double quotes loses them.
+    UTF-8 (with or without BOM) or UTF-16 with BOM: what Notepad and the installer
+    write. Arguments read from a file are not expanded again.
+    """
+    data = path.read_bytes()
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    text = data.decode("utf-16" if utf16 else "utf-8-sig")
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        option = re.fullmatch(r"(-[^\s=]+)(=|\s+)(.*)", line)
+        if option is None:  # a flag, or the project folder (spaces and all)
+            out.append(_unquote(line))
+        elif option.group(2) == "=":
+            out.append(f"{option.group(1)}={_unquote(option.group(3))}")
+        else:
+            out += [option.group(1), _unquote(option.group(3))]
+    return out
+
+
+def _unquote(value: str) -> str:
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
+def _expand_args_files(parser: argparse.ArgumentParser) -> None:
+    """Let *parser* take @FILE arguments, read by read_args_file (argparse's own
+    fromfile_prefix_chars reads the locale's code page and knows no comments)."""
+    parse = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        if args is not None:
+            expanded: list[str] = []
+            for arg in args:
+                if not (arg.startswith("@") and len(arg) > 1):
+                    expanded.append(arg)
+                    continue
+                path = Path(arg[1:]).expanduser()
+                try:
+                    expanded += read_args_file(path)
+                except OSError as exc:
+                    parser.error(f"cannot read the arguments file {printable(path)}: {exc.strerror or exc}")
+                except UnicodeDecodeError:
+                    parser.error(f"{printable(path)}: an arguments file is UTF-8 or UTF-16 text")
+            args = expanded
+        return parse(args, namespace)
+
+    parser.parse_known_args = parse_known_args
 
 
 def parse_plc_url(url: str) -> tuple[str, str, int, str]:
@@ -140,41 +214,75 @@ def _listener(printer: _Printer):
                             on_state=printer.on_state, on_drift=printer.on_drift)
 
 
-def run_station(args: argparse.Namespace) -> int:
-    from app.core.line_session import ImageRetention, LineSession, make_source
-    from app.core.project import Project
-    from app.core.userdirs import setup_logging
-
-    log_path = setup_logging(LOG_NAME)
+def check_args(args: argparse.Namespace) -> tuple[str, str, int, str] | None:
+    """The PLC to serve (parse_plc_url), after the checks that need nothing opened."""
     if len(args.source) > 4:
         raise LinesideError("at most 4 views (--source) per part.")
-    sources = [make_source(spec, rate_hz=args.rate, seed=i) for i, spec in enumerate(args.source)]
+    if args.rate is not None and args.rate < 0:
+        raise LinesideError("--rate is parts per second: 0 (flat out) or more.")
     plc = parse_plc_url(args.plc) if args.plc else None
+    if args.modbus_base is not None:
+        from app.core.plc.modbus_server import MAX_BASE
+
+        if plc is None or plc[0] != "modbus":
+            raise LinesideError("--modbus-base applies to a Modbus PLC only (--plc modbus://HOST:PORT).")
+        if not 0 <= args.modbus_base <= MAX_BASE:
+            raise LinesideError(f"--modbus-base is an address from 0 to {MAX_BASE}, not {args.modbus_base}.")
+    return plc
+
+
+def make_sources(args: argparse.Namespace) -> list:
+    from app.core.line_session import make_source
+
+    return [make_source(spec, rate_hz=args.rate, seed=i) for i, spec in enumerate(args.source)]
+
+
+def make_session(args: argparse.Namespace, project, sources: list, listeners=()):
+    """The station's LineSession from `lineside run` arguments. benchmarks/soak.py builds
+    its session here too, so the soak runs exactly what the station runs."""
+    from app.core.line_session import ImageRetention, LineSession
+
+    retention = None
+    if not args.no_keep:
+        retention = ImageRetention(args.keep_dir or project.path / "retained", pass_every=args.keep_pass_every,
+                                   quota_bytes=int(args.keep_quota_mb * 1024 * 1024))
+    return LineSession(project, sources, [_listener(_Printer(args.quiet)), *listeners], retention=retention,
+                       triggered=args.plc is not None, model=args.model, threads=args.threads,
+                       rate_hz=args.rate, max_parts=args.max_parts,
+                       commit_interval_s=args.commit_interval)  # fmt: skip
+
+
+def run_station(args: argparse.Namespace) -> int:
+    from app.core.project import Project
+    from app.core.userdirs import HOME_ENV, setup_logging
+
+    plc = check_args(args)
+    if args.home is not None:
+        os.environ[HOME_ENV] = str(args.home.expanduser().resolve())  # read by the logging and OPC UA setup
+    log_path = setup_logging(LOG_NAME)
+    sources = make_sources(args)
     stop = threading.Event()
 
     def on_signal(signum, _frame) -> None:
         log.info("signal %d: stopping", signum)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGBREAK: Ctrl+Break in a Windows console (SIGTERM does not reach a Windows process).
+    stop_signals = [signal.SIGTERM, signal.SIGINT] + [s for s in [getattr(signal, "SIGBREAK", None)] if s]
+    previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals}
     project = Project.open(args.project)
     servers: list = []
     link = None
     session = None
     try:
-        retention = None
-        if not args.no_keep:
-            retention = ImageRetention(args.keep_dir or project.path / "retained", pass_every=args.keep_pass_every,
-                                       quota_bytes=int(args.keep_quota_mb * 1024 * 1024))
-        session = LineSession(project, sources, [_listener(_Printer(args.quiet))], retention=retention,
-                              triggered=plc is not None, model=args.model, threads=args.threads,
-                              rate_hz=args.rate, max_parts=args.max_parts,
-                              commit_interval_s=args.commit_interval)  # fmt: skip
+        session = make_session(args, project, sources)
         if plc is not None:
             link, servers = _start_plc(args, plc, session)
         session.start()
         names = ", ".join(session.views)
         mode = f"PLC {args.plc}" if plc else "free-run"
+        if args.modbus_base:
+            mode += f" (address base {args.modbus_base})"
         print(f"lineside: station running: model {session.model_version}, views {names}, {mode}; "
               f"log {log_path} (Ctrl+C or SIGTERM stops)", file=sys.stderr, flush=True)
         log.info("station running: project %s, model %s, views %s, %s", project.path, session.model_version, names, mode)
@@ -214,7 +322,7 @@ def _start_plc(args: argparse.Namespace, plc: tuple[str, str, int, str], session
         if kind == "modbus":
             from app.core.plc.modbus_server import ModbusServer
 
-            server = ModbusServer(link, host, port).start()
+            server = ModbusServer(link, host, port, base=args.modbus_base or 0).start()
         else:
             from app.core.plc.opcua_server import OpcUaServer, read_users
 

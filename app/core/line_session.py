@@ -316,7 +316,8 @@ def make_source(spec: str, rate_hz: float | None = None, seed: int | None = None
             sim_seed = int(arg) if arg else (seed or 0)
         except ValueError:
             raise LinesideError(f"--source {spec}: the simulated line takes a number (its seed), e.g. sim:3.") from None
-        return SimulatedLineSource(seed=sim_seed, rate_hz=rate_hz if rate_hz else 5.0)
+        # rate 0: flat out, the next part as soon as the station is ready (soak, benchmarks)
+        return SimulatedLineSource(seed=sim_seed, rate_hz=5.0 if rate_hz is None else rate_hz)
     raise LinesideError(f"--source {printable(spec)}: expected camera:N, folder:DIR or sim.")
 
 

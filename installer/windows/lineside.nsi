@@ -8,6 +8,11 @@
 ; the user's profile), Start-menu and desktop shortcuts, the Microsoft Visual C++ runtime
 ; (ONNX Runtime needs 14.40 or newer: with an older msvcp140.dll it crashes on start),
 ; and an uninstaller that leaves every project, log and setting in place.
+; Optional component "Start the station with Windows": a Task Scheduler task that runs
+; `lineside-cli.exe run @station.args` at start-up (lineside-station-task.xml says why
+; it is built as it is). Setup options for IT: /STATION selects it, /STATIONUSER=NAME
+; runs it as NAME instead of SYSTEM (an account without a password: NT AUTHORITY\LOCALSERVICE,
+; NT AUTHORITY\NETWORKSERVICE; installer/README.md says how to use a user account).
 ; Both editions install into the same folder under the same name: installing one
 ; replaces the other (the workstation does everything the station does).
 
@@ -43,11 +48,15 @@ SetCompressorDictSize 64
 !define UNINSTALL_KEY "Software\Microsoft\Windows\CurrentVersion\Uninstall\${APP}"
 !define VC_RUNTIME_KEY "SOFTWARE\Microsoft\VisualStudio\14.0\VC\Runtimes\X64"
 !define VC_MIN_MINOR 40
+!define STATION_TASK "Lineside Station"
+!define SCHTASKS '"$SYSDIR\schtasks.exe"'
 
 !include "MUI2.nsh"
 !include "LogicLib.nsh"
 !include "x64.nsh"
 !include "FileFunc.nsh"
+!include "Sections.nsh"
+!include "WordFunc.nsh"
 
 Name "${APP} ${EDITION_TITLE} ${VERSION}"
 OutFile "${OUT_FILE}"
@@ -72,12 +81,16 @@ VIAddVersionKey "LegalCopyright" "Apache-2.0"
 !define MUI_UNCONFIRMPAGE_TEXT_TOP "${APP} will be removed from this PC. Your projects (Documents\Lineside), logs and settings (AppData\Local\Lineside) are kept."
 
 !insertmacro MUI_PAGE_WELCOME
+!insertmacro MUI_PAGE_COMPONENTS
 !insertmacro MUI_PAGE_DIRECTORY
 !insertmacro MUI_PAGE_INSTFILES
 !insertmacro MUI_PAGE_FINISH
 !insertmacro MUI_UNPAGE_CONFIRM
 !insertmacro MUI_UNPAGE_INSTFILES
 !insertmacro MUI_LANGUAGE "English"
+
+Var StationUser  ; the account the start-up task runs as
+Var StationFresh  ; 1: the arguments file was just written (no project named yet)
 
 Function .onInit
   ${IfNot} ${RunningX64}
@@ -86,6 +99,7 @@ Function .onInit
   ${EndIf}
   SetRegView 64
   SetShellVarContext all
+  Call StationOnInit
 FunctionEnd
 
 Function un.onInit
@@ -132,6 +146,10 @@ FunctionEnd
 
 Section "${APP}" SecMain
   SectionIn RO
+  ; A running station holds the program's files open. Its task (if any) is removed by the
+  ; old uninstaller below and registered again by the station component.
+  nsExec::Exec '${SCHTASKS} /End /TN "${STATION_TASK}"'
+  Pop $0
   Call RemovePreviousVersion
   Call InstallVcRuntime
 
@@ -159,9 +177,158 @@ Section "${APP}" SecMain
   WriteRegDWORD HKLM "${UNINSTALL_KEY}" "EstimatedSize" $0
 SectionEnd
 
+; -- the station at Windows start-up -------------------------------------------------
+
+; The station's configuration and data folder (ProgramData: the task's account may have
+; no profile of its own). Both stay when Lineside is updated or uninstalled.
+!define STATION_ARGS "$APPDATA\${APP}\station.args"
+!define STATION_HOME "$APPDATA\${APP}\station"
+
+Section /o "Start the station with Windows" SecStation
+  CreateDirectory "${STATION_HOME}"
+  InitPluginsDir
+  SetOutPath "$PLUGINSDIR"
+  File "lineside-station-task.xml"
+  File "station.args"
+  StrCpy $StationFresh 0
+  ${IfNot} ${FileExists} "${STATION_ARGS}"
+    Push "$PLUGINSDIR\station.args"
+    Push "${STATION_ARGS}"
+    Push 0
+    Call RenderTemplate
+    StrCpy $StationFresh 1
+  ${EndIf}
+  Push "$PLUGINSDIR\lineside-station-task.xml"
+  Push "$PLUGINSDIR\task.xml"
+  Push 1
+  Call RenderTemplate
+  DetailPrint "Registering the task ${STATION_TASK} (runs as $StationUser)"
+  nsExec::ExecToLog '${SCHTASKS} /Create /F /TN "${STATION_TASK}" /XML "$PLUGINSDIR\task.xml" /RU "$StationUser"'
+  Pop $0
+  ${If} $0 != 0
+    MessageBox MB_ICONEXCLAMATION "The start-up task could not be registered (schtasks exit code $0); the details list says why." /SD IDOK
+    Return
+  ${EndIf}
+  ${If} $StationUser != "SYSTEM"
+    ; SYSTEM may write everywhere; another account needs the right to write its logs.
+    ; icacls does not know schtasks' spellings of the service accounts: their SIDs then.
+    StrCpy $1 $StationUser
+    ${If} $StationUser == "NT AUTHORITY\LOCALSERVICE"
+    ${OrIf} $StationUser == "NT AUTHORITY\LOCAL SERVICE"
+      StrCpy $1 "*S-1-5-19"
+    ${ElseIf} $StationUser == "NT AUTHORITY\NETWORKSERVICE"
+    ${OrIf} $StationUser == "NT AUTHORITY\NETWORK SERVICE"
+      StrCpy $1 "*S-1-5-20"
+    ${EndIf}
+    nsExec::ExecToLog '"$SYSDIR\icacls.exe" "${STATION_HOME}" /grant "$1:(OI)(CI)M"'
+    Pop $0
+  ${EndIf}
+  ${If} $StationFresh == 1
+    ; No project is named yet: the task waits, disabled, until the file says what to run.
+    nsExec::ExecToLog '${SCHTASKS} /Change /TN "${STATION_TASK}" /DISABLE'
+    Pop $0
+    MessageBox MB_ICONINFORMATION `The station starts with Windows once ${STATION_ARGS} names a project and its cameras. Edit that file, then run as administrator:$\r$\n$\r$\nschtasks /Change /TN "${STATION_TASK}" /ENABLE$\r$\nschtasks /Run /TN "${STATION_TASK}"` /SD IDOK
+  ${Else}
+    nsExec::ExecToLog '${SCHTASKS} /Run /TN "${STATION_TASK}"'
+    Pop $0
+  ${EndIf}
+SectionEnd
+
+; Copies the ASCII template (stack: source, destination, is-XML) to the destination as
+; UTF-16 LE with a BOM, its placeholders filled in: Windows exports (and reads) task XML
+; as UTF-16, and `lineside run` reads an arguments file as UTF-16 or UTF-8 alike, so
+; folder names in any language survive.
+Function RenderTemplate
+  Exch $R2 ; is-XML       (stack: old R2, destination, source)
+  Exch
+  Exch $R1 ; destination  (stack: old R1, old R2, source)
+  Exch 2
+  Exch $R0 ; source       (stack: old R0, old R2, old R1)
+  Push $R3
+  Push $R4
+  Push $R5
+  Push $R6
+  Push $R7
+  StrCpy $R5 "$INSTDIR\lineside-cli.exe"
+  StrCpy $R6 "${STATION_ARGS}"
+  StrCpy $R7 "${STATION_HOME}"
+  ${If} $R2 == 1  ; "&" is legal in a folder name and special in XML
+    ${WordReplace} $R5 "&" "&amp;" "+" $R5
+    ${WordReplace} $R6 "&" "&amp;" "+" $R6
+    ${WordReplace} $R7 "&" "&amp;" "+" $R7
+  ${EndIf}
+  FileOpen $R3 $R0 r
+  FileOpen $R4 $R1 w
+  FileWriteUTF16LE /BOM $R4 ""
+  ${If} $R2 == 1
+    FileWriteUTF16LE $R4 '<?xml version="1.0" encoding="UTF-16"?>$\r$\n'
+  ${EndIf}
+  ${Do}
+    ClearErrors
+    FileRead $R3 $R0
+    ${If} ${Errors}
+      ${Break}
+    ${EndIf}
+    ${WordReplace} $R0 "{{LINESIDE_CLI}}" $R5 "+" $R0
+    ${WordReplace} $R0 "{{STATION_ARGS}}" $R6 "+" $R0
+    ${WordReplace} $R0 "{{STATION_HOME}}" $R7 "+" $R0
+    FileWriteUTF16LE $R4 $R0
+  ${Loop}
+  FileClose $R3
+  FileClose $R4
+  Pop $R7
+  Pop $R6
+  Pop $R5
+  Pop $R4
+  Pop $R3
+  Pop $R0
+  Pop $R2
+  Pop $R1
+FunctionEnd
+
+; After the sections (it needs their numbers): which account, and whether the station
+; component starts selected: /STATION or /STATIONUSER on the command line, or a task
+; already registered (an update keeps it: the old uninstaller removes the task first).
+Function StationOnInit
+  ${GetParameters} $R0
+  ClearErrors
+  ${GetOptions} $R0 "/STATIONUSER=" $StationUser
+  ${If} ${Errors}
+  ${OrIf} $StationUser == ""
+    StrCpy $StationUser "SYSTEM"
+  ${EndIf}
+  ClearErrors
+  ${GetOptions} $R0 "/STATION" $R1  ; also matches /STATIONUSER=
+  ${IfNot} ${Errors}
+    !insertmacro SelectSection ${SecStation}
+  ${EndIf}
+  nsExec::Exec '${SCHTASKS} /Query /TN "${STATION_TASK}"'
+  Pop $R1
+  ${If} $R1 == 0
+    !insertmacro SelectSection ${SecStation}
+  ${EndIf}
+FunctionEnd
+
+!insertmacro MUI_FUNCTION_DESCRIPTION_BEGIN
+  !insertmacro MUI_DESCRIPTION_TEXT ${SecMain} "The ${APP} app and command line."
+  !insertmacro MUI_DESCRIPTION_TEXT ${SecStation} "Runs the inspection station (lineside run) when Windows starts, before anyone logs on, and again within a minute if it stops. Configured in ${STATION_ARGS}."
+!insertmacro MUI_FUNCTION_DESCRIPTION_END
+
 ; Removes only what the installer put there: never a recursive delete of $INSTDIR (it
 ; may have been pointed at a folder holding other things), never the user's data.
 Section "Uninstall"
+  ; The start-up task first: disabled (its watchdog trigger would start the station
+  ; again), ended (at once: committed results are kept, as in a power cut) so that the
+  ; program's files can go, then deleted. Its arguments file and logs stay, like projects.
+  nsExec::Exec '${SCHTASKS} /Change /TN "${STATION_TASK}" /DISABLE'
+  Pop $0
+  nsExec::Exec '${SCHTASKS} /End /TN "${STATION_TASK}"'
+  Pop $0
+  ${If} $0 == 0
+    Sleep 1000 ; an ended process lets go of its files a moment later
+  ${EndIf}
+  nsExec::Exec '${SCHTASKS} /Delete /TN "${STATION_TASK}" /F'
+  Pop $0
   Delete "$DESKTOP\${APP}.lnk"
   Delete "$SMPROGRAMS\${APP}\${APP}.lnk"
   Delete "$SMPROGRAMS\${APP}\${APP} demo project.lnk"
