@@ -101,6 +101,7 @@ class PartResult:
     images: list[np.ndarray] | None = None  # the frames; dropped after on_result unless retained
     timing: dict[str, float] = field(default_factory=dict)  # ms per stage (STAGES)
     inspection_id: int | None = None  # the store's id, set by the commit (acknowledged)
+    retained: bool = False  # image retention keeps this part's images
     image_sha: str | None = None
     started: float = 0.0  # perf_counter at the trigger (or at the frame's arrival)
 
@@ -523,6 +524,11 @@ class LineSession:
         self._listeners: list[LineListener] = list(outputs)
         if retention is not None:
             self._listeners.append(retention)
+        from app.core.audit_sampling import AuditSampler
+
+        # PASS parts a person re-checks; called by the writer before the outputs hear of a
+        # commit (see _publish), not an output itself.
+        self.audit_sampler = AuditSampler.for_project(self.project)
         self.model_version: str | None = None
         self.class_names: list[str] = []
         self._drift = None
@@ -910,7 +916,10 @@ class LineSession:
         self._count(result)
         self._update_drift(frames, verdicts)
         self._emit("on_result", result)
-        if self.retention is None or not self.retention.wants(result):
+        result.retained = self.retention is not None and self.retention.wants(result)
+        # Images travel to the commit only where something after it needs them: retention,
+        # or audit sampling (which decides by the inspection id the commit gives).
+        if not result.retained and not (self.audit_sampler is not None and self.audit_sampler.keeps(result)):
             result.images = None
         self._enqueue(result, judged_cb)
 
@@ -1021,6 +1030,11 @@ class LineSession:
                 for stage in STAGES:
                     self._timing[stage].append(result.timing[stage])
             self.committed += len(batch)
+        if self.audit_sampler is not None:
+            self.audit_sampler.on_committed(batch)
+            for result in batch:
+                if not result.retained:
+                    result.images = None  # kept only for the audit sampler, which has had them
         self._emit("on_committed", batch)
 
 

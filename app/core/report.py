@@ -464,7 +464,8 @@ class _Report:
                  f"threshold {m.threshold:.4f}. Report written {datetime.now().astimezone():%Y-%m-%d %H:%M}; "
                  f"re-measured now on {_e(measured)}.</p>")
         for section in (self.gate, self.trained_on, self.less_data, self.corrected, self.costs, self.baseline,
-                        self.operating_point, self.histograms, self.confusion, self.per_class, self.gap):
+                        self.operating_point, self.histograms, self.confusion, self.per_class, self.gap,
+                        self.audit_sampling):
             section()
         return (f"<html><head><meta charset='utf-8'><title>{_e(name)} {_e(m.version)}</title>"
                 f"<style>{_STYLE}</style></head><body>{''.join(self.parts)}</body></html>")
@@ -710,6 +711,26 @@ class _Report:
         catch = np.mean(bad >= self.model.threshold) if len(bad) else None
         self.add(f"<p>Measured now at the stored threshold: catch {_pct(catch, _ci(bad, self.model.threshold))}, "
                  f"false reject {_pct(fr, _ci(ok, self.model.threshold))}.</p>")
+
+    def audit_sampling(self) -> None:
+        """Escapes: sampled PASS parts at the line that people labeled defective."""
+        from app.core.audit_sampling import escapes
+
+        self.add("<h2>Audit sampling at the line (escapes)</h2>")
+        found = escapes(self.project, self.model.version)
+        share = f"1 in {round(1 / found['rate'])}" if found["rate"] else "none (audit sampling is off)"
+        if not found["sampled"]:
+            self.add(_missing(f"No PASS part of {self.model.version} has been sampled yet (sampling: {share} "
+                              "of the parts it passes go to the labeling queue)."))
+            return
+        verb = "was" if found["escapes"] == 1 else "were"
+        text = (f"<p>{found['sampled']} PASS parts sampled at the line ({share}), {found['labeled']} labeled by a "
+                f"person so far; {found['escapes']} {verb} defective: parts this model let through.</p>")
+        if found["labeled"]:
+            lo, hi = rate_interval(found["escapes"], found["labeled"])
+            text += (f"<p class='small'>Share of passed parts that were defective: "
+                     f"{found['escapes'] / found['labeled']:.1%} (95 % CI {lo:.1%}-{hi:.1%}).</p>")
+        self.add(text)
 
     def confusion(self) -> None:
         self.add("<h2>Confusion matrix (validation parts, stored threshold)</h2>")
