@@ -141,10 +141,11 @@ def test_a_change_that_fails_leaves_no_audit_entry(tmp_path: Path):
 def test_version_2_project_is_migrated_and_audited(tmp_path: Path):
     path = _project(tmp_path)
     # Back to what a version-2 Lineside wrote: no people, no audit trail.
-    _sql(path, "DROP TABLE audit_log", "DROP TABLE people", "UPDATE schema_version SET version = 2")
+    _sql(path, "DROP TABLE audit_log", "DROP TABLE people", "DROP TABLE train_job_events", "DROP TABLE train_jobs",
+         "UPDATE schema_version SET version = 2")
     with Project.open(path) as project:
         with project._read() as conn:
-            assert conn.scalar(db.schema_version.select()) == db.SCHEMA_VERSION == 3
+            assert conn.scalar(db.schema_version.select()) == db.SCHEMA_VERSION
         assert audit.entries(project) == [] and audit.verify(project).intact
         assert project.label(1).verdict == "scratch" and project.production_model().version == "v2"
         project.set_label(1, "dent", author="dora")

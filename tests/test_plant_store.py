@@ -191,14 +191,14 @@ def test_migrate_schema_upgrades_a_version_1_project(tmp_path: Path, capsys):
     folder = tmp_path / "old"
     sha = _v1_project(folder)
     code, out, err = run(capsys, "migrate-schema", folder)
-    assert code == 0 and "upgraded from schema 1 to 3" in out, err
+    assert code == 0 and f"upgraded from schema 1 to {db.SCHEMA_VERSION}" in out, err
     with Project.open(folder) as project:
         assert project.name == "Old line" and project.image(1).sha256 == sha
         assert [label.verdict for label in project.label_history(1)] == [OK, "dent"]
         assert project.undo_label(1).verdict == OK
         with project._read() as conn:
-            assert conn.scalar(db.schema_version.select()) == 3
-            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0003"
+            assert conn.scalar(db.schema_version.select()) == db.SCHEMA_VERSION
+            assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == migrations.head()
     code, out, _ = run(capsys, "migrate-schema", folder)
     assert code == 0 and "nothing to do" in out
 
@@ -221,7 +221,7 @@ def test_older_plant_database_is_refused_until_migrated(plant_url: str, tmp_path
     assert "holds schema 2" in err and f"lineside migrate-schema {folder}" in err
 
     code, out, err = run(capsys, "migrate-schema", folder)
-    assert code == 0 and "upgraded from schema 2 to 3" in out, err
+    assert code == 0 and f"upgraded from schema 2 to {db.SCHEMA_VERSION}" in out, err
     with Project.open(folder) as project:
         assert project.image(1).split == "train" and project.label(1).verdict == OK
         project.set_split(1, "golden")  # the wider column of version 3
@@ -232,8 +232,9 @@ def test_older_plant_database_is_refused_until_migrated(plant_url: str, tmp_path
 def test_newer_schema_gives_a_clear_message(plant_url: str, tmp_path: Path, capsys):
     Project.create(tmp_path / "p", database=plant_url).close()
     engine = sa.create_engine(plant_url)
-    for statement in ("UPDATE schema_version SET version = 4",
-                      "UPDATE schema_version SET version = 3; UPDATE alembic_version SET version_num = '0099'"):
+    for statement in (f"UPDATE schema_version SET version = {db.SCHEMA_VERSION + 1}",
+                      f"UPDATE schema_version SET version = {db.SCHEMA_VERSION}; "
+                      "UPDATE alembic_version SET version_num = '0099'"):
         with engine.begin() as conn:
             conn.exec_driver_sql(statement)
         code, out, err = run(capsys, "models", tmp_path / "p")

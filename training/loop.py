@@ -84,6 +84,45 @@ class Cancelled(Exception):
     """Raised out of the loop when should_stop() says so."""
 
 
+class Replicas:
+    """The processes that train one network together (training/distributed.py). This
+    default is one process alone: the whole training set, nothing to wrap or agree on."""
+
+    rank, world = 0, 1
+
+    @property
+    def is_main(self) -> bool:
+        """The process that validates (and, in the pipeline, exports and registers)."""
+        return self.rank == 0
+
+    def shard(self, samples: list[Sample]) -> list[Sample]:
+        """The training samples this process steps through."""
+        return samples
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The module a training step runs (DistributedDataParallel averages gradients)."""
+        return module
+
+    def agree(self, flag: bool) -> bool:
+        """True when any process says so (a cancel, rank 0's early stop): all stop together."""
+        return flag
+
+
+class _Step(torch.nn.Module):
+    """What one training step runs forward: the layers after the cached frozen prefix
+    (CPU), or the whole network (GPU). A module of its own so several processes can wrap
+    it in DistributedDataParallel; alone it is just the network."""
+
+    def __init__(self, net: InspectionNet, start_block: int, cached: bool):
+        super().__init__()
+        self.net, self.start_block, self.cached = net, start_block, cached
+
+    def forward(self, x: torch.Tensor, f16: torch.Tensor | None = None):
+        if self.cached:
+            return self.net.patch_head(*self.net.features(x, self.start_block, f16))
+        return self.net(x)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -261,7 +300,12 @@ def _flip_batch(tensors: list, rng) -> list:
 
 
 def train(train_samples: list[Sample], val_samples: list[Sample], cfg: TrainConfig,
-          on_event: EventSink = lambda e: None, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
+          on_event: EventSink = lambda e: None, should_stop: Callable[[], bool] = lambda: False,
+          replicas: Replicas | None = None) -> TrainResult:
+    """Train on *train_samples*, validate on *val_samples*. With *replicas* (several
+    processes, training/distributed.py) this process caches and steps through its shard
+    only, and only the main one validates; the others return no threshold."""
+    replicas = replicas or Replicas()
     t_start = time.monotonic()
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -277,13 +321,25 @@ def train(train_samples: list[Sample], val_samples: list[Sample], cfg: TrainConf
     cache = val_cache = None
     if not full:
         net.eval()
-        val_cache = _build_cache(net, val_samples, cfg, class_index, grid, rng, on_event, should_stop, views=1)
-        cache = _build_cache(net, train_samples, cfg, class_index, grid, rng, on_event, should_stop,
-                             views=cfg.cached_views)
+        stopped = False
+        try:
+            if replicas.is_main:
+                val_cache = _build_cache(net, val_samples, cfg, class_index, grid, rng, on_event, should_stop,
+                                         views=1)
+            cache = _build_cache(net, replicas.shard(train_samples), cfg, class_index, grid, rng, on_event,
+                                 should_stop, views=cfg.cached_views)
+        except Cancelled:
+            stopped = True
+        # Every process must know before the first step, or the others wait for it for ever.
+        if replicas.agree(stopped):
+            raise Cancelled()
 
     # 3. The epochs, keeping the best one by validation (see _fit).
-    fit = _Fit(net, train_samples, val_samples, cfg, 0 if full else cfg.frozen_blocks, cache, val_cache)
+    fit = _Fit(net, train_samples, val_samples, cfg, 0 if full else cfg.frozen_blocks, cache, val_cache, replicas)
     history, epochs_run, stopped_early = fit.run(rng, on_event, should_stop, t_start)
+    if not replicas.is_main:
+        return TrainResult(net.cpu().eval(), cfg, float("nan"), np.empty(0), [], [], history, epochs_run,
+                           time.monotonic() - t_start, stopped_early)
 
     # 4. The best epoch's weights, its scores on validation and the threshold they give.
     val_images = [s.image for s in val_samples]
@@ -294,19 +350,26 @@ def train(train_samples: list[Sample], val_samples: list[Sample], cfg: TrainConf
         if (~val_defect).any() else 0.5
     pred = [None if s < threshold else cfg.class_names[1 + int(np.argmax(p[1:]))]
             for s, p in zip(val_scores, val_probs)]
+    # The learning curve re-fits on the cached features: a shard's alone would mislead.
+    refit = (cache, val_cache) if replicas.world == 1 else None
     return TrainResult(net.cpu().eval(), cfg, float(threshold), val_scores, val_truth, pred, history, epochs_run,
-                       time.monotonic() - t_start, stopped_early, refit=(cache, val_cache))
+                       time.monotonic() - t_start, stopped_early, refit=refit)
 
 
 class _Fit:
     """The epochs of one training run: steps over the training set, validation after
     each epoch, the best epoch's weights loaded into *net* at the end."""
 
-    def __init__(self, net, train_samples, val_samples, cfg: TrainConfig, start_block: int, cache, val_cache):
+    def __init__(self, net, train_samples, val_samples, cfg: TrainConfig, start_block: int, cache, val_cache,
+                 replicas: Replicas | None = None):
         self.net, self.train_samples, self.val_samples, self.cfg = net, train_samples, val_samples, cfg
         self.start_block, self.cache, self.val_cache = start_block, cache, val_cache
+        self.replicas = replicas or Replicas()
+        # What this process steps through without a cache (the cache holds its shard already).
+        self.step_samples = self.replicas.shard(train_samples) if cache is None else train_samples
         device = cfg.device
-        # Class balance: defects are rare on a line; weight them up to count as much as OK.
+        # Class balance over the whole training set (every process weighs alike): defects
+        # are rare on a line; weight them up to count as much as OK.
         n_def = sum(s.verdict != OK for s in train_samples)
         self.pos_weight = torch.tensor(max(1.0, (len(train_samples) - n_def) / max(1, n_def)), device=device)
         counts = np.array([sum(s.verdict == c for s in train_samples) for c in cfg.class_names[1:]], np.float32)
@@ -330,7 +393,9 @@ class _Fit:
         head_params = [p for m in (net.from16, net.from32, net.classify) for p in m.parameters()]
         head_ids = {id(p) for p in head_params}
         backbone_params = [p for p in net.backbone.parameters() if p.requires_grad and id(p) not in head_ids]
-        n_items = len(cache) if cache is not None else len(self.train_samples)
+        n_items = len(cache) if cache is not None else len(self.step_samples)
+        replicas = self.replicas
+        model = replicas.wrap(_Step(net, start_block, cache is not None))
         steps_per_epoch = max(1, math.ceil(n_items / cfg.batch_size))
         total_steps = steps_per_epoch * cfg.epochs
         short_run = total_steps < cfg.short_run_steps
@@ -359,7 +424,7 @@ class _Fit:
             order = rng.permutation(n_items)
             losses = []
             for b in range(steps_per_epoch):
-                if should_stop():
+                if replicas.agree(should_stop()):
                     raise Cancelled()
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 # Cosine decay with a short warm-up: stable start, fine end.
@@ -371,12 +436,12 @@ class _Fit:
                     f16 = None if cache.f16 is None else cache.f16[idx].float().to(device)
                     feats, f16, patches = _flip_batch([cache.features[idx].float().to(device), f16,
                                                        cache.patches[idx]], rng)
-                    out = net.patch_head(*net.features(feats, start_block, f16))
+                    out = model(feats, f16)
                     is_defect, cls = cache.is_defect[idx], cache.cls[idx]
                 else:
-                    batch = [self.train_samples[i] for i in idx]
+                    batch = [self.step_samples[i] for i in idx]
                     aug = [augment(s.image, s.mask, rng) for s in batch]
-                    out = net(_tensor_batch([a[0] for a in aug], device))
+                    out = model(_tensor_batch([a[0] for a in aug], device))
                     is_defect, cls, patches = _targets(batch, [a[1] for a in aug], self.class_index, grid)
                 loss = compute_loss(out, is_defect.to(device), cls.to(device), patches.to(device),
                                     self.pos_weight, self.class_weights, cfg)
@@ -391,6 +456,12 @@ class _Fit:
                           "step": b + 1, "steps": steps_per_epoch, "loss": round(losses[-1], 5),
                           "eta_s": round(per_step * (total_steps - step), 1), "elapsed_s": round(elapsed, 1)})
 
+            if not replicas.is_main:  # validation is the main process's; it says when all stop
+                epochs_run = epoch
+                if replicas.agree(False):
+                    stopped_early = True
+                    break
+                continue
             # Validation in eval mode: what the line will see (on a CPU from the cached
             # frozen features, which the frozen layers would compute again identically).
             val_scores = self.val_scores()
@@ -417,14 +488,13 @@ class _Fit:
             on_event({"event": "epoch", "epochs": cfg.epochs, **record,
                       "eta_s": round(float(np.mean(epoch_times)) * (cfg.epochs - epoch), 1),
                       "elapsed_s": round(elapsed, 1)})
-            if bad_epochs >= cfg.patience:
+            # Patience ran out, or a time budget stops before an epoch that would not fit in it.
+            if replicas.agree(bad_epochs >= cfg.patience or (
+                    cfg.time_budget_s is not None and elapsed + np.mean(epoch_times) > cfg.time_budget_s)):
                 stopped_early = True
                 break
-            # A time budget stops before an epoch that would not fit in it.
-            if cfg.time_budget_s is not None and elapsed + np.mean(epoch_times) > cfg.time_budget_s:
-                stopped_early = True
-                break
-        net.load_state_dict(best_state)
+        if best_state is not None:  # None on the processes that do not validate
+            net.load_state_dict(best_state)
         return history, epochs_run, stopped_early
 
 

@@ -180,11 +180,14 @@ def _per_part_max(samples, scores) -> list[float]:
 def train_project(project_dir: Path | str, *, epochs: int | None = None, time_budget_s: float | None = None,
                   device: str = "auto", seed: int = 0, mode: str = "auto", false_reject_target: float | None = None,
                   on_event: Callable[[dict], None] = lambda e: None,
-                  should_stop: Callable[[], bool] = lambda: False) -> ModelVersion:
+                  should_stop: Callable[[], bool] = lambda: False, train_fn: Callable | None = None) -> ModelVersion:
+    """*train_fn* is the backprop step (training.loop.train's signature); several
+    processes share it through training/distributed.py."""
     t0 = time.monotonic()
     project = Project.open(project_dir)
     try:
         run = _Run(project, epochs, time_budget_s, device, seed, mode, false_reject_target, on_event, should_stop, t0)
+        run.train_fn = train_fn or run.train_fn
         return run.execute()
     finally:
         project.close()
@@ -200,6 +203,7 @@ class _Run:
                             project.get_setting("false_reject_target") or DEFAULT_FALSE_REJECT_TARGET)
         self.on_event, self.should_stop, self.t0 = on_event, should_stop, t0
         self.verdict_map: dict[str, str] = {}  # defect classes trained under another name
+        self.train_fn = train
 
     def execute(self) -> ModelVersion:
         project = self.project
@@ -272,7 +276,7 @@ class _Run:
                           time_budget_s=self.time_budget_s, false_reject_target=self.target)
         if self.epochs is not None:
             cfg = replace(cfg, epochs=self.epochs)
-        result = train(self.train_samples, self.val_samples, cfg, self.on_event, self.should_stop)
+        result = self.train_fn(self.train_samples, self.val_samples, cfg, self.on_event, self.should_stop)
         curve = None
         if self.project.get_setting("learning_curve") is not False:  # on unless the project turns it off
             t_curve = time.monotonic()

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from app.core.errors import DiskFullError, LinesideError, ReadOnlyError, StoreBusyError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # How long a write waits for another program (a second Lineside, a backup tool) to
 # release the database before giving up with StoreBusyError.
 BUSY_TIMEOUT_S = 30.0
@@ -185,6 +185,41 @@ _PG_APPEND_ONLY_TRIGGERS = tuple(
 )
 for _statement in (_PG_APPEND_ONLY_FUNCTION, *_PG_APPEND_ONLY_TRIGGERS):
     sa.event.listen(audit_log, "after_create", sa.DDL(_statement).execute_if(dialect="postgresql"))
+
+
+# The training queue (app/core/train_jobs.py): retrains asked for by anyone, run one at a
+# time by a training server (`lineside worker`). Rows change state (queued -> running ->
+# done | failed | cancelled); nothing here is evidence the way the audit trail is.
+train_jobs = sa.Table(
+    "train_jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("options", sa.JSON, nullable=False),  # mode, epochs, false_reject_target, device, ...
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("worker", sa.String(200)),  # the worker that runs (or ran) it
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("heartbeat_at", UTCDateTime),  # a running job's worker says it is alive
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),  # claims, for stale-job recovery
+    sa.Column("result_version", sa.String(50)),
+    sa.Column("error", sa.Text),
+    sa.CheckConstraint("state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="ck_train_job_state"),
+    sa.Index("ix_train_jobs_state", "state", "id"),
+)
+
+# A job's progress events (app/core/trainer_events.py's protocol), in the order written.
+train_job_events = sa.Table(
+    "train_job_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("train_jobs.id"), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("event", sa.JSON, nullable=False),
+    sa.Index("ix_train_job_events_job", "job_id", "id"),
+)
 
 
 def make_engine(db_path: Path, read_only: bool = False, immutable: bool = False) -> Engine:
