@@ -58,8 +58,8 @@ def pump(app, seconds: float, until=None) -> bool:
 
 
 def stage_worse_candidate(project) -> str | None:
-    """A copy of the production model with its threshold raised just above the golden
-    defects it catches: a candidate the deploy gate must refuse. Staged for the
+    """A copy of the production model with its threshold raised just above the weakest
+    golden defect it catches: a candidate the deploy gate must refuse. Staged for the
     screenshot only, in the throw-away demo project; the real trainer never does this."""
     import shutil
 
@@ -71,12 +71,13 @@ def stage_worse_candidate(project) -> str | None:
     result = golden.run_gate(project, production, production=None)
     caught = [part["candidate_score"] for part in result["parts"]
               if part["verdict"] != "ok" and part["candidate_fails"]]
-    if not caught or max(caught) >= 0.999:
+    # Just above the weakest golden defect production catches: the candidate misses it.
+    if not caught or min(caught) >= 0.9999:
         return None
     version = f"v{len(project.models()) + 1}"
     folder = project.models_dir / version
     shutil.copytree(production.path, folder)
-    project.register_model(version, folder, max(caught) + 1e-4, production.metrics, production.report)
+    project.register_model(version, folder, min(caught) + 1e-4, production.metrics, production.report)
     return version
 
 

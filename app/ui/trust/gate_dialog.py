@@ -122,7 +122,7 @@ class GateRefusedDialog(QDialog):
         headers = []
         for key in ("candidate", "production"):
             threshold = result.get(f"{key}_threshold")
-            limit = f" (FAIL ≥ {threshold:.3f})" if isinstance(threshold, (int, float)) else ""
+            limit = f" (FAIL ≥ {threshold:.4f})" if isinstance(threshold, (int, float)) else ""
             headers.append(f"{result.get(key) or key} score{limit}")
         table.setHorizontalHeaderLabels(["Image", "Label", "What happened", *headers])
         table.verticalHeader().hide()
@@ -131,8 +131,8 @@ class GateRefusedDialog(QDialog):
         table.horizontalHeader().setStretchLastSection(True)
         for row, part in enumerate(rows):
             values = (f"#{part['image_id']}", part["verdict"], part.get("kind", ""),
-                      f"{part.get('candidate_score', float('nan')):.3f}",
-                      f"{part.get('production_score', float('nan')):.3f}")
+                      f"{part.get('candidate_score', float('nan')):.4f}",
+                      f"{part.get('production_score', float('nan')):.4f}")
             for column, value in enumerate(values):
                 table.setItem(row, column, QTableWidgetItem(value))
         table.setVisible(bool(rows))
