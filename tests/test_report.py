@@ -234,6 +234,24 @@ def test_baseline_roc_stored_at_training_time_is_drawn_beside_the_model(project_
     assert not np.array_equal(_images(with_roc)[0], _images(without)[0])
 
 
+def test_per_source_and_day_rows_add_up_to_the_measured_parts(project_dir: Path):
+    with Project.open(project_dir) as project:
+        v2 = project.model("v2")
+        measured = report_mod.measure(project, v2)
+        html = report_mod._Report(project, v2, measured).build()
+        sources = {r.source for r, _t, _v in measured.val}
+    fragment = _section(html, "Per source, lighting and day")
+    rows = re.findall(r"<tr><td>(source|day captured)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>",
+                      fragment)
+    assert {g for kind, g, *_ in rows if kind == "source"} == sources
+    defects = [t != "ok" for _r, t, _v in measured.val]
+    caught = sum(v.score >= v2.threshold for (_r, t, v) in measured.val if t != "ok")
+    for kind in ("source", "day captured"):
+        totals = [re.match(r"(\d+)/(\d+)", c).groups() for k, _g, c, _f in rows if k == kind and c != "-"]
+        assert sum(int(n) for n, _ in totals) == caught and sum(int(d) for _, d in totals) == sum(defects)
+    assert "lighting tag" not in fragment  # nobody tagged lighting here: no empty rows
+
+
 def test_cli_writes_html_and_a_pdf(project_dir: Path, tmp_path: Path, capsys):
     pytest.importorskip("PySide6")
     out_html, out_pdf = tmp_path / "v2.html", tmp_path / "v2.pdf"

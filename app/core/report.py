@@ -464,8 +464,8 @@ class _Report:
                  f"threshold {m.threshold:.4f}. Report written {datetime.now().astimezone():%Y-%m-%d %H:%M}; "
                  f"re-measured now on {_e(measured)}.</p>")
         for section in (self.gate, self.trained_on, self.less_data, self.corrected, self.costs, self.baseline,
-                        self.operating_point, self.histograms, self.confusion, self.per_class, self.gap,
-                        self.audit_sampling):
+                        self.operating_point, self.histograms, self.confusion, self.per_class, self.per_source,
+                        self.gap, self.audit_sampling):
             section()
         return (f"<html><head><meta charset='utf-8'><title>{_e(name)} {_e(m.version)}</title>"
                 f"<style>{_STYLE}</style></head><body>{''.join(self.parts)}</body></html>")
@@ -771,6 +771,37 @@ class _Report:
         self.add(_img(bar_chart(names, {"caught": [per[n].get("caught") for n in names]},
                                 "Share of each defect class caught (held-out, at training)", "caught",
                                 percent=True, y_max=1.0)))
+
+    def per_source(self) -> None:
+        """Catch and false reject per capture source, lighting tag and day: a camera or a
+        shift the model serves worse shows up here, not in the overall figure."""
+        self.add("<h2>Per source, lighting and day</h2>")
+        m = self.m
+        if m is None or not m.val:
+            self.add(_missing("No validation parts could be measured now."))
+            return
+        groupings = {"source": lambda r: r.source or "-",
+                     "lighting tag": lambda r: (r.tags or {}).get("lighting"),
+                     "day captured": lambda r: f"{r.captured_at.astimezone():%Y-%m-%d}" if r.captured_at else None}
+        rows = []
+        for kind, key_of in groupings.items():
+            groups: dict[str, list] = {}
+            for record, truth, verdict in m.val:
+                key = key_of(record)
+                if key is not None:
+                    groups.setdefault(str(key), []).append((truth != OK, verdict.score >= self.model.threshold))
+            if kind == "lighting tag" and not groups:
+                continue  # nobody tags lighting on this project
+            for key, parts in sorted(groups.items()):
+                defects = [failed for is_defect, failed in parts if is_defect]
+                oks = [failed for is_defect, failed in parts if not is_defect]
+                catch = (f"{sum(defects)}/{len(defects)} = "
+                         + _pct(sum(defects) / len(defects), list(rate_interval(sum(defects), len(defects))))
+                         if defects else "-")
+                fr = (f"{sum(oks)}/{len(oks)} = " + _pct(sum(oks) / len(oks), list(rate_interval(sum(oks), len(oks))))
+                      if oks else "-")
+                rows.append([_e(kind), _e(key), catch, fr])
+        self.add(_table(["by", "group", "defects caught (stored threshold)", "OK parts rejected"], rows))
 
     def gap(self) -> None:
         self.add("<h2>Training vs validation</h2>")
