@@ -42,8 +42,12 @@ def _version(project: Project, version: str, threshold: float) -> None:
 
 @pytest.fixture
 def line(tmp_path: Path) -> dict:
-    """Training parts (split train), and golden: 2 dark OK parts, scratches at 0.6 and 0.9."""
-    path = tmp_path / "proj"
+    return make_golden_line(tmp_path / "proj")
+
+
+def make_golden_line(path: Path) -> dict:
+    """Training parts (split train), and golden: 2 dark OK parts, scratches at 0.6 and 0.9;
+    v1 (threshold 0.5, the fixture model's score = brightness) in production."""
     with Project.create(path) as project:
         trained = [_part(project, 40, "ok", i) for i in range(3)] + [_part(project, 220, "scratch", i) for i in range(3)]
         for image_id in trained:

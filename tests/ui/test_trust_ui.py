@@ -14,17 +14,15 @@ import json
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app.core import audit, golden, people
-from app.core.imageio import encode_png
 from app.core.people import PermissionDeniedError
 from app.core.project import Project
-from tests.onnx_fixtures import write_model
+from tests.test_golden import _part, _version, make_golden_line
 from tests.ui.workspace_fixtures import answer_yes, register_fixture_model  # noqa: F401
 
 ENG_PIN, OP_PIN = "246810", "135790"
@@ -35,36 +33,14 @@ def click(widget) -> None:
     QTest.mouseClick(widget, Qt.MouseButton.LeftButton)
 
 
-def _part(project: Project, level: int, verdict: str, n: int = 0) -> int:
-    image = np.full((64, 64, 3), level, np.uint8)
-    image[0, 0] = n  # distinct bytes for distinct parts of the same brightness
-    record, _ = project.add_image_bytes(encode_png(image), f"part-{level}-{n}.png")
-    project.set_label(record.id, verdict, author="ann")
-    return record.id
-
-
-def _version(project: Project, version: str, threshold: float) -> None:
-    folder = project.path / "models" / version
-    write_model(folder / "model.onnx", threshold=threshold, version=version)
-    (folder / "model.json").write_text(json.dumps({"version": version, "report": {"n_train": 4}}))
-    project.register_model(version, folder, threshold, {}, {"n_train": 4})
-
-
 @pytest.fixture
 def line(tmp_path: Path) -> dict:
-    """v1 (threshold 0.5) in production, v2 (0.7) a candidate that misses the faint
-    golden scratch (0.6) v1 catches. Golden: 2 OK parts (0.2), scratches at 0.6 and 0.9."""
-    path = tmp_path / "line"
-    with Project.create(path) as project:
-        for i, (level, verdict) in enumerate([(40, "ok")] * 3 + [(220, "scratch")] * 3):
-            project.set_split(_part(project, level, verdict, i), "train")
-        ok = [_part(project, 51, "ok", i) for i in range(2)]
-        faint, clear = _part(project, 153, "scratch", 7), _part(project, 230, "scratch", 8)
-        golden.mark_golden(project, [*ok, faint, clear])
-        _version(project, "v1", 0.5)
-        project.deploy("v1")
+    """The golden line of tests/test_golden.py (v1, threshold 0.5, in production) plus v2
+    (0.7), a candidate that misses the faint golden scratch (0.6) v1 catches."""
+    made = make_golden_line(tmp_path / "line")
+    with Project.open(made["path"]) as project:
         _version(project, "v2", 0.7)
-    return {"path": path, "faint": faint, "ok": ok}
+    return made
 
 
 def staff(project: Project) -> None:
