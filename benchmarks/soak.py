@@ -10,6 +10,10 @@ parts judged (lost), and the machine's load average.
     python benchmarks/soak.py                  # 1,000,000 parts: hours on a 2-core PC
     python benchmarks/soak.py --parts 50000    # about 10 minutes on 2 shared cores
     python benchmarks/soak.py --project DIR    # a project's production model (adds N rows to its log)
+    python benchmarks/soak.py --size 96        # smaller simulated parts: about 20 minutes for 1,000,000
+
+Drawing a 256 px simulated part costs more than judging it with the tiny model, so --size
+mostly sets how long the soak takes; the station's loop, queue, store and log are the same.
 
 Without --project, a temporary project with the tiny fixture model of the tests
 (tests/onnx_fixtures.py) is used: the figures are then the station's own work (the
@@ -121,7 +125,7 @@ def _mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def report(figures: dict, model_note: str, load_start: str, load_end: str) -> str:
+def report(figures: dict, model_note: str, load_start: str, load_end: str, size: int = 256) -> str:
     f = figures
     growth = "n/a" if f["growth_mib"] is None else f"{f['growth_mib']:+.1f}"
     lines = [
@@ -135,7 +139,7 @@ def report(figures: dict, model_note: str, load_start: str, load_end: str) -> st
         "What runs: `lineside run PROJECT --source sim --rate 0 --no-keep --quiet --max-parts N`, parsed",
         "by the real command line and built by its code (app.cli.run.make_session), in the benchmark's",
         "process so that its memory can be read. Flat out: the simulated line draws the next part",
-        "(256 px) as soon as the station is ready; every part is judged and committed (group commit,",
+        f"({size} px) as soon as the station is ready; every part is judged and committed (group commit,",
         "SQLite WAL, synchronous=FULL). RSS: /proc/self/status (VmRSS; peak VmHWM, which includes",
         "start-up). Warm-up: the first sample, once the model is loaded and the first parts are stored.",
         "Lost: parts judged minus rows in the store after the clean stop.",
@@ -166,6 +170,8 @@ def main() -> int:
     parser.add_argument("--parts", type=int, default=1_000_000)
     parser.add_argument("--every", type=int, default=5000, help="sample every N parts (default 5000)")
     parser.add_argument("--warmup", type=int, default=2000, help="the baseline sample after N parts (default 2000)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="side of the simulated part in pixels (default: what --source sim draws, 256)")
     parser.add_argument("--project", type=Path, help="a SQLite project with a production model (default: fixture)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.md")
     args = parser.parse_args()
@@ -181,8 +187,8 @@ def main() -> int:
         else:
             project = fixture_project(Path(tmp) / "project")
             note = "the tiny fixture model of the tests (tests/onnx_fixtures.py), 64 px input"
-        figures = run_soak(project, args.parts, args.every, args.warmup, on_sample=show)
-    text = report(figures, note, load_start, machine.load_average())
+        figures = run_soak(project, args.parts, args.every, args.warmup, size=args.size, on_sample=show)
+    text = report(figures, note, load_start, machine.load_average(), args.size or 256)
     args.out.write_text(text, encoding="utf-8")
     print(text)
     print(f"written to {args.out}")
