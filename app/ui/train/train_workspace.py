@@ -1,205 +1,68 @@
 """Train: one button that retrains the model on everything labeled so far.
 
-The training itself runs in a child process (TrainerProcess); this widget shows what
-the model will learn from, the live progress and curves, and at the end whether the
-new model beats the one at the line, with a Deploy button.
+The training runs on this PC in a child process (TrainerProcess) or on the training
+server (ServerTrainer, docs/adr/0011); both report the same signals, so this widget
+shows what the model will learn from, the live progress and curves, and at the end
+whether the new model beats the one at the line, with a Deploy button, the same way
+for either. A server job is the server's: closing the window or opening another
+project stops following it, never the job, and the Train view follows it again when
+the project is opened.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QScrollArea,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+import getpass
 
-from app.ui.train.charts import LineChart
-from app.ui.train.train_summary import TrainSummaryCard, device_text, duration
+from PySide6.QtCore import QSettings, Signal
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from app.ui.shared.workers import run_in_background
+from app.ui.train.progress_text import eta_text, overall_fraction, phase_text
+from app.ui.train.server_trainer import ServerTrainer, newest_open_job
+from app.ui.train.train_page import TrainPage
+from app.ui.train.train_summary import device_text
 from app.ui.train.trainer_process import TrainerProcess
 from app.ui.trust.model_actions import confirm_and_deploy
 
-PHASE_TEXT = {
-    "cache": "Preparing images",
-    "train": "Training",
-    "curve": "Measuring what less data would give",
-    "features": "Reading OK parts for the anomaly model",
-    "coreset": "Choosing the anomaly model's memory",
-    "oof": "Scoring OK parts the anomaly model has not seen",
-    "export": "Exporting the model",
-    "evaluate": "Checking the model on validation images",
-}
-# Share of the progress bar each phase takes: training dominates the wall time.
-PHASE_SPAN = {"cache": (0.0, 0.1), "train": (0.1, 0.9), "curve": (0.9, 0.9), "export": (0.9, 0.95),
-              "evaluate": (0.95, 1.0),
-              # the good-only model's phases (in a combined run they follow training: the bar holds)
-              "features": (0.1, 0.6), "coreset": (0.6, 0.8), "oof": (0.8, 0.9)}
-MIN_FRACTION_FOR_ETA = 0.05
-BIG_BUTTON_STYLE = "font-size: 20pt; font-weight: bold; padding: 0 32px;"
+__all__ = ["TrainWorkspace", "eta_text", "overall_fraction", "phase_text"]
 
 
-def overall_fraction(event: dict) -> float:
-    """Where a progress event sits in the whole run, 0..1."""
-    low, high = PHASE_SPAN.get(str(event.get("phase")), (0.0, 1.0))
-    steps = max(1, int(event.get("steps") or 1))
-    within = min(1.0, max(0.0, float(event.get("step") or 0) / steps))
-    if event.get("phase") == "train":
-        epochs = max(1, int(event.get("epochs") or 1))
-        done_epochs = max(0, int(event.get("epoch") or 1) - 1)  # epochs are counted from 1
-        within = min(1.0, (done_epochs + within) / epochs)
-    return low + (high - low) * within
-
-
-def phase_text(event: dict) -> str:
-    phase = str(event.get("phase") or "")
-    text = PHASE_TEXT.get(phase, phase.capitalize())
-    if phase == "train":
-        text += f" — epoch {event.get('epoch')} of {event.get('epochs')}"
-        if isinstance(event.get("loss"), (int, float)):
-            text += f", loss {event['loss']:.3f}"
-    elif event.get("steps"):
-        text += f" — {event.get('step')} of {event.get('steps')}"
-    return text
-
-
-def eta_text(eta: object, fraction: float) -> str:
-    """"About 3 min 10 s left", or "Estimating time left…" while an estimate means nothing.
-
-    The trainer's first estimates come from a batch or two (caching, warm-up), and said
-    "About 0 s left" at 1 %: until a few percent are done, or while the estimate is
-    under a second with most of the work ahead, we say we are still estimating.
-    """
-    if not isinstance(eta, (int, float)):
-        return ""
-    if fraction < MIN_FRACTION_FOR_ETA or (eta < 1 and fraction < 0.95) or eta < 0:
-        return "Estimating time left…"
-    return f"About {duration(eta)} left"
-
-
-class TrainWorkspace(QWidget):
+class TrainWorkspace(TrainPage):
     """Retrain, follow the progress, compare, deploy."""
 
     training_running = Signal(bool)
 
     def __init__(self, context, parent: QWidget | None = None, trainer: TrainerProcess | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(getattr(context, "settings", None) or QSettings(), parent)
         self.context = context
         self.trainer = trainer or TrainerProcess(self)
+        self.server = ServerTrainer(self)
+        self._cancelling = False  # the status line says so until the training has stopped
         # Replaces the trainer's argv (used to run a stand-in trainer); None = the real one.
         self.command_override: list[str] | None = None
-        self._build()
         self._connect()
-        self.refresh()
-
-    # -- layout ----------------------------------------------------------------------
-
-    def _build(self) -> None:
-        # Everything scrolls as one page: with the result card up, the curves and the
-        # card need more height than a 768 px screen gives.
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        outer.addWidget(self.scroll)
-        page = QWidget()
-        self.scroll.setWidget(page)
-        root = QVBoxLayout(page)
-        root.setSpacing(14)
-        title = QLabel("Train")
-        title.setStyleSheet("font-size: 24pt; font-weight: bold;")
-        root.addWidget(title)
-
-        self.data_label = QLabel()
-        self.data_label.setWordWrap(True)
-        self.data_label.setStyleSheet("font-size: 14pt;")
-        self.data_label.setTextFormat(Qt.TextFormat.RichText)
-        root.addWidget(self.data_label)
-
-        controls = QHBoxLayout()
-        self.retrain_button = QPushButton("Retrain")
-        self.retrain_button.setMinimumHeight(80)
-        self.retrain_button.setStyleSheet(BIG_BUTTON_STYLE)
-        self.retrain_button.setProperty("primary", True)
-        self.retrain_button.setShortcut("Ctrl+R")
-        self.retrain_button.setToolTip("Train a new model on all labeled images (Ctrl+R)")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setMinimumHeight(80)
-        self.cancel_button.setStyleSheet(BIG_BUTTON_STYLE)
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.setShortcut("Esc")
-        self.cancel_button.setToolTip("Stop the training (Esc); nothing is saved")
-        controls.addWidget(self.retrain_button, 2)
-        controls.addWidget(self.cancel_button, 1)
-        options = QVBoxLayout()
-        self.epochs_spin = self._spin(options, "Epochs (0 = automatic)", 0, 500, 0)
-        self.budget_spin = self._spin(options, "Time limit, minutes (0 = none)", 0, 24 * 60, 0)
-        controls.addLayout(options, 1)
-        root.addLayout(controls)
-
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1000)
-        self.progress_bar.setMinimumHeight(40)
-        self.progress_bar.setStyleSheet("font-size: 14pt;")
-        self.progress_bar.setTextVisible(True)
-        self.progress_bar.setFormat("")
-        root.addWidget(self.progress_bar)
-        status_row = QHBoxLayout()
-        self.phase_label = QLabel("Not started.")
-        self.phase_label.setStyleSheet("font-size: 14pt;")
-        self.eta_label = QLabel("")
-        self.eta_label.setStyleSheet("font-size: 14pt; font-weight: bold;")
-        status_row.addWidget(self.phase_label, 1)
-        status_row.addWidget(self.eta_label)
-        root.addLayout(status_row)
-
-        charts = QHBoxLayout()
-        self.loss_chart = LineChart("Loss", x_label="epoch", integer_x=True, y_from_zero=True)
-        self.loss_chart.add_series("training", "#1f77b4")
-        self.loss_chart.add_series("validation", "#d62728", dashed=True)
-        self.quality_chart = LineChart("Validation", x_label="epoch", y_range=(0.0, 1.02), integer_x=True)
-        self.quality_chart.add_series("AUROC", "#2ca02c")
-        # The training's yardstick: caught at 1 % false reject on the validation parts.
-        self.quality_chart.add_series("caught at 1 % false reject", "#9467bd")
-        charts.addWidget(self.loss_chart)
-        charts.addWidget(self.quality_chart)
-        root.addLayout(charts, 1)
-
-        self.summary = TrainSummaryCard()
-        self.summary.hide()
-        root.addWidget(self.summary)
-
-    def _spin(self, layout: QVBoxLayout, text: str, low: int, high: int, value: int) -> QSpinBox:
-        row = QHBoxLayout()
-        label = QLabel(text)
-        spin = QSpinBox()
-        spin.setRange(low, high)
-        spin.setValue(value)
-        spin.setMinimumHeight(48)
-        spin.setMinimumWidth(130)
-        label.setBuddy(spin)
-        row.addWidget(label, 1)
-        row.addWidget(spin)
-        layout.addLayout(row)
-        return spin
+        self._on_project_changed(self.context.project)
 
     def _connect(self) -> None:
         self.retrain_button.clicked.connect(lambda: self.start_training())
         self.cancel_button.clicked.connect(lambda: self.cancel_training())
-        self.trainer.started_training.connect(self._on_start)
-        self.trainer.progress.connect(self._on_progress)
-        self.trainer.epoch_finished.connect(self._on_epoch)
-        self.trainer.done.connect(self._on_done)
-        self.trainer.failed.connect(self._on_failed)
-        self.trainer.cancelled.connect(self._on_cancelled)
-        self.trainer.finished.connect(self._on_finished)
+        for trainer in (self.trainer, self.server):  # one view for both (TrainerSignals)
+            trainer.started_training.connect(self._on_start)
+            trainer.progress.connect(self._on_progress)
+            trainer.epoch_finished.connect(self._on_epoch)
+            trainer.done.connect(self._on_done)
+            trainer.failed.connect(self._on_failed)
+            trainer.cancelled.connect(self._on_cancelled)
+            trainer.finished.connect(self._on_finished)
+        self.server.queued.connect(self._on_queued)
+        self.server.taken.connect(self._on_taken)
+        for change in (self.server.queued, self.server.taken):  # the queue line follows the job
+            change.connect(lambda *_: self.server_status.refresh())
+        self.server.cancelling.connect(lambda: self._show_cancelling(
+            "Cancelling: waiting for the training server to stop the job…"))
+        self.server.cancel_failed.connect(self._on_cancel_failed)
+        self.server.notice.connect(self.context.status_message.emit)
+        self.target_box.currentIndexChanged.connect(lambda _i: self._on_target_changed())
         self.summary.deploy_requested.connect(self._deploy)
         self.context.project_changed.connect(self._on_project_changed)
         self.context.labels_changed.connect(lambda _id: self.refresh())
@@ -210,12 +73,17 @@ class TrainWorkspace(QWidget):
     # -- state -----------------------------------------------------------------------
 
     def is_busy(self) -> bool:
+        """A training on this PC runs (closing the window would end it); a server job
+        does not count: it goes on whatever this window does."""
         return self.trainer.is_running()
+
+    def _running(self) -> bool:
+        return self.trainer.is_running() or self.server.is_running()
 
     def refresh(self) -> None:
         """Show what the next training would learn from."""
         project = self.context.project
-        running = self.trainer.is_running()
+        running = self._running()
         self.retrain_button.setEnabled(project is not None and not running)
         if project is None:
             self.data_label.setText("Open a project to train a model.")
@@ -225,7 +93,10 @@ class TrainWorkspace(QWidget):
         names = ["ok"] + [c.name for c in project.classes()]
         names += [k for k in labeled if k not in names]
         parts = [f"<b>{name}</b>: {labeled.get(name, 0)}" for name in names]
-        device = self.context.training_device() if hasattr(self.context, "training_device") else "CPU"
+        if self.target_box.on_server():
+            device = "the training server"
+        else:
+            device = self.context.training_device() if hasattr(self.context, "training_device") else "CPU"
         unlabeled = counts.get("unlabeled")
         tail = f" &nbsp;·&nbsp; {unlabeled} not labeled yet" if unlabeled else ""
         self.data_label.setText(
@@ -235,18 +106,23 @@ class TrainWorkspace(QWidget):
 
     def start_training(self) -> None:
         project = self.context.project
-        if project is None or self.trainer.is_running():
+        if project is None or self._running():
             return
         if not self._confirm_changed_data(project):
             return
+        # The same options either way; the server path adds the `lineside train`
+        # defaults the local trainer takes (train_jobs.check_options fills them in).
+        options = {"epochs": self.epochs_spin.value() or None,
+                   "time_budget_s": self.budget_spin.value() * 60 or None, "device": "auto"}
+        if self.target_box.on_server():
+            self._reset_view("Queued", "Queuing the retrain for the training server…", keep_summary=True)
+            self._set_running(True)
+            self.server.start(project, options, getattr(self.context, "person", None) or getpass.getuser())
+            self.context.status_message.emit("Retrain queued for the training server.")
+            return
         self._reset_view("Starting…", "Starting the trainer…", keep_summary=True)
         self._set_running(True)
-        self.trainer.start(
-            project.path,
-            epochs=self.epochs_spin.value() or None,
-            time_budget_s=self.budget_spin.value() * 60 or None,
-            command=self.command_override,
-        )
+        self.trainer.start(project.path, command=self.command_override, **options)
         self.context.status_message.emit("Training started.")
 
     def _confirm_changed_data(self, project) -> bool:
@@ -264,25 +140,59 @@ class TrainWorkspace(QWidget):
 
     def cancel_training(self) -> None:
         if self.trainer.is_running():
-            self.phase_label.setText("Cancelling: stopping after the current batch…")
-            self.cancel_button.setEnabled(False)
+            self._show_cancelling("Cancelling: stopping after the current batch…")
             self.trainer.cancel()
+        elif self.server.is_running():
+            self.server.cancel()  # says `cancelling`, then `cancelled` once the job is
+
+    def _show_cancelling(self, text: str) -> None:
+        self._cancelling = True
+        self.phase_label.setText(text)
+        self.cancel_button.setEnabled(False)
+
+    def _on_cancel_failed(self, message: str) -> None:
+        self._cancelling = False
+        self.cancel_button.setEnabled(self._running())
+        self.phase_label.setText(message)
 
     def shutdown(self, timeout_ms: int = 30_000) -> None:
-        """Stop a running training and wait for the child (the window is closing)."""
+        """Stop a training on this PC and wait for the child (the window is closing);
+        a server job goes on."""
+        self.server.stop_following()
         self.trainer.cancel()
         self.trainer.wait_stopped(timeout_ms)
 
     def _set_running(self, running: bool) -> None:
         self.retrain_button.setEnabled(not running and self.context.project is not None)
-        self.cancel_button.setEnabled(running)
+        self.cancel_button.setEnabled(running and not self._cancelling)
+        self.target_box.setEnabled(not running)
         self.epochs_spin.setEnabled(not running)
         self.budget_spin.setEnabled(not running)
         self.training_running.emit(running)
 
     # -- trainer events --------------------------------------------------------------
 
+    def _on_queued(self, job, ahead: int) -> None:
+        if self._cancelling:
+            return
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("Queued")
+        self.phase_label.setText(f"Waiting for the training server ({ahead} ahead): "
+                                 f"job {job.id}, asked for by {job.requested_by}.")
+        self.eta_label.setText("")
+
+    def _on_taken(self, job) -> None:
+        if not self._cancelling:
+            self.progress_bar.setFormat("Starting…")
+            self.phase_label.setText(f"Job {job.id} is running on the training server {job.worker}; preparing…")
+
     def _on_start(self, event: dict) -> None:
+        # A server job taken over by another worker starts over: so do its curves.
+        self.loss_chart.clear()
+        self.quality_chart.clear()
+        self.progress_bar.setValue(0)
+        if self._cancelling:
+            return
         classes = ", ".join(event.get("classes") or [])
         self.phase_label.setText(
             f"Training on {event.get('n_train')} images, checking on {event.get('n_val')} ({classes}), "
@@ -295,7 +205,8 @@ class TrainWorkspace(QWidget):
         fraction = max(overall_fraction(event), self.progress_bar.value() / 1000)
         self.progress_bar.setValue(int(fraction * 1000))
         self.progress_bar.setFormat(f"{fraction * 100:.0f} %")
-        self.phase_label.setText(phase_text(event))
+        if not self._cancelling:  # "Cancelling…" stays up until the training has stopped
+            self.phase_label.setText(phase_text(event))
         self.eta_label.setText(eta_text(event.get("eta_s"), fraction))
         if event.get("phase") == "train" and isinstance(event.get("loss"), (int, float)):
             steps = max(1, int(event.get("steps") or 1))
@@ -333,27 +244,43 @@ class TrainWorkspace(QWidget):
         self.context.status_message.emit("Training cancelled.")
 
     def _on_finished(self, _code: int) -> None:
+        self._cancelling = False
         self._set_running(False)
         self.refresh()
+        self.server_status.refresh()
 
     def _deploy(self, version: str) -> None:
         if confirm_and_deploy(self, self.context, version):
             self.summary.set_deployed(True)
 
-    def _on_project_changed(self, _project) -> None:
+    def _on_project_changed(self, project) -> None:
         if self.trainer.is_running():  # the running training belongs to the old project
             self.trainer.cancel()
+        if self.server.is_running():  # the server's job goes on; this view lets go of it
+            self.server.stop_following()
+            self._set_running(False)
+        self._cancelling = False
         self._reset_view("", "Not started.")
+        self.target_box.set_project(project)
+        self.server_status.set_project(project)
+        self.refresh()
+        if project is not None:
+            self._follow_open_job(project)
+
+    def _on_target_changed(self) -> None:
+        self.server_status.setVisible(self.target_box.on_server())
         self.refresh()
 
-    def _reset_view(self, bar_text: str, status: str, keep_summary: bool = False) -> None:
-        """Clear the progress; *keep_summary* leaves the last candidate's card (and its
-        Deploy button) up: a new run, or a cancelled one, has not replaced it."""
-        self.loss_chart.clear()
-        self.quality_chart.clear()
-        if not keep_summary:
-            self.summary.hide()
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat(bar_text)
-        self.phase_label.setText(status)
-        self.eta_label.setText("")
+    def _follow_open_job(self, project) -> None:
+        """Show a server job that is still queued or running (the view was reopened)."""
+
+        def follow(job) -> None:
+            if job is None or project is not self.context.project or self._running():
+                return
+            self._reset_view("Queued", f"Following job {job.id} on the training server…")
+            self._set_running(True)
+            self.server.follow(project, job.id)
+
+        run_in_background(lambda: newest_open_job(project), follow,
+                          lambda exc: self.context.status_message.emit(f"The training queue was not read: {exc}"),
+                          owner=self)

@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from PySide6.QtCore import QObject, QProcess, QTimer, Signal
+from PySide6.QtCore import QObject, QProcess, QTimer
+
+from app.ui.train.trainer_signals import TrainerSignals
 
 # How long the trainer gets to stop cleanly at the next batch after SIGTERM before it
 # is killed. A batch on a slow CPU takes a few seconds; export must not be cut short.
@@ -52,27 +54,14 @@ def _start_below_normal_priority(process: QProcess) -> None:
     process.started.connect(renice)
 
 
-class TrainerProcess(QObject):
-    """Runs one training at a time and reports its events.
-
-    Exactly one of `done`, `failed` or `cancelled` is emitted per run, then `finished`.
-    """
-
-    started_training = Signal(dict)  # the "start" event
-    progress = Signal(dict)  # "progress" events (phase, epoch, step, loss, eta_s)
-    epoch_finished = Signal(dict)  # "epoch" events (train/val loss, val metrics)
-    done = Signal(dict)  # "done" event: the new candidate version and its metrics
-    failed = Signal(str)  # a message fit to show to the user
-    cancelled = Signal()
-    log_line = Signal(str)  # non-JSON output, for a details view
-    finished = Signal(int)  # exit code; emitted after done/failed/cancelled
+class TrainerProcess(TrainerSignals):
+    """Runs one training at a time on this PC and reports its events (TrainerSignals)."""
 
     def __init__(self, parent: QObject | None = None, cancel_grace_ms: int = CANCEL_GRACE_MS) -> None:
         super().__init__(parent)
         self._process: QProcess | None = None
         self._stdout_buffer = ""
         self._stderr_tail = ""
-        self._outcome_reported = False
         self._cancel_requested = False
         self._cancel_grace_ms = cancel_grace_ms
         self._kill_timer = QTimer(self)
@@ -106,7 +95,7 @@ class TrainerProcess(QObject):
             command = trainer_command(*args)
         self._stdout_buffer = ""
         self._stderr_tail = ""
-        self._outcome_reported = False
+        self._new_run()
         self._cancel_requested = False
         process = QProcess(self)
         process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
@@ -170,13 +159,9 @@ class TrainerProcess(QObject):
             self.log_line.emit(line)
             return
         kind = event["event"]
-        if kind == "start":
-            self.started_training.emit(event)
-        elif kind == "progress":
-            self.progress.emit(event)
-        elif kind == "epoch":
-            self.epoch_finished.emit(event)
-        elif kind == "done":
+        if self.emit_progress_event(event):
+            return
+        if kind == "done":
             self._report(lambda: self.done.emit(event))
         elif kind == "error":
             self._report(lambda: self.failed.emit(str(event.get("message") or "The training failed.")))
@@ -184,11 +169,6 @@ class TrainerProcess(QObject):
             self._report(self.cancelled.emit)
         else:
             self.log_line.emit(line)
-
-    def _report(self, emit) -> None:
-        if not self._outcome_reported:
-            self._outcome_reported = True
-            emit()
 
     # -- end of the child ------------------------------------------------------------
 
