@@ -6,6 +6,9 @@ The tests that need it skip, saying why, where PostgreSQL or psycopg is not inst
 initdb refuses to run as root, so as root the server runs as the `postgres` (or
 `nobody`) user through runuser.
 
+`stoppable_postgres_server` is a server of one test's own, on a new cluster, which the
+test may stop and start again (fault tests); `postgres_server` is shared and must stay up.
+
 The superuser `lineside` logs in without a password (trust). The role `inspector`
 needs one (scram-sha-256, password INSPECTOR_PASSWORD): the tests of the password
 path log in as it.
@@ -21,7 +24,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -106,8 +110,8 @@ def _run(argv: list[str], what: str, log: Path | None = None) -> None:
                     f"{result.stdout}{result.stderr}{tail}")
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
+def _server_tools() -> tuple[Path, list[str], str | None]:
+    """(bin folder, command prefix, server user), or skip saying what is missing."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; on Debian: apt-get install postgresql)")
@@ -118,7 +122,13 @@ def postgres_server():
     runner = _as_server_user()
     if runner is None:
         pytest.skip("running as root, and no runuser with a postgres or nobody user to run initdb as")
-    prefix, user = runner
+    return bin_dir, *runner
+
+
+@contextmanager
+def _cluster():
+    """A new cluster, started; yields (server, pg_ctl command, server options, log)."""
+    bin_dir, prefix, user = _server_tools()
     # A short path of its own (the socket path has a length limit) that the server user owns.
     base = Path(tempfile.mkdtemp(prefix="lineside-pg-"))
     if user is not None:
@@ -135,14 +145,43 @@ def postgres_server():
         options = (f"-k {base} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off "
                    "-c max_connections=60 -c shared_buffers=16MB")
         _run([*pg_ctl, "-l", str(log), "-w", "-t", "60", "-o", options, "start"], "starting the server", log)
-        server = PostgresServer(port, base)
-        with server.admin() as conn:
-            conn.execute(f"CREATE ROLE {INSPECTOR} LOGIN PASSWORD '{INSPECTOR_PASSWORD}'")
-        yield server
+        yield PostgresServer(port, base), pg_ctl, options, log
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    with _cluster() as (server, _pg_ctl, _options, _log):
+        with server.admin() as conn:
+            conn.execute(f"CREATE ROLE {INSPECTOR} LOGIN PASSWORD '{INSPECTOR_PASSWORD}'")
+        yield server
+
+
+@dataclass
+class StoppablePostgresServer(PostgresServer):
+    """A server of one test's own, which the test may stop and start again (fault tests)."""
+
+    pg_ctl: list[str] = field(default_factory=list)
+    options: str = ""
+    log: Path | None = None
+
+    def stop(self) -> None:
+        """Stop it the way an administrator does: open connections are cut (-m fast)."""
+        _run([*self.pg_ctl, "-m", "fast", "-w", "-t", "60", "stop"], "stopping the server", self.log)
+
+    def start(self) -> None:
+        _run([*self.pg_ctl, "-l", str(self.log), "-w", "-t", "60", "-o", self.options, "start"],
+             "starting the server again", self.log)
+
+
+@pytest.fixture
+def stoppable_postgres_server():
+    """A PostgreSQL server for this test alone (a new cluster: a few seconds to set up)."""
+    with _cluster() as (server, pg_ctl, options, log):
+        yield StoppablePostgresServer(server.port, server.base, pg_ctl=pg_ctl, options=options, log=log)
 
 
 @pytest.fixture

@@ -142,7 +142,9 @@ def test_version_2_project_is_migrated_and_audited(tmp_path: Path):
     path = _project(tmp_path)
     # Back to what a version-2 Lineside wrote: no people, no audit trail.
     _sql(path, "DROP TABLE audit_log", "DROP TABLE people", "DROP TABLE train_job_events", "DROP TABLE train_jobs",
-         "UPDATE schema_version SET version = 2")
+         "DROP TABLE stations", "DROP TABLE line_models", "DROP INDEX ix_inspections_result_uid",
+         "DROP INDEX ix_inspections_station_at", "ALTER TABLE inspections DROP COLUMN result_uid",
+         "ALTER TABLE inspections DROP COLUMN station", "UPDATE schema_version SET version = 2")
     with Project.open(path) as project:
         with project._read() as conn:
             assert conn.scalar(db.schema_version.select()) == db.SCHEMA_VERSION

@@ -346,6 +346,7 @@ def test_inspections_from_worker_threads(project: Project):
     assert rows[0] | {"at": None} == {
         "id": last, "at": None, "model_version": "v2", "image_id": record.id, "image_sha": record.sha256,
         "source": "hotfolder", "verdict": "FAIL", "score": 0.9, "defect_class": "dent", "latency_ms": 12.0,
+        "station": None, "result_uid": None,
     }  # fmt: skip
     assert rows[0]["at"].tzinfo == timezone.utc
     assert len(project.inspections(limit=5)) == 5

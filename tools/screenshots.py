@@ -2,9 +2,9 @@
 
 Builds a demo project of generated parts in a temporary folder, opens the main window
 offscreen, trains a model with the real trainer (a short run), deploys it, inspects
-parts from the simulated line, reviews a past part, and grabs each screen on the way,
-at two window sizes: 1920 x 1080 as NAME.png (the names the README uses) and the
-1024 x 768 of a line-side PC as NAME-1024.png. The trust dialogs (model report, deploy
+parts from the simulated line, reviews a past part, shows simulated plant stations, and
+grabs each screen on the way, at two window sizes: 1920 x 1080 as NAME.png (the names
+the README uses) and the 1024 x 768 of a line-side PC as NAME-1024.png. The trust dialogs (model report, deploy
 gate refusing, audit trail) are grabbed at their own size, over the 1024 x 768 window.
 
     python tools/screenshots.py [--out docs/screenshots] [--epochs 2] [--no-train]
@@ -120,6 +120,52 @@ def trust_scenes(app, window, out: Path) -> None:
     grab(audit, "audit-trail")
     audit.accept()
     window.resize(*SIZES[0][:2])
+
+
+def plant_scene(app, window, shot) -> None:
+    """Plant: six simulated stations on three lines (one warns of drift, one went quiet,
+    one is stopped), line B pinned to a newer version and rolling out. The stations are
+    staged by calling the heartbeat `lineside run --station` sends; an engineer signed in
+    (trust_scenes) pins line B, overriding the gate for the screenshot's sake."""
+    from datetime import timedelta
+
+    from app.core import stations
+    from app.core.errors import LinesideError
+    from app.core.runtime import file_sha256
+
+    context, plant = window.context, window.workspaces[4]
+    project = context.project
+    production = project.production_model()
+    if production is None or not hasattr(plant, "snapshot"):
+        return
+    newer = next((m.version for m in project.models() if m.status == "candidate"), production.version)
+    reason = "staged for the documentation screenshots only" if newer != production.version else None
+    try:
+        stations.deploy_to_line(project, "Line B", newer, context.person, reason)
+    except LinesideError as exc:
+        print(f"line B keeps {production.version}: {exc}")
+        newer = production.version
+    files = {v: file_sha256(project.model(v).onnx_path) for v in {production.version, newer}}
+    sims = [("A1", "Line A", production.version, 1486, None), ("A2", "Line A", production.version, 1328, "drift"),
+            ("A3", "Line A", production.version, 512, "quiet"), ("B1", "Line B", newer, 910, None),
+            ("B2", "Line B", production.version, 876, None), ("C1", "Line C", production.version, 0, "stopped")]
+    real_clock = stations._now
+    for name, line, version, parts, trouble in sims:
+        stations.register(project, name, line, host=f"ws-{name.lower()}.plant.local")
+        if trouble == "quiet":  # its last heartbeat three minutes ago
+            stations._now = lambda: real_clock() - timedelta(minutes=3)
+        try:
+            stations.heartbeat(project, name, state="stopped" if trouble == "stopped" else "running",
+                               model_version=version, model_sha=files[version], parts_today=parts,
+                               fails_today=parts // 60, buffered=37 if trouble == "quiet" else 0,
+                               drift="brightness +14% since training" if trouble == "drift" else None,
+                               message="database unreachable: results kept in the outbox" if trouble == "quiet"
+                               else None)  # fmt: skip
+        finally:
+            stations._now = real_clock
+    window.show_workspace("plant")
+    pump(app, 6, until=lambda: plant.snapshot is not None and len(plant.snapshot.overview.rows) == len(sims))
+    shot("plant")
 
 
 def station_scene(app, context, inspect, shot) -> None:
@@ -245,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     window.show_workspace("models")
     shot("models")
     trust_scenes(app, window, args.out)
+    plant_scene(app, window, shot)
     window.close()
     app.processEvents()
     return 0

@@ -14,7 +14,7 @@ from app.core.errors import LinesideError
 from app.core.trainer_command import trainer_command  # noqa: F401  (kept for callers of app.cli)
 
 COMMAND_MODULES = ("app.cli.data", "app.cli.models", "app.cli.inspect", "app.cli.train", "app.cli.speed",
-                   "app.cli.trust", "app.cli.run", "app.cli.plc_sim", "app.cli.plant",
+                   "app.cli.trust", "app.cli.plant_view", "app.cli.run", "app.cli.plc_sim", "app.cli.plant",
                    "app.cli.worker")
 
 

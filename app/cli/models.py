@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     deploy = subparsers.add_parser("deploy", help="put a model version into production")
     deploy.add_argument("project", help="project folder")
-    deploy.add_argument("version", help="model version, e.g. v3")
+    # Optional only for `--line LINE --follow-production` (app/cli/plant_view.py), which names none.
+    deploy.add_argument("version", nargs="?", help="model version, e.g. v3")
     deploy.set_defaults(handler=run_deploy)
 
     export = subparsers.add_parser("export", help="copy a model's ONNX file out of the project")
@@ -68,8 +69,11 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
+    from app.core.errors import LinesideError
     from app.core.project import Project
 
+    if args.version is None:
+        raise LinesideError("Say which version to deploy, e.g. lineside deploy PROJECT v3.")
     with Project.open(args.project) as project:
         before = project.production_model()
         deployed = project.deploy(args.version)

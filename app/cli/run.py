@@ -3,6 +3,7 @@
     lineside run PROJECT --source camera:0 [--source folder:DIR | sim ...]
                  [--plc modbus://127.0.0.1:5020 [--modbus-base N] | opcua://127.0.0.1:4840]
                  [--max-parts N] [--rate HZ] [--home DIR]
+                 [--station NAME --line LINE [--station-dir DIR]]
     lineside run @FILE          # the arguments from a file (the Windows start-up task's way)
 
 One LineSession (app.core.line_session), headless: several --source are the views of
@@ -14,6 +15,12 @@ finished and every result is committed before the process exits, so no acknowled
 result is lost (and none that was judged, unless the disk refuses it). Each
 acknowledged result is printed as one line (`--quiet`: none); the log goes to the
 rotating log file (`lineside-station.log` in the log folder).
+
+With --station the process is one station of a plant (app.core.station_agent): it runs
+the model deployed to its line from a checked copy in its own folder, switches to a
+newly deployed one between two parts, reports to the plant view, and keeps its results
+in a local outbox until the plant database takes them, so it keeps judging while the
+database or the share is away.
 
 @FILE reads arguments from FILE (see `read_args_file`): a Windows scheduled task cannot
 set environment variables or be edited as comfortably as a systemd environment file,
@@ -92,6 +99,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--commit-interval", type=float, default=0.0, metavar="S",
                      help="wait up to S seconds to batch results into one commit (default 0: group commit)")
     run.add_argument("--quiet", action="store_true", help="print no line per result")
+    plant = run.add_argument_group("plant station")
+    plant.add_argument("--station", metavar="NAME",
+                       help="run as plant station NAME (needs --line): the line's deployed model from a checked "
+                            "local copy, switched between two parts when a new one is deployed; heartbeats for "
+                            "the plant view; results kept in a local outbox while the database is away")
+    plant.add_argument("--line", metavar="LINE", help="the production line the station belongs to (with --station)")
+    plant.add_argument("--station-dir", type=Path, metavar="DIR",
+                       help="the station's own folder: model copies, outbox, kept images (default: the data "
+                            "folder's stations/NAME)")
     run.set_defaults(handler=run_station)
 
     user = subparsers.add_parser(
@@ -221,6 +237,14 @@ def check_args(args: argparse.Namespace) -> tuple[str, str, int, str] | None:
     if args.rate is not None and args.rate < 0:
         raise LinesideError("--rate is parts per second: 0 (flat out) or more.")
     plc = parse_plc_url(args.plc) if args.plc else None
+    if args.station is not None:
+        if not (args.line or "").strip():
+            raise LinesideError("--station needs --line LINE: the line whose model the station runs.")
+        if args.model:
+            raise LinesideError("--model does not go with --station: a station runs the model deployed to its "
+                                "line (lineside deploy).")
+    elif args.line or args.station_dir:
+        raise LinesideError("--line and --station-dir go with --station NAME.")
     if args.modbus_base is not None:
         from app.core.plc.modbus_server import MAX_BASE
 
@@ -237,19 +261,36 @@ def make_sources(args: argparse.Namespace) -> list:
     return [make_source(spec, rate_hz=args.rate, seed=i) for i, spec in enumerate(args.source)]
 
 
-def make_session(args: argparse.Namespace, project, sources: list, listeners=()):
+def make_session(args: argparse.Namespace, project, sources: list, listeners=(), *, sink=None,
+                 model: str | None = None, keep_dir: Path | None = None):
     """The station's LineSession from `lineside run` arguments. benchmarks/soak.py builds
-    its session here too, so the soak runs exactly what the station runs."""
+    its session here too, so the soak runs exactly what the station runs. A plant station
+    passes its local model's Inspector as *project*, its version as *model*, its outbox as
+    *sink* and its own folder for kept images as *keep_dir* (not the share)."""
     from app.core.line_session import ImageRetention, LineSession
 
     retention = None
     if not args.no_keep:
-        retention = ImageRetention(args.keep_dir or project.path / "retained", pass_every=args.keep_pass_every,
+        folder = args.keep_dir or keep_dir or project.path / "retained"
+        retention = ImageRetention(folder, pass_every=args.keep_pass_every,
                                    quota_bytes=int(args.keep_quota_mb * 1024 * 1024))
     return LineSession(project, sources, [_listener(_Printer(args.quiet)), *listeners], retention=retention,
-                       triggered=args.plc is not None, model=args.model, threads=args.threads,
+                       triggered=args.plc is not None, model=model or args.model, threads=args.threads,
                        rate_hz=args.rate, max_parts=args.max_parts,
-                       commit_interval_s=args.commit_interval)  # fmt: skip
+                       commit_interval_s=args.commit_interval, sink=sink)  # fmt: skip
+
+
+def station_dir(args: argparse.Namespace) -> Path:
+    """--station-dir, else the data folder's stations/NAME."""
+    if args.station_dir is not None:
+        return args.station_dir.expanduser()
+    from app.core.userdirs import data_dir
+
+    return data_dir() / "stations" / re.sub(r"[^\w.-]", "_", args.station.strip())
+
+
+def _say(text: str) -> None:
+    print(f"lineside: {printable(text)}", file=sys.stderr, flush=True)
 
 
 def run_station(args: argparse.Namespace) -> int:
@@ -270,22 +311,37 @@ def run_station(args: argparse.Namespace) -> int:
     # SIGBREAK: Ctrl+Break in a Windows console (SIGTERM does not reach a Windows process).
     stop_signals = [signal.SIGTERM, signal.SIGINT] + [s for s in [getattr(signal, "SIGBREAK", None)] if s]
     previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals}
-    project = Project.open(args.project)
+    agent = project = None
     servers: list = []
     link = None
     session = None
     try:
-        session = make_session(args, project, sources)
+        if args.station is not None:
+            from app.core.station_agent import StationAgent
+
+            folder = station_dir(args)
+            agent = StationAgent(args.project, args.station.strip(), args.line.strip(), folder, threads=args.threads,
+                                 on_message=_say)  # fmt: skip
+            inspector, model = agent.prepare()  # the line's model, or the local copy while offline
+            session = make_session(args, inspector, sources, sink=agent.outbox, model=model.version,
+                                   keep_dir=folder / "retained")  # fmt: skip
+            where = f"station {agent.name} on line {agent.line} running"
+        else:
+            project = Project.open(args.project)
+            session = make_session(args, project, sources)
+            where = "station running"
         if plc is not None:
             link, servers = _start_plc(args, plc, session)
         session.start()
+        if agent is not None:
+            agent.start(session)
         names = ", ".join(session.views)
         mode = f"PLC {args.plc}" if plc else "free-run"
         if args.modbus_base:
             mode += f" (address base {args.modbus_base})"
-        print(f"lineside: station running: model {session.model_version}, views {names}, {mode}; "
+        print(f"lineside: {where}: model {session.model_version}, views {names}, {mode}; "
               f"log {log_path} (Ctrl+C or SIGTERM stops)", file=sys.stderr, flush=True)
-        log.info("station running: project %s, model %s, views %s, %s", project.path, session.model_version, names, mode)
+        log.info("%s: project %s, model %s, views %s, %s", where, args.project, session.model_version, names, mode)
         while not stop.wait(0.2):
             if session.wait(0):
                 break
@@ -296,7 +352,9 @@ def run_station(args: argparse.Namespace) -> int:
             server.stop()
         if link is not None:
             link.close()
-        project.close()
+        left = agent.stop() if agent is not None else 0  # sends what the outbox holds, if it can
+        if project is not None:
+            project.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     c = session.counters
@@ -309,6 +367,12 @@ def run_station(args: argparse.Namespace) -> int:
             f"{stage} {t['p50']:.1f}/{t['p99']:.1f}" for stage, t in timing.items())
     print(f"lineside: {summary}", file=sys.stderr, flush=True)
     log.info("station stopped: %s", summary)
+    if agent is not None:
+        # One line a supervisor (or a test) can read: acknowledged = committed to the outbox.
+        report = (f"station {agent.name}: {c.parts} parts judged, {session.committed} committed, "
+                  f"{agent.outbox.sent} sent, {left} waiting in the outbox")
+        print(f"lineside: {report}", file=sys.stderr, flush=True)
+        log.info("%s", report)
     return 0
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from app.core.errors import DiskFullError, LinesideError, ReadOnlyError, StoreBusyError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # How long a write waits for another program (a second Lineside, a backup tool) to
 # release the database before giving up with StoreBusyError.
 BUSY_TIMEOUT_S = 30.0
@@ -130,8 +130,14 @@ inspections = sa.Table(
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("defect_class", sa.String(200)),
     sa.Column("latency_ms", sa.Float, nullable=False),
+    # A plant station (app/core/stations.py) names itself and gives every result an id of
+    # its own, so a result sent twice after a lost connection is stored once.
+    sa.Column("station", sa.String(200)),
+    sa.Column("result_uid", sa.String(64)),
     sa.CheckConstraint("verdict IN ('PASS', 'FAIL')", name="ck_inspection_verdict"),
     sa.Index("ix_inspections_at", "at"),
+    sa.Index("ix_inspections_result_uid", "result_uid", unique=True),
+    sa.Index("ix_inspections_station_at", "station", "at"),
 )
 
 
@@ -219,6 +225,43 @@ train_job_events = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("event", sa.JSON, nullable=False),
     sa.Index("ix_train_job_events_job", "job_id", "id"),
+)
+
+
+# Plant stations (app/core/stations.py). Each row is written by its station alone (its
+# heartbeat: what it runs, its state, its counts today) and read by the plant view and the
+# roll-out; a station whose heartbeat stops is shown offline, nothing else is inferred.
+stations = sa.Table(
+    "stations",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("line", sa.String(200), nullable=False),
+    sa.Column("host", sa.String(200), nullable=False, default=""),
+    sa.Column("state", sa.String(20), nullable=False),  # starting, running, stopped, error
+    sa.Column("model_version", sa.String(50)),
+    sa.Column("model_sha", sa.String(64)),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("day", sa.String(10)),  # the station's local date the counts below belong to
+    sa.Column("parts_today", sa.Integer, nullable=False, default=0),
+    sa.Column("fails_today", sa.Integer, nullable=False, default=0),
+    sa.Column("buffered", sa.Integer, nullable=False, default=0),  # results waiting in its outbox
+    sa.Column("drift", sa.Text),  # the drift monitor's warning, NULL while the line looks like training
+    sa.Column("message", sa.Text),  # the last problem it reported (model refused, store unreachable)
+    sa.Index("ix_stations_line", "line"),
+)
+
+# The model each line runs. A line with no row here runs the project's production model;
+# a row pins that line to a version (deployed to one line first). model_sha is the
+# SHA-256 of model.onnx when it was deployed: a station loads only a file with that hash.
+line_models = sa.Table(
+    "line_models",
+    metadata,
+    sa.Column("line", sa.String(200), primary_key=True),
+    sa.Column("model_version", sa.String(50), nullable=False),
+    sa.Column("model_sha", sa.String(64), nullable=False),
+    sa.Column("deployed_at", UTCDateTime, nullable=False),
+    sa.Column("deployed_by", sa.String(200), nullable=False),
 )
 
 
@@ -483,14 +526,18 @@ class Store:
         return exc
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, lock: bool = True) -> Iterator[Connection]:
+        """A write transaction. lock=False (PostgreSQL only) skips the plant-wide write lock:
+        for rows that need no single order across stations (inspection results, a
+        station's heartbeat), so stations do not queue behind each other or a labeler."""
         joined = getattr(self._local, "conn", None)
         if joined is not None:
             yield joined
             return
         with self._write_lock:
             try:
-                with self._engine.connect().execution_options(lineside_write=True) as conn:
+                options = {"lineside_write": True, "lineside_plant_lock": lock}
+                with self._engine.connect().execution_options(**options) as conn:
                     self._local.conn = conn
                     try:
                         with conn.begin():

@@ -26,7 +26,9 @@ WAL, synchronous=FULL: it is on disk). Only acknowledged results reach
 `on_committed`, which is what the PLC link listens to: the PLC's result-valid bit is
 set only after the commit, so a crash never loses a result the PLC has seen. What a
 crash can lose is the results not yet committed: the batch being written and the ones
-queued behind it, none of which any PLC or log consumer has been told about.
+queued behind it, none of which any PLC or log consumer has been told about. A plant
+station's session commits into the station's local outbox instead (`sink`,
+app/core/outbox.py), the same way.
 
 Batching is group commit: the writer takes everything queued (at most `max_batch`
 results) and commits it in one transaction, then the next lot. With the default
@@ -104,6 +106,7 @@ class PartResult:
     retained: bool = False  # image retention keeps this part's images
     image_sha: str | None = None
     started: float = 0.0  # perf_counter at the trigger (or at the frame's arrival)
+    result_uid: str | None = None  # a plant station's id of the result (set by its outbox)
 
     @property
     def label(self) -> str:
@@ -474,6 +477,10 @@ class LineSession:
     *triggered*: parts are taken only on trigger() (a PLC, a button); otherwise free-run.
     *retention*: an ImageRetention (which images to keep, under which quota).
     *max_parts*: stop by itself after that many parts, judged or failed (wait() returns then).
+    *sink*: where results are committed instead of the project (an object with
+    `commit(results)`, e.g. a plant station's local outbox, app/core/outbox.py); a result
+    is acknowledged once `commit` returned. With an Inspector as *project*, *model* names
+    its version.
     set_triggered() switches between triggered and free-run while running.
     """
 
@@ -493,6 +500,7 @@ class LineSession:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_queued: int = DEFAULT_MAX_QUEUED,
         snap_timeout_s: float = DEFAULT_SNAP_TIMEOUT_S,
+        sink: Any = None,
     ) -> None:
         sources = list(sources)
         if not 1 <= len(sources) <= MAX_VIEWS:
@@ -521,6 +529,7 @@ class LineSession:
         self.max_batch = max(1, int(max_batch))
         self.max_queued = max(1, int(max_queued))
         self.snap_timeout_s = snap_timeout_s
+        self.sink = sink
         self._listeners: list[LineListener] = list(outputs)
         if retention is not None:
             self._listeners.append(retention)
@@ -530,6 +539,7 @@ class LineSession:
         # commit (see _publish), not an output itself.
         self.audit_sampler = AuditSampler.for_project(self.project)
         self.model_version: str | None = None
+        self.model_sha: str | None = None  # given by use_model (a plant station checks it)
         self.class_names: list[str] = []
         self._drift = None
         self._drift_state: tuple | None = None
@@ -747,11 +757,11 @@ class LineSession:
         return self.model_version or ""
 
     def _load(self, version: str | None) -> None:
-        from app.core.monitoring import DriftMonitor
         from app.core.runtime import load_inspector_for_project
 
         if self.project is None:
-            inspector, name = self._inspector, self._inspector.info.version
+            inspector = self._inspector
+            name = version or self.model_version or inspector.info.version
         else:
             try:
                 inspector, model = load_inspector_for_project(self.project, version, threads=self._threads)
@@ -760,9 +770,21 @@ class LineSession:
                 raise
             name = model.version
         inspector.warmup()
+        self._swap(inspector, name)
+
+    def use_model(self, inspector: "Inspector", version: str, sha: str | None = None) -> None:
+        """Judge the next parts with *inspector*, loaded by the caller off the inspection
+        thread (a plant station's checked local copy of its line's model, *sha* its file's
+        hash). The part in hand finishes with the model it started with."""
+        inspector.warmup()
+        self._swap(inspector, version, sha)
+
+    def _swap(self, inspector: "Inspector", name: str, sha: str | None = None) -> None:
+        from app.core.monitoring import DriftMonitor
+
         reference = inspector.info.reference
-        with self._lock:  # swapped between two parts
-            self._inspector, self.model_version = inspector, name
+        with self._lock:  # swapped between two parts: _judge takes the model once per part
+            self._inspector, self.model_version, self.model_sha = inspector, name, sha
             self.class_names = list(inspector.info.class_names)
             self._drift = DriftMonitor(reference) if reference else None
             self._drift_state = None
@@ -771,12 +793,7 @@ class LineSession:
 
     def class_code(self, defect_class: str | None) -> int:
         """0 for PASS, else the class's index in the model's class list (the code a PLC reads)."""
-        if defect_class is None:
-            return 0
-        try:
-            return self.class_names.index(defect_class)
-        except ValueError:
-            return OTHER_CLASS_CODE
+        return _class_code(self.class_names, defect_class)
 
     def _frame(self, view: int, frame: Frame) -> None:
         self._emit("on_frame", view, frame)
@@ -883,8 +900,8 @@ class LineSession:
 
     def _judge(self, frames: list[Frame], trigger: int | None, started: float,
                judged_cb: Callable[[], None] | None = None) -> None:
-        with self._lock:
-            inspector, version = self._inspector, self.model_version
+        with self._lock:  # one model for every view of the part, even if it is swapped meanwhile
+            inspector, version, class_names = self._inspector, self.model_version, self.class_names
         captured = time.perf_counter()
         unreadable = next((f for f in frames if f.error is not None), None)
         if unreadable is not None:
@@ -904,7 +921,7 @@ class LineSession:
         with self._lock:
             self._seq += 1
             seq = self._seq
-            code = self.class_code(defect)
+        code = _class_code(class_names, defect)
         result = PartResult(
             seq=seq, trigger=trigger, at=frames[0].at, sources=[f.source for f in frames],
             verdicts=verdicts, passed=passed, score=float(max(v.score for v in verdicts)),
@@ -1006,11 +1023,14 @@ class LineSession:
             self._publish(batch)
 
     def _commit(self, batch: list[PartResult]) -> None:
-        if self.project is None:
+        if self.project is None and self.sink is None:
             return
         for result in batch:
             if result.image_sha is None:
                 result.image_sha = _image_sha(result)
+        if self.sink is not None:
+            self.sink.commit(batch)
+            return
         with self.project.transaction():
             for result in batch:
                 known = self.project.find_image(result.image_sha) if result.paths and result.paths[0] else None
@@ -1036,6 +1056,15 @@ class LineSession:
                 if not result.retained:
                     result.images = None  # kept only for the audit sampler, which has had them
         self._emit("on_committed", batch)
+
+
+def _class_code(class_names: list[str], defect_class: str | None) -> int:
+    if defect_class is None:
+        return 0
+    try:
+        return class_names.index(defect_class)
+    except ValueError:
+        return OTHER_CLASS_CODE
 
 
 def _image_sha(result: PartResult) -> str:

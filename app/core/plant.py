@@ -157,10 +157,12 @@ def make_engine(url: sa.URL, read_only: bool = False) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get("lineside_write"):
+        options = conn.get_execution_options()
+        if options.get("lineside_write"):
             # Read at each write, like SQLite's busy timeout, so a wait ends the same way.
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(db.BUSY_TIMEOUT_S * 1000)}ms'")
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+            if options.get("lineside_plant_lock", True):
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
 
     return engine
 

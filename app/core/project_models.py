@@ -122,7 +122,8 @@ class ModelStoreMixin:
         is an engineer's written reason to deploy when the gate refuses. The switch is
         appended to the audit trail in the same transaction.
         """
-        from app.core import golden
+        from app.core import golden, stations
+        from app.core.runtime import file_sha256
 
         table = db.model_versions
         model = self.model(version)  # a clear error for an unknown version
@@ -131,9 +132,11 @@ class ModelStoreMixin:
         self._check_model_runs(model)
         gate = golden.deploy_gate(self, model, actor, override_reason)
         previous = self.production_model()
+        sha = file_sha256(model.onnx_path)  # what every plant station checks its copy against
         with self._write() as conn:
             self._set_status(conn, "retired", table.c.status == "production", table.c.version != version)
             self._set_status(conn, "production", table.c.version == version)
+            stations.record_line_model(conn, stations.DEFAULT_LINE, version, sha, golden._name(None, actor))
             golden.record_deploy(conn, model, previous, gate, actor)
             return self.model(version)
 
@@ -209,6 +212,39 @@ class ModelStoreMixin:
                     latency_ms=float(latency_ms),
                 )
             ).inserted_primary_key[0]
+
+    def record_results(self, results: list[dict]) -> int:
+        """Store a batch of a plant station's results in one commit; returns how many were new.
+
+        Each dict has the inspections columns (at, model_version, image_sha, source,
+        verdict, score, defect_class, latency_ms, station, result_uid; image_id optional).
+        A result whose result_uid is already stored is skipped, so a batch sent again
+        after a connection dropped before the commit was acknowledged is stored once.
+        No plant-wide write lock: results need no single order across stations.
+        """
+        if not results:
+            return 0
+        rows = []
+        for r in results:
+            if r["verdict"] not in VERDICTS:
+                raise ValueError(f"verdict must be PASS or FAIL, not {r['verdict']!r}")
+            if not r.get("result_uid"):
+                raise ValueError("a station's result needs its result_uid")
+            rows.append({"at": r["at"], "model_version": r.get("model_version"), "image_id": r.get("image_id"),
+                         "image_sha": r.get("image_sha"), "source": str(r.get("source") or "")[:200],
+                         "verdict": r["verdict"], "score": float(r["score"]), "defect_class": r.get("defect_class"),
+                         "latency_ms": float(r.get("latency_ms") or 0.0), "station": r.get("station"),
+                         "result_uid": r["result_uid"]})  # fmt: skip
+        table = db.inspections
+        with self._write(lock=False) as conn:
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            statement = insert(table).on_conflict_do_nothing(index_elements=["result_uid"])
+            before = conn.scalar(sa.select(sa.func.count()).where(table.c.result_uid.in_([r["result_uid"] for r in rows])))
+            conn.execute(statement, rows)
+            return len(rows) - int(before or 0)
 
     def inspections(self, limit: int | None = None, model_version: str | None = None) -> list[dict]:
         """Logged verdicts, newest first, as plain dicts (keys: the table's columns)."""

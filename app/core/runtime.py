@@ -400,17 +400,28 @@ def load_inspector_for_project(
             )
     else:
         model = project.model(version)  # a LinesideError naming the known versions
+    precision, threads = runtime_settings(project, threads)
+    return inspector_for_model(model, precision, threads), model
+
+
+def runtime_settings(project: "Project", threads: int | None = None) -> tuple[str, int]:
+    """(precision, threads) the project chose for this machine; *threads* given here wins.
+    A plant station keeps them with its local model copy, to load it the same way offline."""
     if threads is None:
         threads = _int_setting(project.get_setting("threads"), 1)
-    if project.get_setting("precision") == INT8:
+    return (INT8 if project.get_setting("precision") == INT8 else FLOAT), threads
+
+
+def inspector_for_model(model: "ModelVersion", precision: str = FLOAT, threads: int = 1) -> Inspector:
+    """*model* (its folder: the project's, or a station's local copy) ready to inspect."""
+    if precision == INT8:
         # The INT8 file's own threshold: re-chosen on its scores by the trainer's rule.
         int8 = int8_inspector_for(model, threads)
         if int8 is not None:
-            return int8, model
+            return int8
     # The project's threshold wins over the one baked into the file: it may have been
     # tuned after the export.
-    inspector = Inspector(model.onnx_path, threads=threads, threshold=model.threshold)
-    return inspector, model
+    return Inspector(model.onnx_path, threads=threads, threshold=model.threshold)
 
 
 def _int_setting(value: object, default: int) -> int:

@@ -1,6 +1,7 @@
-"""The main window: the start page, then four workspaces in a big tab bar.
+"""The main window: the start page, then five workspaces in a big tab bar.
 
-Capture & Label, Train, Inspect, Models. A workspace is told when it is shown or
+Capture & Label, Train, Inspect, Models, and Plant (every station of the project; a
+single-PC project shows how a station joins). A workspace is told when it is shown or
 hidden (activate/deactivate) so it can stop timers and workers it does not need. The
 status bar shows who is at the station (app/ui/trust/station_access.py), the camera state,
 the model at the line and the training device; the Trust menu signs people in and out,
@@ -34,6 +35,7 @@ OTHER_WORKSPACES = [
     ("Train", "app.ui.train.train_workspace", "TrainWorkspace"),
     ("Inspect", "app.ui.inspect.inspect_workspace", "InspectWorkspace"),
     ("Models", "app.ui.models.models_workspace", "ModelsWorkspace"),
+    ("Plant", "app.ui.plant.plant_workspace", "PlantWorkspace"),
 ]
 STATUS_MESSAGE_MS = 8000
 APP_TITLE = "Lineside"
@@ -142,7 +144,7 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _checked=False, slot=slot: slot())
             menu.addAction(action)
         self.addActions(menu.actions())
-        # Ctrl+1..4: the workspaces by position, the same keys in every tab.
+        # Ctrl+1..5: the workspaces by position, the same keys in every tab.
         view = self.menuBar().addMenu("&View")
         for index in range(self.tabs.count()):
             action = QAction(self.tabs.tabText(index), self)

@@ -11,7 +11,8 @@ KEEP, CANCEL, STAY = "keep", "cancel", "stay"
 # the overlay shows it, and a test checks that every key the window binds is in it.
 SHORTCUTS: list[tuple[str, str, str, str]] = [
     ("Everywhere", "F1", "Show or hide this list of keys", "F1"),
-    ("Everywhere", "Ctrl+1 … Ctrl+4", "Capture & Label, Train, Inspect, Models", "Ctrl+1 Ctrl+2 Ctrl+3 Ctrl+4"),
+    ("Everywhere", "Ctrl+1 … Ctrl+5", "Capture & Label, Train, Inspect, Models, Plant",
+     "Ctrl+1 Ctrl+2 Ctrl+3 Ctrl+4 Ctrl+5"),
     ("Everywhere", "Ctrl+Shift+O", "Start page", "Ctrl+Shift+O"),
     ("Everywhere", "Ctrl+W", "Close the project", "Ctrl+W"),
     ("Everywhere", "Ctrl+Q", "Quit", "Ctrl+Q"),

@@ -80,7 +80,7 @@ def test_open_create_recent_and_errors(main_window, tmp_path, monkeypatch):
 def test_workspaces_are_activated_and_deactivated(main_window, qtbot):
     window = main_window()
     assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == [
-        "Capture && Label", "Train", "Inspect", "Models",
+        "Capture && Label", "Train", "Inspect", "Models", "Plant",
     ]  # fmt: skip
     capture = window.capture
     assert capture.timer.isActive()

@@ -1,4 +1,4 @@
-"""Window-wide keys, pressed on whatever has the focus: Ctrl+1..4 and the F1 overlay."""
+"""Window-wide keys, pressed on whatever has the focus: Ctrl+1..5 and the F1 overlay."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def active_window(main_window, qtbot):
 
 def test_ctrl_number_switches_workspaces(main_window, qtbot):
     window = active_window(main_window, qtbot)
-    for index, key in reversed(list(enumerate((Qt.Key.Key_1, Qt.Key.Key_2, Qt.Key.Key_3, Qt.Key.Key_4)))):
+    keys = (Qt.Key.Key_1, Qt.Key.Key_2, Qt.Key.Key_3, Qt.Key.Key_4, Qt.Key.Key_5)
+    for index, key in reversed(list(enumerate(keys))):
         press(window, key, CTRL)
         assert window.tabs.currentIndex() == index, window.tabs.tabText(index)
     assert window.capture.timer.isActive()  # Capture & Label was activated as by a click

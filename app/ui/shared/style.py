@@ -52,8 +52,9 @@ QCheckBox {{ min-height: {TOUCH}px; spacing: 10px; }}
 QCheckBox::indicator {{ width: 28px; height: 28px; }}
 QComboBox:focus, QSpinBox:focus, QDoubleSpinBox:focus, QLineEdit:focus {{ border-color: {ACCENT}; }}
 QComboBox QAbstractItemView {{ min-height: {TOUCH}px; }}
+/* Five workspaces side by side on a 1024 px screen: 120 px each at the least, still glove-sized. */
 QTabBar::tab {{
-    min-height: {TOUCH + 8}px; min-width: 180px; padding: 0 24px; font-size: 15pt; font-weight: 600;
+    min-height: {TOUCH + 8}px; min-width: 120px; padding: 0 20px; font-size: 15pt; font-weight: 600;
     background: {PANEL}; border: 2px solid {LINE}; border-bottom: none; margin-right: 4px;
     border-top-left-radius: 8px; border-top-right-radius: 8px; color: {MUTED};
 }}
