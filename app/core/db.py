@@ -503,6 +503,12 @@ class Store:
             return
         try:
             with self._engine.connect() as conn:
+                if self._engine.dialect.name == "postgresql":
+                    # One snapshot for every statement of a read, as SQLite's read
+                    # transaction gives: Project.labeled reads the images, then their
+                    # labels, and a label cleared in between must not break a retrain.
+                    # Read-only repeatable-read transactions never fail to serialise.
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
                 yield conn
         except sa_exc.DatabaseError as exc:
             error = self._store_error(exc, "Nothing was read")

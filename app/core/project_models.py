@@ -238,9 +238,9 @@ class ModelStoreMixin:
         table = db.inspections
         with self._write(lock=False) as conn:
             if conn.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
+                return _insert_new_results_postgresql(conn, rows)
+            from sqlalchemy.dialects.sqlite import insert
+
             statement = insert(table).on_conflict_do_nothing(index_elements=["result_uid"])
             before = conn.scalar(sa.select(sa.func.count()).where(table.c.result_uid.in_([r["result_uid"] for r in rows])))
             conn.execute(statement, rows)
@@ -255,3 +255,25 @@ class ModelStoreMixin:
             query = query.limit(limit)
         with self._read() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def _insert_new_results_postgresql(conn: sa.Connection, rows: list[dict]) -> int:
+    """One INSERT ... SELECT FROM unnest(column arrays) ON CONFLICT DO NOTHING; the rows it inserted.
+
+    One statement whatever the batch size, and the count comes from the insert itself:
+    a separate "which of these are known" query was both slower (a prepared generic plan
+    scans a new, not yet analysed table for every call) and wrong when two connections
+    sent the same batch at once (benchmarks/plant.py measured both).
+    """
+    from sqlalchemy.dialects import postgresql as pg
+
+    columns = [c for c in db.inspections.columns if c.name != "id"]
+    incoming = sa.func.unnest(*[sa.bindparam(c.name, type_=pg.ARRAY(c.type)) for c in columns]).table_valued(
+        *[c.name for c in columns]).render_derived(name="incoming")  # fmt: skip
+    statement = (
+        pg.insert(db.inspections)
+        .from_select([c.name for c in columns], sa.select(*[incoming.c[c.name] for c in columns]))
+        .on_conflict_do_nothing(index_elements=["result_uid"])
+        .execution_options(preserve_rowcount=True)  # SQLAlchemy reports -1 for it otherwise
+    )
+    return conn.execute(statement, {c.name: [r[c.name] for r in rows] for c in columns}).rowcount
