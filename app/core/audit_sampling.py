@@ -7,6 +7,10 @@ whose inspection id `monitoring.should_sample` picks (the project setting
 an unlabeled image, tagged with the model version and the inspection id, so it shows
 up in Capture & Label's queue. Once people have labeled them, `escapes()` says how many
 sampled PASS parts were in fact defective: the model report shows it.
+
+A plant station samples too, off the line's path: its outbox picks PASS parts by
+result_uid (`monitoring.should_sample_uid`), keeps their images beside the results and
+its forwarder adds them later with the same tags (`sample_tags`; app/core/outbox.py).
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SOURCE = "audit sample"  # the images' source: the labeling queue's filter shows it
 TAG_INSPECTION, TAG_MODEL = "audit_inspection", "audit_model"
+
+
+def sample_tags(inspection: object, model_version: str | None) -> dict[str, str]:
+    """A sample's tags: the inspection (id, or a plant station's result_uid) and the model."""
+    return {TAG_INSPECTION: str(inspection), TAG_MODEL: str(model_version or "")}
 
 
 class AuditSampler:
@@ -53,8 +62,8 @@ class AuditSampler:
                 continue
             try:
                 for image in result.images:
-                    self.project.add_image_array(image, source=SOURCE, tags={
-                        TAG_INSPECTION: str(result.inspection_id), TAG_MODEL: str(result.model_version or "")})
+                    self.project.add_image_array(image, source=SOURCE,
+                                                 tags=sample_tags(result.inspection_id, result.model_version))
                 self.sampled += 1
             except Exception:  # a full disk must not stop the line: the sample is lost, not the result
                 log.exception("audit sampling: part %s could not be added to the labeling queue",

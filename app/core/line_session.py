@@ -935,8 +935,12 @@ class LineSession:
         self._emit("on_result", result)
         result.retained = self.retention is not None and self.retention.wants(result)
         # Images travel to the commit only where something after it needs them: retention,
-        # or audit sampling (which decides by the inspection id the commit gives).
-        if not result.retained and not (self.audit_sampler is not None and self.audit_sampler.keeps(result)):
+        # or audit sampling (here by the inspection id the commit gives; a plant station's
+        # outbox by the result_uid its `keeps` gives).
+        if not result.retained and not any(
+            keeper is not None and hasattr(keeper, "keeps") and keeper.keeps(result)
+            for keeper in (self.audit_sampler, self.sink)
+        ):
             result.images = None
         self._enqueue(result, judged_cb)
 
@@ -1052,9 +1056,9 @@ class LineSession:
             self.committed += len(batch)
         if self.audit_sampler is not None:
             self.audit_sampler.on_committed(batch)
-            for result in batch:
-                if not result.retained:
-                    result.images = None  # kept only for the audit sampler, which has had them
+        for result in batch:
+            if not result.retained:
+                result.images = None  # kept only for audit sampling, which has had them
         self._emit("on_committed", batch)
 
 

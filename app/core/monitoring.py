@@ -65,11 +65,22 @@ def should_sample(inspection_id: int, rate: float = DEFAULT_AUDIT_SAMPLE_RATE) -
     hash of the id, not a random draw), so a sample can be re-derived at an audit, and
     about *rate* of all inspections are picked, spread evenly.
     """
+    return _picked(f"lineside-audit-sample:{int(inspection_id)}", rate)
+
+
+def should_sample_uid(result_uid: str, rate: float = DEFAULT_AUDIT_SAMPLE_RATE) -> bool:
+    """should_sample for a plant station's result, picked by its result_uid: the station
+    decides before any inspection id exists (app/core/outbox.py). Same rate, same
+    determinism."""
+    return _picked(f"lineside-audit-sample-uid:{result_uid}", rate)
+
+
+def _picked(key: str, rate: float) -> bool:
     if not rate or rate <= 0:
         return False
     if rate >= 1:
         return True
-    digest = hashlib.sha256(f"lineside-audit-sample:{int(inspection_id)}".encode()).digest()
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") < rate * 2**64
 
 

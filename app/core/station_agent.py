@@ -20,7 +20,8 @@ going away and carrying on when they return:
   message and is tried again after REFUSED_RETRY_S;
 - heartbeat: every heartbeat_s the station's row (stations.heartbeat): state, model
   and hash it runs, parts and FAILs today, results waiting, drift warning, last problem;
-- the outbox's forwarder: sends the waiting results (Project.record_results).
+- the outbox's forwarder: sends the waiting results (Project.record_results), then the
+  audit samples (the project's `audit_sample_rate`, read when the agent connects).
 
 When the project cannot be opened at the start but the station has run a model before,
 it starts with that copy (current.json) and connects later.
@@ -34,8 +35,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from app.core import stations
+from app.core import audit_sampling, stations
 from app.core.errors import LinesideError
+from app.core.monitoring import audit_sample_rate
 from app.core.outbox import MAX_ROWS, Outbox
 from app.core.station_models import LocalModel, StationModels
 
@@ -127,7 +129,7 @@ class StationAgent:
     def start(self, session: "LineSession") -> None:
         """Follow the line's model, beat, forward results (call after session.start())."""
         self.attach(session)
-        self.outbox.start(self._send)
+        self.outbox.start(self._send, self._send_sample)
         for target, name in ((self._follow_loop, "follow"), (self._heartbeat_loop, "heartbeat")):
             thread = threading.Thread(target=target, name=f"lineside-station-{name}", daemon=True)
             thread.start()
@@ -172,6 +174,7 @@ class StationAgent:
 
     def _register(self) -> None:
         stations.register(self.project, self.name, self.line)
+        self.outbox.sample_rate = audit_sample_rate(self.project)
         day = time.strftime("%Y-%m-%d")
         before = next((s for s in stations.stations(self.project, self.line) if s.name == self.name), None)
         parts = self.session.counters if self.session is not None else None
@@ -187,6 +190,13 @@ class StationAgent:
         if self.project is None:
             raise LinesideError("the project is not reachable yet")
         self.project.record_results(rows)
+
+    def _send_sample(self, image, result_uid: str, model_version: str) -> None:
+        if self.project is None:
+            raise LinesideError("the project is not reachable yet")
+        # A resend after a lost answer finds the image by its content hash: stored once.
+        self.project.add_image_array(image, source=audit_sampling.SOURCE,
+                                     tags=audit_sampling.sample_tags(result_uid, model_version))
 
     def _set_online(self, online: bool, why: str = "") -> None:
         if not online:
