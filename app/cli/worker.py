@@ -170,6 +170,58 @@ class _Heartbeat:
                 self.lost.set()
 
 
+class _Presence:
+    """Says the worker is there every PRESENCE_S, idle or busy, so the desktop app can
+    tell an idle training server from none (train_jobs.workers); a clean exit says it
+    has stopped. A write that fails is tried again at the next beat: presence is a
+    courtesy to the app and must never stop the worker."""
+
+    def __init__(self, project, worker: str, device: str, log: Callable[[str], None] = print):
+        self.project, self.worker, self.log = project, worker, log
+        self.every_s = train_jobs.PRESENCE_S  # read here, not at import: tests shorten it
+        self.device, self.gpus = _hardware(device)
+        self.state = train_jobs.IDLE
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"presence-{worker}", daemon=True)
+
+    def __enter__(self) -> "_Presence":
+        self.say(train_jobs.IDLE)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join()
+        try:
+            train_jobs.worker_gone(self.project, self.worker)
+        except LinesideError as exc:
+            self.log(f"WARNING this worker's exit was not recorded ({exc}); it shows offline in a minute")
+
+    def say(self, state: str) -> None:
+        self.state = state
+        try:
+            train_jobs.worker_alive(self.project, self.worker, state, self.device, self.gpus)
+        except LinesideError as exc:
+            self.log(f"WARNING the worker's presence was not recorded ({exc})")
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every_s):
+            self.say(self.state)
+
+
+def _hardware(device: str) -> tuple[str, int | None]:
+    """What the worker trains on when a job leaves it the choice: ("cpu", None) or
+    ("cuda", GPUs). torch only where a GPU may be used (the worker has the trainer)."""
+    if device == "cpu":
+        return "cpu", None
+    try:
+        import torch
+    except ImportError:
+        return "cpu", None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ("cuda", count) if count else ("cpu", None)
+
+
 def _train_here(folder: Path, options: dict, device: str, on_event, should_stop) -> str:
     pipeline = _import_trainer()
     model = pipeline.train_project(folder, epochs=options["epochs"], time_budget_s=options["time_budget_s"],
@@ -284,6 +336,14 @@ def serve(project, worker: str, *, device: str = "auto", processes: int = 1, onc
           echo: Callable[[dict], None] = lambda e: None, log: Callable[[str], None] = print) -> list:
     """Take and run jobs until *shutdown* is set (or, with *once*, after one); the jobs as they ended."""
     shutdown = shutdown or threading.Event()
+    with _Presence(project, worker, device, log=log) as presence:
+        return _serve(project, worker, presence, device=device, processes=processes, once=once, poll_s=poll_s,
+                      heartbeat_s=heartbeat_s, stale_after_s=stale_after_s, shutdown=shutdown, echo=echo, log=log)
+
+
+def _serve(project, worker: str, presence: _Presence, *, device: str, processes: int, once: bool, poll_s: float,
+           heartbeat_s: float, stale_after_s: float, shutdown: threading.Event, echo: Callable[[dict], None],
+           log: Callable[[str], None]) -> list:
     ended = []
     while not shutdown.is_set():
         try:
@@ -303,6 +363,7 @@ def serve(project, worker: str, *, device: str = "auto", processes: int = 1, onc
             shutdown.wait(poll_s)
             continue
         log(f"job {job.id}: started for {job.requested_by} ({_describe(job.options)})")
+        presence.say(train_jobs.BUSY)
         try:
             result = run_job(project, job, worker, device, processes, shutdown, heartbeat_s, echo)
         except LinesideError as exc:  # the database went away just as the job ended
@@ -310,6 +371,8 @@ def serve(project, worker: str, *, device: str = "auto", processes: int = 1, onc
                 raise
             log(f"WARNING job {job.id}: how it ended was not saved ({exc}); it goes back to the queue once stale")
             continue
+        finally:
+            presence.say(train_jobs.IDLE)
         log(f"job {job.id}: " + (_outcome(result) if result else "taken over by another worker; this run was dropped"))
         ended.append(result)
         if once:

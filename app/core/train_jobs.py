@@ -17,11 +17,17 @@ few times a second must not queue behind a station's import, nor hold it up.
 
 Times come from the database server's clock where there is one, so that a worker's
 heartbeat and another worker's staleness check compare one clock, not two PCs'.
+
+A worker also says it is there while it waits (`worker_alive`, `worker_gone`): one row
+per worker in the project's settings, `worker/<name>`, so the desktop app can tell an
+idle training server from none at all (`workers`) without a schema change.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +54,12 @@ HEARTBEAT_S = 5.0  # how often a worker says it is alive (and learns of a cancel
 STALE_AFTER_S = 5 * 60.0
 # Claims before a job that keeps losing its worker is failed instead of queued again.
 MAX_ATTEMPTS = 2
+# Worker presence: states, how often a worker says it is there, and how long after its
+# last word it still counts as online (a few missed writes: a busy database, a slow poll).
+IDLE, BUSY, STOPPED = "idle", "busy", "stopped"
+PRESENCE_S = 15.0
+ONLINE_WITHIN_S = 60.0
+PRESENCE_PREFIX = "worker/"
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,18 @@ class JobEvent:
     job_id: int
     at: datetime
     event: dict
+
+
+@dataclass(frozen=True)
+class WorkerPresence:
+    name: str
+    host: str
+    device: str  # cpu or cuda
+    gpus: int | None  # known only where the worker could ask torch
+    state: str  # IDLE, BUSY or STOPPED
+    seen: datetime
+    pid: int | None
+    online: bool  # said it is there within ONLINE_WITHIN_S, and has not stopped
 
 
 def _job(row: sa.RowMapping) -> Job:
@@ -314,6 +338,61 @@ def recover_stale(project, stale_after_s: float = STALE_AFTER_S) -> list[Job]:
             conn.execute(table.update().where(table.c.id == stale.id, table.c.state == RUNNING).values(**values))
             recovered.append(_get(conn, stale.id))
     return recovered
+
+
+# -- worker presence -------------------------------------------------------------------
+
+
+def _set_presence(project, name: str, state: str, device: str | None, gpus: int | None) -> None:
+    key = PRESENCE_PREFIX + name
+    table = db.settings
+    with _queue_write(project) as conn:
+        if device is None:  # worker_gone: keep what the worker last said it has
+            before = conn.scalar(sa.select(table.c.value).where(table.c.key == key)) or {}
+            device, gpus = before.get("device", "cpu"), before.get("gpus")
+        value = {"host": socket.gethostname(), "device": device, "gpus": gpus, "state": state,
+                 "seen": _now(conn).isoformat(), "pid": os.getpid()}
+        # Delete and insert, as Project.set_setting does: one statement on either database.
+        conn.execute(sa.delete(table).where(table.c.key == key))
+        conn.execute(table.insert().values(key=key, value=value))
+
+
+def worker_alive(project, name: str, state: str, device: str = "cpu", gpus: int | None = None) -> None:
+    """Say worker *name* is there, IDLE (waiting for a job) or BUSY, training on *device*
+    (cpu or cuda, with *gpus* GPUs where known). A worker says so every PRESENCE_S."""
+    if state not in (IDLE, BUSY):
+        raise ValueError(f"a live worker is {IDLE} or {BUSY}, not {state!r}")
+    _set_presence(project, name, state, device, gpus)
+
+
+def worker_gone(project, name: str) -> None:
+    """Worker *name* stopped cleanly: it is offline at once, not after ONLINE_WITHIN_S."""
+    _set_presence(project, name, STOPPED, None, None)
+
+
+def _presence(name: str, value: Any, now: datetime, online_within_s: float) -> WorkerPresence | None:
+    try:
+        seen = datetime.fromisoformat(value["seen"])
+        state = str(value["state"])
+    except (TypeError, KeyError, ValueError):
+        return None  # not a row a worker wrote: ignored rather than fatal to the status line
+    seen = seen if seen.tzinfo else seen.replace(tzinfo=timezone.utc)
+    online = state != STOPPED and (now - seen).total_seconds() <= online_within_s
+    gpus = value.get("gpus")
+    return WorkerPresence(name, str(value.get("host") or "?"), str(value.get("device") or "cpu"),
+                          gpus if isinstance(gpus, int) else None, state, seen, value.get("pid"), online)
+
+
+def workers(project, now: datetime | None = None, online_within_s: float = ONLINE_WITHIN_S) -> list[WorkerPresence]:
+    """Every worker that ever said it was there, the most recently seen first; *now*
+    defaults to the database's clock (the one the workers' times come from)."""
+    table = db.settings
+    with project._read() as conn:
+        rows = conn.execute(sa.select(table.c.key, table.c.value)
+                            .where(table.c.key.startswith(PRESENCE_PREFIX, autoescape=True))).all()
+        now = now or _now(conn)
+    found = [_presence(key[len(PRESENCE_PREFIX):], value, now, online_within_s) for key, value in rows]
+    return sorted((w for w in found if w is not None), key=lambda w: w.seen, reverse=True)
 
 
 # -- following a job -------------------------------------------------------------------

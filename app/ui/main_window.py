@@ -130,6 +130,11 @@ class MainWindow(QMainWindow):
         self.device_label = QLabel("")
         for label in (self.camera_label, self.model_label, self.device_label):
             bar.addPermanentWidget(label)
+        self._training_target = ""  # "" trains on this PC; else the Train tab's "server gpu-1"
+        for widget in self.workspaces:
+            target = getattr(widget, "training_target_changed", None)
+            if target is not None:
+                target.connect(self._update_training_target)
         self._update_device_status(self.context.training_device())
 
     def _build_menu(self) -> None:
@@ -184,7 +189,12 @@ class MainWindow(QMainWindow):
         self.model_label.setStyleSheet("" if model else f"color: {WARN};")
 
     def _update_device_status(self, device: str) -> None:
-        self.device_label.setText(f"Training on: {device}")
+        self._local_device = device
+        self.device_label.setText(f"Training on: {self._training_target or device}")
+
+    def _update_training_target(self, target: str) -> None:
+        self._training_target = target
+        self._update_device_status(self._local_device)
 
     # -- workspaces ---------------------------------------------------------------------
 

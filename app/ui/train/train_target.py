@@ -4,20 +4,21 @@ The choice is remembered per project on this PC (in the app's settings, not in t
 project): which machine trains is a station's call, and a station that picks the
 server must not change what the engineer's PC next to it does.
 
-The server's state is shown as honestly as the queue allows: a worker that waits for
-work writes nothing, so an idle server is invisible; what can be said is how many jobs
-wait, whether a worker is running one now (its heartbeat), and when a worker last
-finished one.
+The server's state comes from the queue and from the workers' presence rows
+(train_jobs.workers): how many jobs wait, whether a worker is running one (its
+heartbeat), waiting for one, or when the last one was seen. The same read tells the main
+window's status bar which server trains (`target_text`); it goes on while the server is
+the choice, whether or not the Train tab is on screen, since the status bar always is.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QLabel, QWidget
 
 from app.core import train_jobs
@@ -76,16 +77,21 @@ class ServerStatus:
     queued: int
     running: list[train_jobs.Job]
     last_finished: train_jobs.Job | None  # the newest job a worker ran to its end
+    workers: list[train_jobs.WorkerPresence] = field(default_factory=list)  # the most recently seen first
+
+    @property
+    def online(self) -> list[train_jobs.WorkerPresence]:
+        return [w for w in self.workers if w.online]
 
 
 def read_server_status(project) -> ServerStatus:
-    """The queue as the status line tells it (off the GUI thread)."""
+    """The queue and the workers as the status line tells them (off the GUI thread)."""
     queued = train_jobs.jobs(project, (train_jobs.QUEUED,), limit=MAX_QUEUE_LOOKED_AT)
     running = train_jobs.jobs(project, (train_jobs.RUNNING,), limit=10)
     finished = [j for j in train_jobs.jobs(project, train_jobs.FINISHED, limit=RECENT_WORKED_JOBS)
                 if j.worker and j.finished_at]  # a job cancelled while it waited had no worker
     last = max(finished, key=lambda j: j.finished_at, default=None)
-    return ServerStatus(len(queued), running, last)
+    return ServerStatus(len(queued), running, last, train_jobs.workers(project))
 
 
 def ago(then: datetime | None, now: datetime) -> str:
@@ -112,10 +118,22 @@ def status_text(status: ServerStatus, folder: str, now: datetime | None = None) 
         seen = (f"<b>{html.escape(job.worker or '?')}</b> is running job {job.id}"
                 + (f", but its last heartbeat was {ago(heard, now)}: it may have stopped"
                    if silent else f" (last heartbeat {ago(heard, now)})"))
-    elif status.last_finished is not None:
+    elif status.online:
+        names = ", ".join(f"<b>{html.escape(w.name)}</b>" for w in status.online)
+        first = status.online[0]
+        seen = (f"{names} {'is' if len(status.online) == 1 else 'are'} waiting for jobs "
+                f"(seen {ago(first.seen, now)}, {_hardware(first)})")
+        return f"Training server {seen}; {waiting}."
+    elif status.workers:
+        last = status.workers[0]
+        # The command on a line of its own, as below.
+        return (f"No training server online: the last one, <b>{html.escape(last.name)}</b>, was seen "
+                f"{ago(last.seen, now)}{' (stopped)' if last.state == train_jobs.STOPPED else ''}; {waiting}. "
+                f"Start it again on that PC with:<br><tt>lineside worker {html.escape(folder)}</tt>")
+    elif status.last_finished is not None:  # a worker of before presence rows
         job = status.last_finished
         seen = (f"last job finished {ago(job.finished_at, now)} by <b>{html.escape(job.worker or '?')}</b>"
-                " (an idle server does not report in)")
+                " (a worker of an older Lineside does not report while it waits)")
     else:
         # The command on a line of its own: a path broken across lines is hard to copy.
         return (f"Training server: {waiting}. No training server has taken a job yet — start one on the "
@@ -123,8 +141,24 @@ def status_text(status: ServerStatus, folder: str, now: datetime | None = None) 
     return f"Training server: {seen}; {waiting}."
 
 
+def _hardware(worker: train_jobs.WorkerPresence) -> str:
+    return f"{worker.device}, {worker.gpus} GPUs" if worker.gpus and worker.gpus > 1 else worker.device
+
+
+def target_text(status: ServerStatus | None) -> str:
+    """What the status bar says trains: "server gpu-1", "server (none online)"."""
+    if status is None:
+        return "server"  # not read yet
+    running = [j.worker for j in status.running if j.worker]
+    busy = [w.name for w in status.online if w.state == train_jobs.BUSY]
+    names = busy or [w.name for w in status.online] or running
+    return f"server {names[0]}" if names else "server (none online)"
+
+
 class ServerStatusLabel(QLabel):
-    """The training server's state, read in the background while it is on screen."""
+    """The training server's state, read in the background while the server is chosen."""
+
+    status_read = Signal(object)  # the ServerStatus of each read
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -147,9 +181,10 @@ class ServerStatusLabel(QLabel):
         self.refresh()
 
     def refresh(self) -> None:
-        """Read the queue again (skipped while hidden or while a read is under way)."""
+        """Read the queue again (skipped while the server is not the choice, i.e. this
+        label was hidden, or while a read is under way)."""
         project = self._project
-        if project is None or self._reading or not self.isVisible():
+        if project is None or self._reading or self.isHidden():
             return
         self._reading = True
         generation, folder = self._generation, str(project.path)
@@ -158,6 +193,7 @@ class ServerStatusLabel(QLabel):
             if generation == self._generation:
                 self._reading = False
                 self.setText(status_text(status, folder))
+                self.status_read.emit(status)
 
         def failed(exc: Exception) -> None:
             if generation == self._generation:

@@ -21,6 +21,7 @@ from app.ui.train.progress_text import eta_text, overall_fraction, phase_text
 from app.ui.train.server_trainer import ServerTrainer, newest_open_job
 from app.ui.train.train_page import TrainPage
 from app.ui.train.train_summary import device_text
+from app.ui.train.train_target import target_text
 from app.ui.train.trainer_process import TrainerProcess
 from app.ui.trust.model_actions import confirm_and_deploy
 
@@ -31,6 +32,8 @@ class TrainWorkspace(TrainPage):
     """Retrain, follow the progress, compare, deploy."""
 
     training_running = Signal(bool)
+    # What trains, for the status bar: "" for this PC, else target_text's "server gpu-1".
+    training_target_changed = Signal(str)
 
     def __init__(self, context, parent: QWidget | None = None, trainer: TrainerProcess | None = None) -> None:
         super().__init__(getattr(context, "settings", None) or QSettings(), parent)
@@ -63,6 +66,7 @@ class TrainWorkspace(TrainPage):
         self.server.cancel_failed.connect(self._on_cancel_failed)
         self.server.notice.connect(self.context.status_message.emit)
         self.target_box.currentIndexChanged.connect(lambda _i: self._on_target_changed())
+        self.server_status.status_read.connect(self._on_server_status)
         self.summary.deploy_requested.connect(self._deploy)
         self.context.project_changed.connect(self._on_project_changed)
         self.context.labels_changed.connect(lambda _id: self.refresh())
@@ -268,8 +272,16 @@ class TrainWorkspace(TrainPage):
             self._follow_open_job(project)
 
     def _on_target_changed(self) -> None:
-        self.server_status.setVisible(self.target_box.on_server())
+        on_server = self.target_box.on_server()
+        self.server_status.setVisible(on_server)
+        self.training_target_changed.emit(target_text(None) if on_server else "")
+        if on_server:
+            self.server_status.refresh()  # read now, not at the next tick: the status bar waits for it
         self.refresh()
+
+    def _on_server_status(self, status) -> None:
+        if self.target_box.on_server():
+            self.training_target_changed.emit(target_text(status))
 
     def _follow_open_job(self, project) -> None:
         """Show a server job that is still queued or running (the view was reopened)."""
