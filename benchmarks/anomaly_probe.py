@@ -70,6 +70,7 @@ def main() -> None:
     p.add_argument("--entries", type=int, default=None)
     p.add_argument("--pool-rows", type=int, default=None)
     p.add_argument("--pool", default=None)
+    p.add_argument("--folds", type=int, default=None)
     p.add_argument("--no-ort-time", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -79,7 +80,7 @@ def main() -> None:
     if args.layers:
         cfg.layers = tuple(int(x) for x in args.layers.split(","))
     for name, attr in [("neighbourhood", "neighbourhood"), ("ratio", "coreset_ratio"), ("entries", "max_bank_entries"),
-                       ("pool_rows", "pool_rows"), ("pool", "pool")]:
+                       ("pool_rows", "pool_rows"), ("pool", "pool"), ("folds", "folds")]:
         v = getattr(args, name)
         if v is not None:
             setattr(cfg, attr, v)

@@ -47,7 +47,8 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
              f"Dataset: {citation}. The dataset's fixed test split (`split.csv`) is never shown to the "
              "trainer; its train and val images are imported with labels and masks, and the trainer divides "
              "them into its own train and validation parts as it would on a line (it holds out more OK parts "
-             "when it has plenty: the threshold is set on them). Default settings: the trainer chose mode, "
+             "for a supervised model when it has plenty: the threshold is set on them; the good-only row is "
+             "trained on its own copy of the project, split by the good-only rule). Default settings: the trainer chose mode, "
              "input size and tiling from the data.", ""]
     if leaked:
         lines += [f"{len(leaked)} test images are byte-for-byte copies of train or val images in the published "

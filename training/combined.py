@@ -33,7 +33,7 @@ from torch import nn
 
 from app.core.evaluation import auroc
 from app.core.operating_point import operating_point
-from training.anomaly import AnomalyNet
+from training.anomaly import AnomalyNet, pool_distances
 from training.network import STRIDE16_BLOCK, InspectionNet, NetOutput
 
 MIN_SCALE = 0.05  # logits; a degenerate OK spread must not blow one model's vote up
@@ -111,9 +111,12 @@ class CombinedNet(nn.Module):
     def forward(self, images_u8: torch.Tensor) -> NetOutput:
         sup, features = self._both(images_u8)
         n, h, w = sup.patch_logits.shape
-        anomaly_patch = (self.anomaly.patch_distance(features) - self.anomaly.mu) / self.anomaly.sigma  # [N, P]
+        distance = self.anomaly.patch_distance(features)  # [N, P]
+        anomaly_patch = (distance - self.anomaly.mu) / self.anomaly.sigma
+        # The anomaly model's own part logit, pooled as it pools: what its exported scores were.
+        anomaly_part = (pool_distances(distance, self.anomaly.pool) - self.anomaly.mu) / self.anomaly.sigma
         part = ((sup.defect_logit - self.sup_median) / self.sup_scale
-                + (anomaly_patch.amax(dim=1) - self.anom_median) / self.anom_scale)
+                + (anomaly_part - self.anom_median) / self.anom_scale)
         patches = ((sup.patch_logits.reshape(n, h * w) - self.sup_median) / self.sup_scale
                    + (anomaly_patch - self.anom_median) / self.anom_scale).reshape(n, h, w)
         score = torch.sigmoid(part)
