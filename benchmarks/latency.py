@@ -327,7 +327,7 @@ def _unique_items(items):
     return out
 
 
-def trained_project(work: Path, root: Path, input_size: int | None, epochs: int) -> Path:
+def trained_project(work: Path, root: Path, input_size: int | None, epochs: int | None) -> Path:
     """A project of the dataset's train+val split with a trained model (reused if there)."""
     from app.core.project import Project
     from benchmarks import tile_data
@@ -345,7 +345,7 @@ def trained_project(work: Path, root: Path, input_size: int | None, epochs: int)
                 project.set_setting("input_size", input_size)
     from training.pipeline import train_project
 
-    print(f"  training on {root.name} ({epochs} epochs, CPU)...", flush=True)
+    print(f"  training on {root.name} ({epochs or 'default'} epochs, CPU)...", flush=True)
     train_project(folder, epochs=epochs, device="cpu", seed=0)
     return folder
 
@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Line-speed profile of the Inspector (writes latency.md)")
     parser.add_argument("--work", type=Path, default=None, help="keep/reuse the trained projects here")
     parser.add_argument("--parts", type=int, default=60, help="test parts per profile (default 60)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs when a project must be trained (default 2)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs when a project must be trained (default: the trainer's own, as shipped)")
     parser.add_argument("--quick", action="store_true", help="few parts, 1 round: checks the script")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -600,9 +601,9 @@ def render_report(profiles, variants_float, variants_int8, eager_float, eager_in
         ("Test split, float vs INT8 (each at its stored threshold)", _md(
             ["Dataset", "parts", "AUROC float", "AUROC INT8", "verdicts agree", "catch / false reject float",
              "catch / false reject INT8", "INT8 file"], acc_rows)),
-        ("Models", [f"- magnetic-tile: {mt.version}, input {json.loads((mt.path / 'model.json').read_text())['input_size']} px, "
+        ("Models", [f"- magnetic-tile: {mt.version}, {mt.metrics.get('mode')}, input {json.loads((mt.path / 'model.json').read_text())['input_size']} px, "
                     f"val AUROC {mt.metrics.get('auroc', float('nan')):.4f}, epochs run {mt.report.get('epochs_run')}",
-                    f"- kolektorsdd: {ko.version}, tiling {json.loads((ko.path / 'model.json').read_text()).get('tiling')}, "
+                    f"- kolektorsdd: {ko.version}, {ko.metrics.get('mode')}, tiling {json.loads((ko.path / 'model.json').read_text()).get('tiling')}, "
                     f"val AUROC {ko.metrics.get('auroc', float('nan')):.4f}, epochs run {ko.report.get('epochs_run')}",
                     "- Datasets: magnetic-tile (Huang, Qiu and Yuan, The Visual Computer 2020) and KolektorSDD "
                     "(Tabernik et al., J. Intell. Manuf. 2020), fixed splits; images read in place, never copied here."]),

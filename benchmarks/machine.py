@@ -52,8 +52,9 @@ def load_average() -> str:
 
 
 def command_line(script: str) -> str:
-    """The command as typed from the repository root (no paths of this machine)."""
-    return " ".join(["python", script, *(shlex.quote(a) for a in sys.argv[1:])])
+    """The command as typed from the repository root (no paths of this machine: an
+    absolute path argument is written as DIR)."""
+    return " ".join(["python", script, *("DIR" if os.path.isabs(a) else shlex.quote(a) for a in sys.argv[1:])])
 
 
 def versions(*modules: str) -> str:
