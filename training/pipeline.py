@@ -52,20 +52,21 @@ def choose_input_size(project: Project, labeled: list, mode: str = SUPERVISED) -
     features lose most at small inputs (tiles of 224 px have proportionally more
     border patches, whose zero-padded features look unusual to the bank: on the
     kolektorsdd test split, a bank of its 226 train+val OK parts tiled at scale 0.48
-    gave image AUROC 0.92 with 288-px tiles and 0.85 with 224-px tiles). Otherwise: the size at which the smaller
-    defects (25th percentile of the painted regions' extent relative to their image)
-    span about PIXELS_PER_SMALL_DEFECT pixels, never larger than the images themselves,
-    rounded to a multiple of 32 within [MIN_INPUT_SIZE, MAX_INPUT_SIZE].
+    gave image AUROC 0.92 with 288-px tiles and 0.85 with 224-px tiles). Otherwise:
+    the size at which the smaller defects (25th percentile of the painted regions'
+    extent relative to their image) span about PIXELS_PER_SMALL_DEFECT pixels, never
+    larger than the images themselves, rounded to a multiple of 32 within
+    [MIN_INPUT_SIZE, MAX_INPUT_SIZE].
     """
     explicit = project.get_setting("input_size")
     if explicit:
         return int(explicit)
-    import cv2
-
     longest = [max(r.width, r.height) for r, _ in labeled]
     if mode == GOOD_ONLY:
         wanted = float(np.median(longest)) if longest else MAX_INPUT_SIZE
         return int(np.clip(32 * math.floor(wanted / 32), MIN_INPUT_SIZE, MAX_INPUT_SIZE))
+    import cv2
+
     relative = []
     for record, label in labeled:
         mask = project.load_mask(label) if label.verdict != OK and label.mask_path else None
@@ -87,9 +88,11 @@ def choose_size_and_tiling(project: Project, labeled: list, mode: str) -> tuple[
     borders, and as the short side fills one tile the scale rises with the tile (more
     pixels per part, so a slower retrain and part). On kolektorsdd, 288-px tiles at scale
     0.576 against 224-px tiles at 0.485: test AUROC 0.996 vs 0.969, caught 15/17 vs 14/17
-    at the stored threshold, retrain 196 s vs 122 s. Otherwise the whole
-    part is letterboxed at `choose_input_size`, or tiled at that size if that size tiles.
-    An explicit `input_size` setting is the tile side as well."""
+    at the stored threshold, retrain 196 s vs 122 s. Otherwise the whole part is
+    letterboxed at `choose_input_size`, or tiled at that size if that size tiles (the
+    tiling gain is measured against whole-part letterboxing at the same size, so a
+    smaller input can tile where 288 px does not). An explicit `input_size` setting is
+    the tile side as well."""
     if not project.get_setting("input_size"):
         plan = choose_tiling(project, labeled, MAX_INPUT_SIZE)
         if plan is not None:
