@@ -105,6 +105,9 @@ class AnomalyConfig:
     oof_store_cap_bytes: int = OOF_STORE_CAP_BYTES
     batch: int = EXTRACT_BATCH
     use_onnxruntime: bool = True  # extract features with ONNX Runtime on the CPU
+    # "cuda": features, coreset and out-of-fold distances on the GPU the retrain uses (a
+    # GPU server); the bank and the exported graph are the same either way.
+    device: str = "cpu"
 
 
 @dataclass
@@ -215,9 +218,10 @@ class AnomalyNet(nn.Module):
 # -- feature extraction ----------------------------------------------------------------
 
 
-def _feature_runner(embedder: PatchEmbedder, size: int, use_ort: bool):
-    """images -> float32 numpy [n, h*w, D]. ONNX Runtime on the CPU when it works."""
-    if use_ort:
+def _feature_runner(embedder: PatchEmbedder, size: int, use_ort: bool, device: str = "cpu"):
+    """images -> float32 numpy [n, h*w, D]. ONNX Runtime on the CPU when it works, PyTorch
+    on *device* when that is a GPU."""
+    if use_ort and device == "cpu":
         try:
             import onnxruntime as ort
 
@@ -239,10 +243,12 @@ def _feature_runner(embedder: PatchEmbedder, size: int, use_ort: bool):
         except Exception:  # any exporter or runtime trouble: PyTorch gives the same numbers
             pass
 
+    on_device = embedder.to(device).eval()
+
     @torch.no_grad()
     def run_torch(images: list[np.ndarray]) -> np.ndarray:
-        f = embedder.eval()(torch.from_numpy(np.stack(images)))
-        return f.flatten(2).transpose(1, 2).numpy()
+        f = on_device(torch.from_numpy(np.stack(images)).to(device))
+        return f.flatten(2).transpose(1, 2).cpu().numpy()
 
     return run_torch
 
@@ -288,7 +294,7 @@ class _Reservoir:
 
 def greedy_coreset(features: np.ndarray, m: int, projection_dim: int = PROJECTION_DIM, seed: int = 0,
                    should_stop: Callable[[], bool] = lambda: False,
-                   on_step: Callable[[int, int], None] = lambda i, n: None) -> np.ndarray:
+                   on_step: Callable[[int, int], None] = lambda i, n: None, device: str = "cpu") -> np.ndarray:
     """Indices of *m* rows chosen by greedy k-center (farthest point) selection.
 
     Distances are computed on a random Gaussian projection to *projection_dim* dims (the
@@ -302,13 +308,15 @@ def greedy_coreset(features: np.ndarray, m: int, projection_dim: int = PROJECTIO
     gen = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(features, np.float32))
     if x.shape[1] > projection_dim:
+        # Drawn on the CPU whatever the device: the same seed picks the same coreset.
         proj = torch.randn(x.shape[1], projection_dim, generator=gen) / math.sqrt(projection_dim)
-        x = x @ proj
+        x = x.to(device) @ proj.to(device)
+    x = x.to(device)
     sq = (x * x).sum(1)
-    min_d = torch.full((n,), float("inf"))
+    min_d = torch.full((n,), float("inf"), device=device)
     chosen = np.empty(m, np.int64)
     idx = int(torch.randint(n, (1,), generator=gen))
-    d = torch.empty(n)
+    d = torch.empty(n, device=device)
     with torch.no_grad():
         for i in range(m):
             chosen[i] = idx
@@ -342,17 +350,17 @@ def _bank_size(cfg: AnomalyConfig, patches_seen: int, pool: int, dim: int) -> in
 
 
 @torch.no_grad()
-def _nn_distances(feats: np.ndarray, bank: np.ndarray, center: np.ndarray) -> np.ndarray:
+def _nn_distances(feats: np.ndarray, bank: np.ndarray, center: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Nearest-bank-row distance of every row of *feats* (float32, same formula as the graph)."""
-    b = torch.from_numpy(bank.astype(np.float32) - center)
+    b = torch.from_numpy(bank.astype(np.float32) - center).to(device)
     bsq = (b * b).sum(1)
-    f = torch.from_numpy(feats.astype(np.float32) - center)
-    out = torch.empty(f.shape[0])
+    f = torch.from_numpy(feats.astype(np.float32) - center).to(device)
+    out = torch.empty(f.shape[0], device=device)
     for i in range(0, f.shape[0], 4096):
         chunk = f[i:i + 4096]
         d2 = torch.amin(bsq[None] - 2.0 * chunk @ b.t(), dim=1) + (chunk * chunk).sum(1)
         out[i:i + 4096] = torch.sqrt(torch.clamp(d2, min=0.0))
-    return out.numpy()
+    return out.cpu().numpy()
 
 
 def _top_k(pool: str) -> int:
@@ -421,7 +429,7 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
     embedder = PatchEmbedder(load_pretrained_backbone(), cfg.layers, cfg.neighbourhood).eval()
     dim = embedder.dim
     patches = (size // HEATMAP_STRIDE) ** 2
-    run = _feature_runner(embedder, size, cfg.use_onnxruntime)
+    run = _feature_runner(embedder, size, cfg.use_onnxruntime, cfg.device)
 
     # 1. Features, once per image: into the bounded pool, and kept for the held-out scoring
     #    while the store is under its cap.
@@ -462,7 +470,8 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
                       "eta_s": None if eta is None else round(eta, 1)})
 
         cand = rows[fold_rows[f]]
-        parts.append(cand[greedy_coreset(cand, quotas[f], cfg.projection_dim, cfg.seed + f, should_stop, step)])
+        parts.append(cand[greedy_coreset(cand, quotas[f], cfg.projection_dim, cfg.seed + f, should_stop, step,
+                                        cfg.device)])
     t_coreset = time.monotonic() - t1
 
     # 3. Out-of-fold part distances of every OK image.
@@ -479,7 +488,7 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
             missing = [int(j) for j in idx if int(j) not in store]
             fresh = dict(zip(missing, run([ok_images[j] for j in missing]))) if missing else {}
             feats = np.stack([store[int(j)] if int(j) in store else fresh[int(j)] for j in idx]).astype(np.float32)
-            d = _nn_distances(feats.reshape(-1, dim), bank, center).reshape(len(idx), patches)
+            d = _nn_distances(feats.reshape(-1, dim), bank, center, cfg.device).reshape(len(idx), patches)
             oof_d[idx] = _part_distance(d, cfg.pool)
         on_event({"event": "progress", "phase": "oof", "step": fold + 1, "steps": k, "eta_s": None})
     store.clear()
@@ -488,7 +497,7 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
 
     mu, sigma = calibration(oof_d)
     center = torch.from_numpy(bank.mean(0))
-    net = AnomalyNet(embedder, torch.from_numpy(bank), center, mu, sigma, cfg.pool).eval()
+    net = AnomalyNet(embedder.cpu(), torch.from_numpy(bank), center, mu, sigma, cfg.pool).eval()
     oof_scores = _sigmoid((oof_d - mu) / sigma).astype(np.float32)
     bank_bytes = int(net.bank_t.numel() * 4 + net.bank_sq.numel() * 4)
     return AnomalyFit(net=net, oof_ok_scores=oof_scores, bank_entries=net.bank_entries, bank_bytes=bank_bytes,
