@@ -17,6 +17,7 @@ from training.anomaly import (
     export_anomaly,
     fit_anomaly,
     greedy_coreset,
+    with_bank_prefix,
 )
 from training.export import ExportParityError
 from training.loop import Cancelled
@@ -114,6 +115,28 @@ def test_out_of_fold_scores_for_every_ok_image_and_deterministic(fitted):
     again = fit_anomaly(ok, AnomalyConfig(input_size=SIZE))
     np.testing.assert_allclose(again.oof_ok_scores, fit.oof_ok_scores, atol=1e-5)
     assert again.bank_entries == fit.bank_entries
+
+
+def test_a_bank_prefix_is_the_first_picks_of_each_fold_and_only_moves_distances_up(fitted):
+    ok, fit, _ = fitted
+    assert sum(fit.fold_entries) == fit.bank_entries and len(fit.fold_entries) == AnomalyConfig().folds
+    rows = fit.net.bank_t.t()  # centred rows, in bank order
+    whole = with_bank_prefix(fit.net, fit.fold_entries, 1.0)
+    assert whole.bank_entries == fit.bank_entries
+    half = with_bank_prefix(fit.net, fit.fold_entries, 0.5)
+    kept = [-(-n // 2) for n in fit.fold_entries]  # ceil
+    assert half.bank_entries == sum(kept)
+    starts = np.cumsum([0, *fit.fold_entries[:-1]])
+    first = np.concatenate([np.arange(s, s + k) for s, k in zip(starts, kept)])
+    assert np.allclose(half.bank_t.t().numpy(), rows[first].numpy(), atol=1e-5)
+    parts = [img for img, _ in images(5, 4, True)] + ok[:2]
+    full_d = anomaly_outputs(fit.net, parts).patch_distance
+    half_d = anomaly_outputs(half, parts).patch_distance
+    # A subset of the bank can only leave a patch's nearest neighbour as near or farther.
+    assert bool((half_d >= full_d - 1e-4).all()) and float((half_d - full_d).max()) > 0
+    assert np.allclose(anomaly_outputs(whole, parts).score.numpy(), anomaly_scores(fit.net, parts), atol=1e-5)
+    with pytest.raises(ValueError):
+        with_bank_prefix(fit.net, fit.fold_entries, 0.0)
 
 
 def test_tiles_of_one_part_share_a_fold():

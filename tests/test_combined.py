@@ -61,7 +61,9 @@ def test_combined_mode_exports_one_parity_checked_graph(combined_model):
     comparison = model.report["mode_comparison"]
     assert set(comparison["caught"]) == {"supervised", "combined"}
     assert model.report["parity_max_abs_diff"] <= 1e-4
-    assert model.report["bank"]["entries"] > 0  # the anomaly half is inside
+    bank = model.report["bank"]
+    assert 0 < bank["entries"] <= bank["fitted_entries"]  # the anomaly half is inside
+    assert "bank entries" in model.metrics["mode_reason"]  # and says how much of its bank it searches
     assert model.report["weight_change"]  # and so is the trained supervised half
     inspector = Inspector(model.onnx_path, threshold=model.threshold)
     assert inspector.info.mode == "combined"
@@ -78,6 +80,7 @@ def test_the_shared_backbone_pass_gives_what_two_separate_passes_give(combined_m
     assert state["shared_backbone_prefix"] is True  # the CPU path froze the early blocks
     net = load_network(model.path / "checkpoint.pt")
     assert net.shared
+    assert net.anomaly.bank_entries == model.report["bank"]["entries"]  # the checkpoint holds the bank it searches
     rng = np.random.default_rng(3)
     images = torch.from_numpy(rng.integers(0, 255, (3, TINY_INPUT_SIZE, TINY_INPUT_SIZE, 3), dtype=np.uint8))
     with torch.no_grad():

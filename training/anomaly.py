@@ -129,6 +129,8 @@ class AnomalyFit:
     sigma: float
     oof_distances: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     timings: dict = field(default_factory=dict)
+    # Entries of each fold's coreset, in bank order (see `with_bank_prefix`).
+    fold_entries: list[int] = field(default_factory=list)
 
 
 class PatchEmbedder(nn.Module):
@@ -502,7 +504,30 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
     bank_bytes = int(net.bank_t.numel() * 4 + net.bank_sq.numel() * 4)
     return AnomalyFit(net=net, oof_ok_scores=oof_scores, bank_entries=net.bank_entries, bank_bytes=bank_bytes,
                       elapsed_s=time.monotonic() - t_start, mu=mu, sigma=sigma, oof_distances=oof_d,
-                      timings={"features_s": t_features, "coreset_s": t_coreset, "oof_s": t_oof})
+                      timings={"features_s": t_features, "coreset_s": t_coreset, "oof_s": t_oof},
+                      fold_entries=[len(p) for p in parts])
+
+
+def with_bank_prefix(net: AnomalyNet, fold_entries: list[int], fraction: float) -> AnomalyNet:
+    """The same model searching a smaller bank: the first *fraction* of each fold's coreset.
+
+    The greedy k-center selection picks in order, so the first m picks are the coreset it
+    would have chosen for m entries: no refit. The search cost per part falls with the
+    bank (it is most of a combined model's time, benchmarks/results/latency.md). The
+    calibration (mu, sigma) stays the full bank's; a combined model re-scales the
+    anomaly logit on its own validation OK parts anyway.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if sum(fold_entries) != net.bank_entries:
+        raise ValueError("fold_entries must add up to the bank's entries")
+    rows = net.bank_t.t() + net.center.reshape(1, -1)
+    idx, start = [], 0
+    for n in fold_entries:
+        idx.extend(range(start, start + max(1, math.ceil(n * fraction))))
+        start += n
+    return AnomalyNet(net.embedder, rows[idx], net.center.reshape(-1), float(net.mu), float(net.sigma),
+                      net.pool).eval()
 
 
 @torch.no_grad()
