@@ -238,13 +238,16 @@ def test_the_cli_refuses_with_a_clear_message(project_dir, capsys):
 def test_a_passing_model_gets_its_int8_file_and_gate_record(quantized):
     folder = quantized / "models" / "v1"
     record = json.loads((folder / "model.json").read_text())["int8"]
+    assert 0.0 <= record["expected_disagreement"] <= 1.0 - quantize.MIN_AGREEMENT
     assert record["passed"] and record["agreement"] >= quantize.MIN_AGREEMENT
     assert record["auroc_drop"] <= quantize.MAX_AUROC_DROP
     assert record["recipe"]["format"] == "QDQ" and record["recipe"]["weights"] == "int8 per channel"
     int8 = Inspector(folder / INT8_FILENAME)
     assert int8.precision == INT8 and int8.threshold == pytest.approx(record["threshold"])
     assert int8.metadata["source_sha256"] == record["source_sha256"]
-    # The INT8 threshold is the trainer's rule on the INT8 scores of the held-out OK parts.
+    # The INT8 threshold is the float one moved by the median INT8 change (in logits).
+    float_logit = np.log(record["threshold_float"] / (1 - record["threshold_float"]))
+    assert record["threshold"] == pytest.approx(1 / (1 + np.exp(-(float_logit + record["threshold_shift_logit"]))))
     assert record["operating_point"]["threshold"] == record["threshold"]
     assert record["operating_point"]["n_ok_heldout"] == record["n_ok"]
 
@@ -363,6 +366,40 @@ def test_choose_prefers_float_unless_int8_is_clearly_faster():
     two = _candidate("float", 2, 9.5)
     assert speed.choose([float1, two], int8_ok=False)[0] is float1  # 5 %: not worth a core
     assert speed.choose([float1, _candidate("float", 2, 6.0)], int8_ok=False)[0].threads == 2
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def test_expected_disagreement_sees_parts_near_the_threshold_that_no_judged_part_flipped():
+    threshold = 0.5  # both models' (logit 0)
+    # 180 parts far below the threshold, moved by -0.5 logit by INT8; 20 parts just above it
+    # (+0.2 logit), moved by +0.05: no judged part changes its verdict...
+    lf = np.concatenate([np.linspace(-8.0, -3.0, 180), np.full(20, 0.2)])
+    lq = np.concatenate([lf[:180] - 0.5, lf[180:] + 0.05])
+    float_scores, int8_scores = _sigmoid(lf), _sigmoid(lq)
+    agreement = float(np.mean((float_scores >= threshold) == (int8_scores >= threshold)))
+    assert agreement == 1.0
+    # ...but a near part moved the way the far ones were would flip. The changes lent are
+    # those of the 50 parts nearest the threshold (a quarter): the 20 near ones and the 30
+    # highest far ones, so 10 % of the parts x 60 % of the changes.
+    expected = quantize.expected_disagreement(float_scores, int8_scores, threshold, threshold)
+    assert expected == pytest.approx(0.1 * 0.6)
+    failures = quantize.Gate().failures(agreement, 1.0, 1.0, agreement, expected)
+    assert len(failures) == 1 and "would disagree on 6.00%" in failures[0]
+    assert quantize.Gate().failures(agreement, 1.0, 1.0, agreement, 0.004) == []
+
+
+def test_expected_disagreement_is_zero_for_an_identical_model_and_small_for_small_changes():
+    rng = np.random.default_rng(0)
+    scores = _sigmoid(rng.normal(0.0, 3.0, 500))
+    assert quantize.expected_disagreement(scores, scores, 0.5, 0.5) == 0.0
+    nudged = _sigmoid(quantize._logit(scores) + rng.normal(0.0, 0.01, 500))
+    assert quantize.expected_disagreement(scores, nudged, 0.5, 0.5) < 0.005
+    # Evenly spaced subsample beyond max_parts: the same answer within sampling noise.
+    full = quantize.expected_disagreement(scores, nudged, 0.5, 0.5)
+    assert abs(quantize.expected_disagreement(scores, nudged, 0.5, 0.5, max_parts=250) - full) < 0.005
 
 
 def test_the_station_gate_figure_matches_the_quantiser():

@@ -79,7 +79,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     r = result.record
     speed = r["latency_1_thread_ms"]
     print(f"wrote {result.path}")
-    print(f"gate passed on {r['n_parts']} held-out parts: verdicts agree on {r['agreement']:.2%}, "
+    print(f"gate passed on {r['n_parts']} held-out parts: verdicts agree on {r['agreement']:.2%} "
+          f"(expected to differ on {r['expected_disagreement']:.2%} of parts like them), "
           f"AUROC {r['auroc_int8']:.4f} (float {r['auroc_float']:.4f}), "
           f"threshold {r['threshold']:.4f} (float {r['threshold_float']:.4f})")
     print(f"one part, one thread: {speed['int8']:.1f} ms INT8 vs {speed['float']:.1f} ms float "

@@ -100,12 +100,18 @@ class OperatingPoint:
 
 
 def operating_point(ok_scores, defect_scores, target: float = DEFAULT_FALSE_REJECT_TARGET,
-                    source: str = "held-out OK parts", confidence: float = 0.95) -> OperatingPoint:
+                    source: str = "held-out OK parts", confidence: float = 0.95,
+                    threshold: float | None = None) -> OperatingPoint:
+    """The threshold by `choose_threshold` (or the given *threshold*) with what it does on
+    these held-out parts and what it forecasts for new ones."""
     from app.core.evaluation import rate_interval, threshold_false_reject_interval
 
     ok = np.asarray(ok_scores, np.float64).ravel()
     bad = np.asarray(defect_scores, np.float64).ravel()
-    threshold, k = choose_threshold(ok, target)
+    if threshold is None:
+        threshold, k = choose_threshold(ok, target)
+    else:
+        k = int(np.sum(ok >= threshold))
     forecast = threshold_false_reject_interval(ok.size, k, confidence)
     expected, low, high = forecast.mean, forecast.low, forecast.high
     catch = ci = None

@@ -63,8 +63,10 @@ def speed_text(m: ModelVersion, settings: dict) -> str:
     parts = []
     if int8:
         ms = int8.get("latency_1_thread_ms") or {}
+        expected = int8.get("expected_disagreement")
+        expected_text = "" if expected is None else f", expected to differ on {expected:.1%} at the line"
         parts.append(f"INT8 version passed its gate (verdicts agree on {int8.get('agreement', 0):.1%} of "
-                     f"held-out parts, AUROC {int8.get('auroc_int8', float('nan')):.3f}); one part "
+                     f"held-out parts{expected_text}, AUROC {int8.get('auroc_int8', float('nan')):.3f}); one part "
                      f"{ms.get('int8', float('nan')):.1f} ms vs {ms.get('float', float('nan')):.1f} ms float.")
     bench = settings.get("bench") or {}
     if bench.get("model") == m.version and settings.get("parts_per_second"):
