@@ -200,6 +200,10 @@ class AnomalyNet(nn.Module):
     def bank_entries(self) -> int:
         return int(self.bank_t.shape[1])
 
+    @property
+    def bank_bytes(self) -> int:
+        return int((self.bank_t.numel() + self.bank_sq.numel()) * 4)  # float32
+
     def patch_distance(self, emb: torch.Tensor) -> torch.Tensor:
         """Patch features [N, D, h, w] -> distance to the nearest bank entry [N, h*w]."""
         f = emb.flatten(2).transpose(1, 2) - self.center  # [N, P, D]
@@ -313,7 +317,8 @@ def greedy_coreset(features: np.ndarray, m: int, projection_dim: int = PROJECTIO
         # Drawn on the CPU whatever the device: the same seed picks the same coreset.
         proj = torch.randn(x.shape[1], projection_dim, generator=gen) / math.sqrt(projection_dim)
         x = x.to(device) @ proj.to(device)
-    x = x.to(device)
+    else:
+        x = x.to(device)
     sq = (x * x).sum(1)
     min_d = torch.full((n,), float("inf"), device=device)
     chosen = np.empty(m, np.int64)
@@ -501,8 +506,7 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
     center = torch.from_numpy(bank.mean(0))
     net = AnomalyNet(embedder.cpu(), torch.from_numpy(bank), center, mu, sigma, cfg.pool).eval()
     oof_scores = _sigmoid((oof_d - mu) / sigma).astype(np.float32)
-    bank_bytes = int(net.bank_t.numel() * 4 + net.bank_sq.numel() * 4)
-    return AnomalyFit(net=net, oof_ok_scores=oof_scores, bank_entries=net.bank_entries, bank_bytes=bank_bytes,
+    return AnomalyFit(net=net, oof_ok_scores=oof_scores, bank_entries=net.bank_entries, bank_bytes=net.bank_bytes,
                       elapsed_s=time.monotonic() - t_start, mu=mu, sigma=sigma, oof_distances=oof_d,
                       timings={"features_s": t_features, "coreset_s": t_coreset, "oof_s": t_oof},
                       fold_entries=[len(p) for p in parts])

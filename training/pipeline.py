@@ -361,7 +361,7 @@ class _Run:
         (always when `--mode combined` asked for it); else the supervised one unchanged.
         A kept anomaly half searches the smallest prefix of its bank that holds the
         validation figures (`_smallest_bank`)."""
-        from training.combined import CombinedNet, Reference
+        from training.combined import CombinedNet
 
         anomaly = self._fit_good_only()
         images = [self.project.load_image(r.id) for r, _ in self.held_out]
@@ -374,8 +374,8 @@ class _Run:
                 return np.array([v.score for v in judge(path, images)], np.float64)
 
             sup_scores = judged("supervised", supervised["export"])
-            sup_ref = Reference.from_ok_scores(sup_scores[~is_defect])
-            anom_ref, comparison = self._with_anomaly(sup_scores, judged("anomaly", anomaly["export"]), is_defect)
+            sup_ref, anom_ref, comparison = self._with_anomaly(sup_scores, judged("anomaly", anomaly["export"]),
+                                                               is_defect)
             keep = self.mode == COMBINED or comparison.keep_combined
             self.mode_reason += "; " + comparison.sentence() + (" (combined was asked for)" if self.mode == COMBINED
                                                                  else "")
@@ -396,20 +396,20 @@ class _Run:
                       "references": {"supervised": asdict(sup_ref), "anomaly": asdict(anom_ref)},
                       "shared_backbone_prefix": net.shared}
         bank = {"entries": anomaly_net.bank_entries, "fitted_entries": anomaly["bank"]["entries"],
-                "bytes": int((anomaly_net.bank_t.numel() + anomaly_net.bank_sq.numel()) * 4)}
+                "bytes": anomaly_net.bank_bytes}
         return {**supervised, "net": net, "export": export, "checkpoint": checkpoint, "bank": bank,
                 "config": {"supervised": supervised["config"], "anomaly": anomaly["config"],
                            "references": checkpoint["references"]},
                 "comparison": comparison.to_dict()}
 
     def _with_anomaly(self, sup_scores: np.ndarray, anom_scores: np.ndarray, is_defect: np.ndarray):
-        """The anomaly half's scale on validation OK parts, and supervised alone vs both."""
+        """Both halves' scales on validation OK parts, and supervised alone vs both."""
         from training.combined import Reference, combined_scores, compare
 
         sup_ref = Reference.from_ok_scores(sup_scores[~is_defect])
         anom_ref = Reference.from_ok_scores(anom_scores[~is_defect])
         both = combined_scores(sup_scores, anom_scores, sup_ref, anom_ref)
-        return anom_ref, compare(sup_scores, both, is_defect, self.target)
+        return sup_ref, anom_ref, compare(sup_scores, both, is_defect, self.target)
 
     def _smallest_bank(self, anomaly: dict, sup_scores, is_defect, full, anom_ref, judged):
         """The anomaly net to keep: the first prefix of the bank (1/8, 1/4, 1/2 of it)
@@ -428,7 +428,7 @@ class _Run:
                 break
             scores = judged(f"anomaly-{small.bank_entries}",
                             lambda path, meta: export_anomaly(small, path, self.size, meta, anomaly["ok_parity"]))
-            small_ref, cmp = self._with_anomaly(sup_scores, scores, is_defect)
+            _, small_ref, cmp = self._with_anomaly(sup_scores, scores, is_defect)
             if (cmp.caught["combined"] >= full.caught["combined"]
                     and cmp.auroc["combined"] >= full.auroc["combined"] - BANK_AUROC_TOLERANCE):
                 self.mode_reason += (f"; the anomaly score searches {small.bank_entries:,} of its "

@@ -62,7 +62,7 @@ import numpy as np
 from app.core.atomic import atomic_path, write_text
 from app.core.errors import LinesideError, NotEnoughDataError
 from app.core.evaluation import auroc
-from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, operating_point
+from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, _logit, _sigmoid, operating_point
 from app.core.project import Project
 from app.core.records import OK, ModelVersion
 from app.core.runtime import INT8, INT8_FILENAME, METADATA_KEY, Inspector, file_sha256
@@ -359,9 +359,9 @@ def scores_of(inspector: Inspector, images: list[np.ndarray]) -> np.ndarray:
     return np.asarray(out, np.float64)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-7, 1.0 - 1e-7)
-    return np.log(p / (1.0 - p))
+def _near_threshold(logits: np.ndarray, threshold_logit: float) -> np.ndarray:
+    """Indices of the parts nearest the threshold: a quarter of them, at least NEAR_PARTS."""
+    return np.argsort(np.abs(logits - threshold_logit))[:min(logits.size, max(NEAR_PARTS, logits.size // 4))]
 
 
 def expected_disagreement(float_scores: np.ndarray, int8_scores: np.ndarray, float_threshold: float,
@@ -384,7 +384,7 @@ def expected_disagreement(float_scores: np.ndarray, int8_scores: np.ndarray, flo
     # the threshold (the rule sets it on a part's score; saturated scores tie) flips on noise.
     change = np.where(np.abs(q - f) < CHANGE_FLOOR, 0.0, _logit(q) - lf)
     t_float = _logit(float_threshold)
-    near = np.argsort(np.abs(lf - t_float))[:min(lf.size, max(NEAR_PARTS, lf.size // 4))]
+    near = _near_threshold(lf, t_float)
     float_says = lf >= t_float
     moved = (lf[:, None] + change[near][None, :]) >= _logit(int8_threshold)
     return float(np.mean(moved != float_says[:, None]))
@@ -404,9 +404,9 @@ def gate_figures(float_scores: np.ndarray, int8_scores: np.ndarray, defect: np.n
         every_int8 = np.concatenate([int8_scores, train_scores[1]])
     # The median change of the parts nearest the threshold: the ones whose verdicts it decides.
     lf = _logit(every_float)
-    near = np.argsort(np.abs(lf - _logit(float_threshold)))[:min(lf.size, max(NEAR_PARTS, lf.size // 4))]
+    near = _near_threshold(lf, float(_logit(float_threshold)))
     shift = float(np.median(_logit(every_int8[near]) - lf[near]))
-    int8_threshold = float(1.0 / (1.0 + np.exp(-(_logit(float_threshold) + shift))))
+    int8_threshold = _sigmoid(float(_logit(float_threshold)) + shift)
     point = operating_point(int8_scores[~defect], int8_scores[defect], target, source, threshold=int8_threshold)
     agree = (float_scores >= float_threshold) == (int8_scores >= point.threshold)
     a_float, a_int8 = auroc(defect, float_scores), auroc(defect, int8_scores)
