@@ -84,3 +84,20 @@ def test_details_say_float_or_int8_and_the_measured_speed(models_ws, project):
     text = models_ws.details.text()
     assert "INT8 version passed its gate" in text and "4.0 ms vs 6.5 ms" in text
     assert "int8, 2 thread(s), about 240 parts per second" in text
+
+
+def test_long_details_scroll_on_a_line_side_screen(models_ws, qtbot):
+    """At 1024 x 768 a model's details (mode reason, INT8 gate, changes) outgrow their
+    space: they scroll to the last line instead of being cut off."""
+    models_ws.resize(1024, 640)
+    models_ws.show()
+    qtbot.waitExposed(models_ws)
+    models_ws.details.setText("<br>".join(f"line {i} of a long mode reason" for i in range(60)))
+    qtbot.wait(50)
+    scroll = models_ws.details_scroll
+    assert scroll.widget() is models_ws.details
+    bar = scroll.verticalScrollBar()
+    assert bar.maximum() > 0
+    bar.setValue(bar.maximum())
+    last_line_bottom = models_ws.details.height() - bar.value()
+    assert last_line_bottom <= scroll.viewport().height() + 1  # the end of the text is reachable
