@@ -34,6 +34,11 @@ def _ci(rate, ci) -> str:
     return f"{pct(rate)} ({pct(ci[0])}-{pct(ci[1])})"
 
 
+def _retrain(run) -> str:
+    curve_s = run.report.get("learning_curve_s")
+    return f"{run.train_s:.0f} s" + (f" (+{curve_s:.0f} s curve)" if curve_s is not None else "")
+
+
 def _met(value, target, higher=True) -> str:
     if target is None or value is None:
         return "report"
@@ -67,13 +72,15 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
 
     lines += ["## At the threshold each model stores (what the line gets)", "",
               "Catch and false reject on the test split at the threshold the model chose for itself from "
-              "held-out OK parts (target false reject 1 %), with 95 % Clopper-Pearson intervals.", ""]
+              "held-out OK parts (target false reject 1 %), with 95 % Clopper-Pearson intervals. Retrain: from "
+              "the button to the saved model the line can deploy; a supervised model's learning curve (what a "
+              "share of the data would give) is measured after that, its time in brackets.", ""]
     rows = []
     for r in runs:
         t = r.test
         rows.append([f"{r.name}: {r.mode}", f"{t['caught']}/{t['n_defect']} = {_ci(t['catch_rate'], t['catch_rate_ci'])}",
                      f"{t['false_rejects']}/{t['n_ok']} = {_ci(t['false_reject_rate'], t['false_reject_rate_ci'])}",
-                     num(t["auroc"]), num(t["pixel_auroc"]), num(t["pro"]), f"{r.train_s:.0f} s",
+                     num(t["auroc"]), num(t["pixel_auroc"]), num(t["pro"]), _retrain(r),
                      f"{r.metrics['threshold']:.4f}"])
     if baseline:
         rows.append(["baseline: image statistics + logistic regression",

@@ -206,6 +206,21 @@ def test_a_crashed_workers_job_is_queued_again_then_failed(store: Path):
         assert cancelled.state == train_jobs.CANCELLED and "cancel had been asked" in cancelled.error
 
 
+def test_a_worker_lost_after_saving_the_model_leaves_the_job_done(store: Path):
+    """The model is saved at the trainer's "done"; losing the worker during the learning
+    curve after it must not train the same model again."""
+    with Project.open(store) as project:
+        job = train_jobs.request_retrain(project, TRAIN, "ann")
+        train_jobs.claim_next(project, "lost-1")
+        assert train_jobs.record_result(project, job.id, "somebody-else", "v3") is False  # only its own job
+        assert train_jobs.record_result(project, job.id, "lost-1", "v3") is True
+        assert train_jobs.job(project, job.id).state == train_jobs.RUNNING  # still measuring the curve
+        _age_heartbeat(store, job.id, minutes=10)
+        (recovered,) = train_jobs.recover_stale(project, stale_after_s=5 * 60)
+        assert (recovered.state, recovered.result_version) == (train_jobs.DONE, "v3")
+        assert train_jobs.claim_next(project, "lost-2") is None  # nothing went back to the queue
+
+
 def test_progress_events_are_throttled_but_the_milestones_kept(tmp_path: Path):
     with Project.create(tmp_path / "p") as project:
         job = train_jobs.request_retrain(project, TRAIN, "ann")

@@ -39,7 +39,14 @@ def trained(tmp_path_factory):
     """One real training run shared by the tests below (a few seconds at 96 px)."""
     project_dir = make_tiny_project(tmp_path_factory.mktemp("train") / "project")
     events: list[dict] = []
-    model = pipeline.train_project(project_dir, epochs=3, on_event=events.append)
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "done":  # what the project holds at the hand-over
+            with Project.open(project_dir) as project:
+                event = {**event, "registered_report": project.model(event["version"]).report}
+        events.append(event)
+
+    model = pipeline.train_project(project_dir, epochs=3, on_event=on_event)
     return project_dir, model, events
 
 
@@ -61,7 +68,7 @@ def test_training_registers_a_candidate_with_metrics_and_report(trained):
     assert saved["config"]["input_size"] == TINY_INPUT_SIZE  # the config travels with the weights
     assert saved["class_names"][0] == "ok"
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "progress" and "start" in kinds and kinds[-1] == "done"
+    assert kinds[0] == "progress" and "start" in kinds and kinds[-1] == "curve"
     assert sum(k == "epoch" for k in kinds) >= 1
     assert not list(model.path.parent.glob(".partial-*"))
 
@@ -75,6 +82,26 @@ def test_the_report_holds_a_learning_curve_of_real_re_fits(trained):
     assert parts[0] < parts[1] < parts[2] == model.report["n_train"]
     assert all(p["auroc"] is None or 0.0 <= p["auroc"] <= 1.0 for p in curve)
     assert any(e.get("phase") == "curve" for e in events)
+
+
+def test_the_model_is_handed_over_before_the_learning_curve_is_measured(trained):
+    project_dir, model, events = trained
+    kinds = [e["event"] for e in events]
+    done = kinds.index("done")
+    # Registered at "done", its report saying the curve is on its way; the re-fits come after.
+    held = events[done]["registered_report"]
+    assert held["learning_curve"] is None and held["learning_curve_note"] == pipeline.CURVE_PENDING
+    assert all(e.get("phase") == "curve" for e in events[done + 1:-1])
+    curve_event = events[-1]
+    assert curve_event["version"] == model.version and curve_event["learning_curve_s"] > 0
+    assert curve_event["elapsed_s"] >= events[done]["elapsed_s"]
+    # The curve is in the store's report and in model.json, the pending note gone.
+    with Project.open(project_dir) as project:
+        stored = project.model(model.version).report
+    on_disk = json.loads((model.path / "model.json").read_text(encoding="utf-8"))["report"]
+    for report in (stored, on_disk, model.report):
+        assert report["learning_curve"] == model.report["learning_curve"] and "learning_curve_note" not in report
+        assert report["learning_curve_s"] == curve_event["learning_curve_s"]
 
 
 def test_exported_model_runs_in_onnx_runtime_and_matches_torch(trained):

@@ -553,6 +553,7 @@ def learning_curve(result: TrainResult, train_samples: list[Sample], val_samples
                 "catch_rate": float(np.mean(scores[defect] >= op.threshold)) if defect.any() else None}
 
     curve = []
+    on_event({"event": "progress", "phase": "curve", "step": 0, "steps": len(fractions), "eta_s": None})
     for k, fraction in enumerate(fractions):
         keep = _stratified_subset(train_samples, fraction, rng)
         samples = [train_samples[i] for i in sorted(keep)]

@@ -15,6 +15,7 @@ import platform
 import shutil
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,8 @@ MIN_INPUT_SIZE, MAX_INPUT_SIZE = 224, 288  # 288: the most a CPU retrain affords
 # AUROC at most BANK_AUROC_TOLERANCE lower (the INT8 gate allows the same drop).
 BANK_FRACTIONS = (1 / 8, 1 / 4, 1 / 2)
 BANK_AUROC_TOLERANCE = 0.002
+# The report's learning-curve note while the curve is measured after the hand-over.
+CURVE_PENDING = "being measured after the model was handed over (or the trainer stopped before it finished)"
 PIXELS_PER_SMALL_DEFECT = 20  # a small defect should span more than one 16-px heatmap patch
 
 
@@ -238,6 +241,7 @@ class _Run:
         self.on_event, self.should_stop, self.t0 = on_event, should_stop, t0
         self.verdict_map: dict[str, str] = {}  # defect classes trained under another name
         self.train_fn = train
+        self.curve_source = None  # the supervised fit whose learning curve follows the hand-over
 
     def execute(self) -> ModelVersion:
         project = self.project
@@ -285,7 +289,11 @@ class _Run:
         fitted = self._fit_good_only() if self.mode == GOOD_ONLY else self._fit_supervised()
         if self.mode == COMBINED or (self.requested_mode == "auto" and self.mode == SUPERVISED):
             fitted = self._combine(fitted)
-        return self._assemble(fitted)
+        model = self._assemble(fitted)
+
+        # 4. The model is saved and handed over ("done"); what less data would have given
+        # is measured after, so the line does not wait for it.
+        return self._learning_curve_after_hand_over(model)
 
     # -- the data each mode holds out ---------------------------------------------------
     def _held_out_records(self) -> list[tuple]:
@@ -309,13 +317,12 @@ class _Run:
         if self.epochs is not None:
             cfg = replace(cfg, epochs=self.epochs)
         result = self.train_fn(self.train_samples, self.val_samples, cfg, self.on_event, self.should_stop)
-        curve = None
-        if self.project.get_setting("learning_curve") is not False:  # on unless the project turns it off
-            t_curve = time.monotonic()
-            curve = learning_curve(result, self.train_samples, self.val_samples, on_event=self.on_event,
-                                   should_stop=self.should_stop)
-            self.curve_s = round(time.monotonic() - t_curve, 1)
-        result.refit = None  # the cached features are the largest thing in memory
+        # The learning curve re-fits on the cached features after the hand-over (on unless
+        # the project turns it off); nothing cached (the GPU and distributed paths): none.
+        if self.project.get_setting("learning_curve") is not False and result.refit is not None:
+            self.curve_source = result
+        else:
+            result.refit = None  # the cached features are the largest thing in memory
 
         def export(path: Path, metadata: dict) -> float:
             return export_checked(result.net, path, self.size, metadata, [s.image for s in self.val_samples[:16]])
@@ -325,7 +332,7 @@ class _Run:
                        "class_names": self.class_names, "history": result.history}
         return {"net": result.net, "export": export, "checkpoint": torch_state, "extra_ok_scores": [],
                 "config": config_dict(cfg),
-                "weight_change": weight_change, "learning_curve": curve,
+                "weight_change": weight_change,
                 "history": result.history, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
                 "threshold_source": f"{sum(v == OK for _, v in self.held_out)} validation OK parts"}
 
@@ -439,6 +446,33 @@ class _Run:
         self.mode_reason += f"; the anomaly score searches all {fit.net.bank_entries:,} bank entries"
         return fit.net, anom_ref
 
+    def _learning_curve_after_hand_over(self, model: ModelVersion) -> ModelVersion:
+        """Re-fit on shares of the training data (training.loop.learning_curve), add the
+        curve to *model*'s report, and say so with a "curve" event. The model is already
+        saved: a cancel or a failure here costs the curve, never the model."""
+        result, self.curve_source = self.curve_source, None
+        if result is None:
+            return model
+        t_curve = time.monotonic()
+        try:
+            curve = learning_curve(result, self.train_samples, self.val_samples, on_event=self.on_event,
+                                   should_stop=self.should_stop)
+            changes = {"learning_curve": curve, "learning_curve_s": round(time.monotonic() - t_curve, 1),
+                       "learning_curve_note": None}
+        except Cancelled:
+            changes = {"learning_curve_note": "not measured: the retrain was cancelled after the model was saved"}
+        except Exception as exc:  # noqa: BLE001 - the saved model stands; the log keeps the trace
+            traceback.print_exc()
+            changes = {"learning_curve_note": f"not measured: {type(exc).__name__}: {exc}"}
+        finally:
+            result.refit = None
+        model = self.project.add_to_report(model.version, changes)
+        self.on_event({"event": "curve", "version": model.version,
+                       "elapsed_s": round(time.monotonic() - self.t0, 1),
+                       "learning_curve_s": changes.get("learning_curve_s"),
+                       "note": changes.get("learning_curve_note")})
+        return model
+
     def _metadata(self) -> dict:
         return {"format": 1, "class_names": self.class_names, "input_size": self.size,
                 "heatmap_stride": HEATMAP_STRIDE, "threshold": 0.5, "version": None, "mode": self.mode,
@@ -512,8 +546,8 @@ class _Run:
                 "elapsed_s": round(time.monotonic() - self.t0, 1), "epochs_run": fitted["epochs_run"],
                 "stopped_early": fitted["stopped_early"], "history": fitted["history"], "config": fitted["config"],
                 "bank": fitted.get("bank"), "weight_change": fitted.get("weight_change"),
-                "mode_comparison": fitted.get("comparison"), "learning_curve": fitted.get("learning_curve"),
-                "learning_curve_s": getattr(self, "curve_s", None),
+                "mode_comparison": fitted.get("comparison"), "learning_curve": None,
+                "learning_curve_note": CURVE_PENDING if self.curve_source is not None else None,
                 "parity_max_abs_diff": parity_diff,
                 "production_on_same_val": production, "baseline_on_same_val": baseline,
                 "changes": changes_since(_latest_model(project), per_class, len(self.train_parts)),

@@ -35,6 +35,12 @@ def text_event(event: dict) -> None:
             print(f"production {prod['version']} on the same images: catch {prod['catch_rate']:.1%} "
                   f"at {prod['false_reject_rate']:.1%} false reject", flush=True)
         print(f"deploy it with: lineside deploy PROJECT {event['version']}", flush=True)
+    elif kind == "progress" and event.get("phase") == "curve" and event.get("step") == 0:
+        print("measuring what less data would have given (the model above is already saved)...", flush=True)
+    elif kind == "curve":
+        said = (f"measured in {event['learning_curve_s']:.0f}s" if event.get("learning_curve_s") is not None
+                else event.get("note") or "not measured")
+        print(f"learning curve of {event['version']}: {said}; `lineside report` shows it", flush=True)
 
 
 def json_event(event: dict) -> None:

@@ -298,7 +298,17 @@ def run_job(project, job: train_jobs.Job, worker: str, device: str = "auto", pro
     shutdown = shutdown or threading.Event()
     options = job.options
     device = options["device"] if options["device"] != "auto" else device
-    record = EventRecorder(project, job.id, echo)
+    recorder = EventRecorder(project, job.id, echo)
+
+    def record(event: dict) -> None:
+        recorder(event)
+        if event.get("event") == "done":  # the model is saved: the job's result, whatever follows
+            try:
+                train_jobs.record_result(project, job.id, worker, event["version"])
+            except LinesideError as exc:
+                print(f"lineside worker: WARNING job {job.id}: its result was not noted early ({exc})",
+                      file=sys.stderr, flush=True)
+
     with _Heartbeat(project, job.id, worker, heartbeat_s) as beat:
         def should_stop() -> bool:
             return beat.cancel.is_set() or beat.lost.is_set() or shutdown.is_set()

@@ -16,7 +16,6 @@ any override, into the audit trail.
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -24,8 +23,8 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from app.core import audit, db, people
-from app.core.atomic import write_text
 from app.core.errors import LinesideError
+from app.core.project_models import merge_into_report
 from app.core.records import OK
 
 if TYPE_CHECKING:
@@ -206,18 +205,7 @@ def run_gate(project: "Project", candidate: "ModelVersion", production: "ModelVe
 
 
 def _store_in_report(project: "Project", conn: sa.Connection, model: "ModelVersion", gate: dict) -> None:
-    table = db.model_versions
-    report = dict(conn.scalar(sa.select(table.c.report).where(table.c.version == model.version)) or {})
-    report["deploy_gate"] = gate
-    conn.execute(table.update().where(table.c.version == model.version).values(report=report))
-    path = model.path / "model.json"
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return  # a damaged model.json is not the gate's to repair; the DB holds the result
-        stored.setdefault("report", {})["deploy_gate"] = gate
-        write_text(path, json.dumps(stored, indent=2, default=float))
+    merge_into_report(conn, model, {"deploy_gate": gate})
 
 
 def deploy_gate(project: "Project", model: "ModelVersion", actor=None, override_reason: str | None = None) -> dict | None:

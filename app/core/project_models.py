@@ -8,6 +8,7 @@ sees zero or two production models.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from app.core import audit, db
+from app.core.atomic import write_text
 from app.core.errors import BadImageError, LinesideError, ModelFileError
 from app.core.imageio import read_image
 from app.core.records import ModelVersion
@@ -107,6 +109,15 @@ class ModelStoreMixin:
                 )
             )
             return self.model(version)
+
+    def add_to_report(self, version: str, changes: dict) -> ModelVersion:
+        """Merge *changes* into a registered model's report, in the store and in its
+        model.json; a key set to None is removed. For what is measured after the model
+        was handed over (its learning curve)."""
+        model = self.model(version)
+        with self._write() as conn:
+            merge_into_report(conn, model, changes)
+        return self.model(version)
 
     def _set_status(self, conn: sa.Connection, status: str, *where: sa.ColumnElement[bool]) -> None:
         conn.execute(db.model_versions.update().where(*where).values(status=status))
@@ -277,3 +288,25 @@ def _insert_new_results_postgresql(conn: sa.Connection, rows: list[dict]) -> int
         .execution_options(preserve_rowcount=True)  # SQLAlchemy reports -1 for it otherwise
     )
     return conn.execute(statement, {c.name: [r[c.name] for r in rows] for c in columns}).rowcount
+
+
+def merge_into_report(conn: sa.Connection, model: ModelVersion, changes: dict) -> None:
+    """Merge *changes* into *model*'s stored report and its model.json, inside the caller's
+    write transaction: two writers (a deploy gate, a trainer adding its learning curve)
+    take turns, and neither loses the other's keys."""
+    table = db.model_versions
+
+    def merged(report: dict) -> dict:
+        report = {**report, **changes}
+        return {k: v for k, v in report.items() if not (k in changes and v is None)}
+
+    report = dict(conn.scalar(sa.select(table.c.report).where(table.c.version == model.version)) or {})
+    conn.execute(table.update().where(table.c.version == model.version).values(report=merged(report)))
+    path = model.path / "model.json"
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # a damaged model.json is not ours to repair; the store holds the report
+        stored["report"] = merged(stored.get("report") or {})
+        write_text(path, json.dumps(stored, indent=2, default=float))

@@ -548,6 +548,10 @@ class _Report:
     def less_data(self) -> None:
         self.add("<h2>What less data would give</h2>")
         curve = self.report.get("learning_curve")
+        note = self.report.get("learning_curve_note")
+        if not curve and note:
+            self.add(_missing(f"Learning curve {note}."))
+            return
         if not curve:
             self.add(_missing("Not measured for this version: the trainer recorded no learning curve "
                               "(training on a share of the data and measuring each). The benchmark "
@@ -567,7 +571,8 @@ class _Report:
                      "run had already computed, for as many epochs as the full run took; each measured on the same "
                      "validation parts, catch at the target false-reject rate with the threshold set on the "
                      "validation OK parts. 100 % is this model on the same parts"
-                     + (f"; the re-fits took {float(seconds):.0f} s of this retrain" if seconds is not None else "")
+                     + (f"; the re-fits took {float(seconds):.0f} s, after the model was handed over" if seconds is not None
+                        else "")
                      + ".</p>")
 
     def corrected(self) -> None:

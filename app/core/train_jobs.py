@@ -278,6 +278,15 @@ def finish(project, job_id: int, worker_name: str, state: str, result_version: s
         return _get(conn, job_id) if updated.rowcount else None
 
 
+def record_result(project, job_id: int, worker_name: str, version: str) -> bool:
+    """Note on the worker's running job that its model *version* is saved (the trainer's
+    "done"), while the trainer goes on with the learning curve: a job whose worker is
+    lost after this is done, not run again. False when the job was no longer this worker's."""
+    with _queue_write(project) as conn:
+        return bool(conn.execute(db.train_jobs.update().where(_mine(job_id, worker_name))
+                                 .values(result_version=version)).rowcount)
+
+
 def release(project, job_id: int, worker_name: str, reason: str) -> Job | None:
     """Put the worker's running job back in the queue (the worker is being stopped):
     nothing of a half-run is kept, the next worker starts it over. Not counted as an
@@ -299,8 +308,9 @@ def recover_stale(project, stale_after_s: float = STALE_AFTER_S) -> list[Job]:
     """Running jobs whose worker has not said it is alive for *stale_after_s*: put back
     in the queue, or failed after MAX_ATTEMPTS claims, or cancelled if that was asked.
 
-    Queued again, because a retrain has no effect until its very end (the new version
-    is registered in one step; a half-written version folder is removed as a leftover),
+    Done, when the worker had saved the model (record_result) and was only measuring its
+    learning curve. Queued again, because before that a retrain has no effect (the new
+    version is registered in one step; a half-written version folder is removed as a leftover),
     so running it again is safe, and a worker lost to a power cut or a reboot should not
     cost the person who asked for it. Failed after MAX_ATTEMPTS, because a job that
     takes its worker down every time (out of memory, say) must not go round for ever.
@@ -315,7 +325,9 @@ def recover_stale(project, stale_after_s: float = STALE_AFTER_S) -> list[Job]:
         for stale in [_job(row) for row in conn.execute(query).mappings()]:
             seen = stale.heartbeat_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if stale.heartbeat_at else "never"
             lost = f"worker {stale.worker} stopped answering (last heard of {seen})"
-            if stale.cancel_requested:
+            if stale.result_version:  # the model was saved; only its learning curve was lost
+                values = {"state": DONE, "finished_at": now}
+            elif stale.cancel_requested:
                 values = {"state": CANCELLED, "finished_at": now, "error": f"{lost}; a cancel had been asked for"}
             elif stale.attempts < MAX_ATTEMPTS:
                 values = {"state": QUEUED, "worker": None, "started_at": None, "heartbeat_at": None,

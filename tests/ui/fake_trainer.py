@@ -1,7 +1,8 @@
 """A stand-in trainer that speaks the trainer's JSON-lines protocol.
 
 It exercises the parts of the GUI the real trainer cannot reach on purpose: output
-split mid-line, non-JSON noise, an error event, a hang that ignores SIGTERM.
+split mid-line, non-JSON noise, an error event, a hang that ignores SIGTERM, a cancel
+timed into the learning curve after the model was handed over.
 Usage: python fake_trainer.py MODE [STEP_DELAY_S]; MODE is ok, error, hang or crash.
 """
 
@@ -55,6 +56,16 @@ def main() -> int:
     emit({"event": "done", "version": "v9", "elapsed_s": 3.5, "device": "cpu",
           "metrics": {"auroc": 0.9, "catch_rate": 0.9, "false_reject_rate": 0.05, "threshold": 0.5},
           "production": None, "shortfalls": ["crack: 3 labeled images, at least 5 needed"]})
+    # As the real trainer: the model is saved at "done"; the learning curve follows, and a
+    # cancel now skips only the curve (the run still ends well).
+    for step in range(4):
+        if stop["requested"]:
+            emit({"event": "curve", "version": "v9", "elapsed_s": 4.0,
+                  "note": "not measured: the retrain was cancelled after the model was saved"})
+            return 0
+        emit({"event": "progress", "phase": "curve", "step": step, "steps": 3, "eta_s": None})
+        time.sleep(delay)
+    emit({"event": "curve", "version": "v9", "elapsed_s": 4.5, "learning_curve_s": 1.0})
     return 0
 
 

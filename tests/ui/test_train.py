@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QProcess
+from PySide6.QtCore import QProcess, Qt
+from PySide6.QtTest import QTest
 
 from app.ui.train.train_workspace import TrainWorkspace, overall_fraction, phase_text
 from app.ui.train.trainer_process import TrainerProcess
@@ -29,7 +30,7 @@ HAS_TRAINER = importlib.util.find_spec("app.cli.train") is not None and importli
 
 def collect(trainer: TrainerProcess) -> list[tuple]:
     events: list[tuple] = []
-    for name in ("started_training", "progress", "epoch_finished", "done", "failed", "log_line"):
+    for name in ("started_training", "progress", "epoch_finished", "done", "curve_measured", "failed", "log_line"):
         getattr(trainer, name).connect(lambda *a, n=name: events.append((n, *a)))
     trainer.cancelled.connect(lambda: events.append(("cancelled",)))
     trainer.finished.connect(lambda code: events.append(("finished", code)))
@@ -43,9 +44,10 @@ def test_protocol_events_with_split_lines_and_noise(qtbot):
         trainer.start("unused", command=FAKE + ["ok"])
     kinds = [e[0] for e in events]
     assert kinds[0] == "started_training"
-    assert kinds.count("progress") == 8 and kinds.count("epoch_finished") == 2
-    assert kinds[-2:] == ["done", "finished"]
-    assert events[-2][1]["version"] == "v9" and events[-1][1] == 0
+    assert kinds.count("progress") == 8 + 4 and kinds.count("epoch_finished") == 2
+    # The model is handed over first; its learning curve follows, then the process ends.
+    assert kinds[-7:] == ["done"] + ["progress"] * 4 + ["curve_measured", "finished"]
+    assert events[-7][1]["version"] == "v9" and events[-2][1]["learning_curve_s"] == 1.0 and events[-1][1] == 0
     logs = [e[1] for e in events if e[0] == "log_line"]
     assert "not json at all" in logs and "a warning from some library" in logs
     assert not trainer.is_running()
@@ -99,6 +101,46 @@ def test_progress_helpers():
     assert overall_fraction({"phase": "train", "epoch": 2, "epochs": 2, "step": 5, "steps": 10}) == pytest.approx(0.1 + 0.8 * 0.75)
     assert overall_fraction({"phase": "evaluate", "step": 1, "steps": 1}) == pytest.approx(1.0)
     assert phase_text({"phase": "train", "epoch": 1, "epochs": 3, "loss": 0.25}) == "Training — epoch 1 of 3, loss 0.250"
+
+
+@pytest.fixture
+def curve_workspace(qtbot, app_context, project):
+    """The Train workspace on a project, its trainer the stand-in with a slow learning curve."""
+    add_labeled_parts(project, 4, {"scratch": 2}, seed=5)
+    app_context._set_project(project)
+    ws = TrainWorkspace(app_context)
+    qtbot.addWidget(ws)
+    ws.command_override = FAKE + ["ok", "0.4"]
+    return ws
+
+
+def test_the_model_is_handed_over_before_its_learning_curve(qtbot, curve_workspace):
+    ws = curve_workspace
+    events = collect(ws.trainer)
+    with qtbot.waitSignal(ws.trainer.done, timeout=20_000):
+        QTest.mouseClick(ws.retrain_button, Qt.MouseButton.LeftButton)
+    # Saved and shown while the curve is measured: closing the window would not ask.
+    assert ws.progress_bar.format() == "Done" and ws.summary.isVisibleTo(ws)
+    qtbot.waitUntil(lambda: "ready to deploy" in ws.phase_label.text(), timeout=5000)
+    assert "v9 is saved" in ws.phase_label.text() and not ws.is_busy()
+    assert not ws.retrain_button.isEnabled()  # one training at a time, curve included
+    with qtbot.waitSignal(ws.trainer.finished, timeout=20_000):
+        pass
+    assert "learning curve was measured in 1 s" in ws.phase_label.text()
+    assert ws.retrain_button.isEnabled() and not any(e[0] in ("failed", "cancelled") for e in events)
+
+
+def test_cancel_during_the_learning_curve_keeps_the_model(qtbot, curve_workspace):
+    ws = curve_workspace
+    events = collect(ws.trainer)
+    with qtbot.waitSignal(ws.trainer.done, timeout=20_000):
+        QTest.mouseClick(ws.retrain_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(ws.trainer.finished, timeout=20_000):
+        QTest.mouseClick(ws.cancel_button, Qt.MouseButton.LeftButton)
+    assert [e[0] for e in events].count("done") == 1 and ("cancelled",) not in events
+    assert ws.progress_bar.format() == "Done"
+    assert "v9 is saved; its learning curve was" in ws.phase_label.text()
+    assert ws.retrain_button.isEnabled()
 
 
 # -- the real trainer ---------------------------------------------------------------

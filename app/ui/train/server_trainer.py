@@ -9,7 +9,8 @@ never on the GUI thread: a plant database across the network may take its time.
 
 The outcome comes from the job's state, not from the events: a worker that is stopped
 writes an "error" event and puts the job back in the queue, where the next worker
-starts it over, so only a finished job says how it ended.
+starts it over, so only a finished job says how it ended. The one exception is "done":
+the model is saved then, and the job's end (after the learning curve) adds nothing.
 """
 
 from __future__ import annotations
@@ -217,8 +218,9 @@ class ServerTrainer(TrainerSignals):
                 self._done_event, self._last_error = None, None
             return
         kind = event.get("event")
-        if kind == "done":
-            self._done_event = event  # shown once the job says it is done
+        if kind == "done":  # the model is saved: shown now, while the worker measures its learning curve
+            self._done_event = event
+            self._report(lambda: self.done.emit(event))
         elif kind == "error":
             self._last_error = str(event.get("message") or "")
             self.log_line.emit(self._last_error)

@@ -20,7 +20,7 @@ from app.ui.shared.workers import run_in_background
 from app.ui.train.progress_text import eta_text, overall_fraction, phase_text
 from app.ui.train.server_trainer import ServerTrainer, newest_open_job
 from app.ui.train.train_page import TrainPage
-from app.ui.train.train_summary import device_text
+from app.ui.train.train_summary import device_text, duration
 from app.ui.train.train_target import target_text
 from app.ui.train.trainer_process import TrainerProcess
 from app.ui.trust.model_actions import confirm_and_deploy
@@ -41,6 +41,8 @@ class TrainWorkspace(TrainPage):
         self.trainer = trainer or TrainerProcess(self)
         self.server = ServerTrainer(self)
         self._cancelling = False  # the status line says so until the training has stopped
+        # "done" came: the model is saved; the trainer may still measure its learning curve.
+        self._handed_over: str | None = None
         # Replaces the trainer's argv (used to run a stand-in trainer); None = the real one.
         self.command_override: list[str] | None = None
         self._connect()
@@ -54,6 +56,7 @@ class TrainWorkspace(TrainPage):
             trainer.progress.connect(self._on_progress)
             trainer.epoch_finished.connect(self._on_epoch)
             trainer.done.connect(self._on_done)
+            trainer.curve_measured.connect(self._on_curve)
             trainer.failed.connect(self._on_failed)
             trainer.cancelled.connect(self._on_cancelled)
             trainer.finished.connect(self._on_finished)
@@ -78,8 +81,9 @@ class TrainWorkspace(TrainPage):
 
     def is_busy(self) -> bool:
         """A training on this PC runs (closing the window would end it); a server job
-        does not count: it goes on whatever this window does."""
-        return self.trainer.is_running()
+        does not count: it goes on whatever this window does. Nor does a learning curve
+        measured after the model was saved: closing only skips it."""
+        return self.trainer.is_running() and self._handed_over is None
 
     def _running(self) -> bool:
         return self.trainer.is_running() or self.server.is_running()
@@ -114,6 +118,7 @@ class TrainWorkspace(TrainPage):
             return
         if not self._confirm_changed_data(project):
             return
+        self._handed_over = None
         # The same options either way; the server path adds the `lineside train`
         # defaults the local trainer takes (train_jobs.check_options fills them in).
         options = {"epochs": self.epochs_spin.value() or None,
@@ -143,7 +148,12 @@ class TrainWorkspace(TrainPage):
         return answer == QMessageBox.StandardButton.Yes
 
     def cancel_training(self) -> None:
+        if self._handed_over is not None:
+            self._show_cancelling(f"Skipping the learning curve; {self._handed_over} is saved.")
         if self.trainer.is_running():
+            if self._handed_over is not None:
+                self.trainer.cancel()
+                return
             self._show_cancelling("Cancelling: stopping after the current batch…")
             self.trainer.cancel()
         elif self.server.is_running():
@@ -204,6 +214,10 @@ class TrainWorkspace(TrainPage):
         )
 
     def _on_progress(self, event: dict) -> None:
+        if self._handed_over is not None:  # the bar says Done; the line says what follows
+            if not self._cancelling:
+                self.phase_label.setText(f"{self._handed_over} is saved and ready to deploy. {phase_text(event)}…")
+            return
         # Phases after training (the learning curve, the anomaly model of a combined run)
         # never move the bar backwards.
         fraction = max(overall_fraction(event), self.progress_bar.value() / 1000)
@@ -224,6 +238,7 @@ class TrainWorkspace(TrainPage):
         self.quality_chart.add_point("caught at 1 % false reject", x, event.get("val_catch_rate"))
 
     def _on_done(self, event: dict) -> None:
+        self._handed_over = str(event.get("version"))
         self.progress_bar.setValue(1000)
         self.progress_bar.setFormat("Done")
         self.phase_label.setText(f"Finished: candidate {event.get('version')} is saved.")
@@ -232,6 +247,14 @@ class TrainWorkspace(TrainPage):
         self.summary.show()
         self.context.models_changed.emit()
         self.context.status_message.emit(f"Training finished: {event.get('version')} is ready to deploy.")
+
+    def _on_curve(self, event: dict) -> None:
+        seconds = event.get("learning_curve_s")
+        said = (f"its learning curve was measured in {duration(seconds)} (the report in Models shows it)"
+                if seconds is not None else f"its learning curve was {event.get('note') or 'not measured'}")
+        if not self._cancelling:
+            self.phase_label.setText(f"Finished: candidate {event.get('version')} is saved; {said}.")
+        self.context.models_changed.emit()
 
     def _on_failed(self, message: str) -> None:
         self.progress_bar.setFormat("Failed")
@@ -248,7 +271,11 @@ class TrainWorkspace(TrainPage):
         self.context.status_message.emit("Training cancelled.")
 
     def _on_finished(self, _code: int) -> None:
+        if self._cancelling and self._handed_over is not None:
+            self.phase_label.setText(f"Finished: candidate {self._handed_over} is saved; its learning curve "
+                                     "was skipped.")
         self._cancelling = False
+        self._handed_over = None
         self._set_running(False)
         self.refresh()
         self.server_status.refresh()

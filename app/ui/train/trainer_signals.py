@@ -15,12 +15,14 @@ from PySide6.QtCore import QObject, Signal
 
 class TrainerSignals(QObject):
     """One training at a time; exactly one of `done`, `failed` or `cancelled` per run,
-    then `finished`."""
+    then `finished`. After `done` the trainer may go on measuring the new model's
+    learning curve (`progress` of phase "curve", then `curve_measured`)."""
 
     started_training = Signal(dict)  # the "start" event
     progress = Signal(dict)  # "progress" events (phase, epoch, step, loss, eta_s)
     epoch_finished = Signal(dict)  # "epoch" events (train/val loss, val metrics)
     done = Signal(dict)  # "done" event: the new candidate version and its metrics
+    curve_measured = Signal(dict)  # "curve" event, after done: the candidate's learning curve is in its report
     failed = Signal(str)  # a message fit to show to the user
     cancelled = Signal()
     log_line = Signal(str)  # text that is no event, for a details view
@@ -45,6 +47,8 @@ class TrainerSignals(QObject):
             self.progress.emit(event)
         elif kind == "epoch":
             self.epoch_finished.emit(event)
+        elif kind == "curve":
+            self.curve_measured.emit(event)
         else:
             return False
         return True
