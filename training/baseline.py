@@ -21,9 +21,20 @@ BLOB_SIGMAS = (3.0, 5.0)  # residual thresholds in robust standard deviations
 L2_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
+def percentiles(values: np.ndarray, q) -> np.ndarray:
+    """np.percentile(values, q) with linear interpolation, from one sort: several times
+    faster than np.percentile's partitions where numpy sorts with vector instructions,
+    and the baseline reads a dozen of them from every training part."""
+    v = np.sort(values, axis=None)
+    pos = np.asarray(q, np.float64) / 100.0 * (v.size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, v.size - 1)
+    return v[lo] + (v[hi].astype(np.float64) - v[lo]) * (pos - lo)
+
+
 def _robust_sigma(values: np.ndarray) -> float:
-    median = np.median(values)
-    return float(1.4826 * np.median(np.abs(values - median))) + 1e-6
+    median = percentiles(values, 50.0)
+    return float(1.4826 * percentiles(np.abs(values - median), 50.0)) + 1e-6
 
 
 def _blob_stats(binary: np.ndarray) -> list[float]:
@@ -36,16 +47,16 @@ def image_features(image_bgr: np.ndarray) -> np.ndarray:
     """A fixed-length vector of statistics of one part image (uint8 BGR)."""
     gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
     gray = cv2.resize(gray, (FEATURE_SIDE, FEATURE_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
-    features = [gray.mean(), gray.std(), *np.percentile(gray, PERCENTILES)]
+    features = [gray.mean(), gray.std(), *percentiles(gray, PERCENTILES)]
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
     magnitude = np.hypot(gx, gy)
-    features += [magnitude.mean(), magnitude.std(), *np.percentile(magnitude, (90, 99)), magnitude.max()]
+    features += [magnitude.mean(), magnitude.std(), *percentiles(magnitude, (90, 99)), magnitude.max()]
     laplacian = cv2.Laplacian(gray, cv2.CV_32F)
-    features += [laplacian.var(), np.percentile(np.abs(laplacian), 99)]
+    features += [laplacian.var(), percentiles(np.abs(laplacian), 99)]
     # Local contrast: the part minus its smooth shading; defects stand out from it.
     residual = gray - cv2.GaussianBlur(gray, (0, 0), 4.0)
-    features += [np.abs(residual).mean(), residual.std(), *np.percentile(residual, (1, 99)),
+    features += [np.abs(residual).mean(), residual.std(), *percentiles(residual, (1, 99)),
                  residual.min(), residual.max()]
     sigma = _robust_sigma(residual)
     for k in BLOB_SIGMAS:

@@ -65,14 +65,17 @@ def baseline_on(train: list[tuple[np.ndarray, bool]], held_out: list[tuple[np.nd
     """What a simpler method catches on the same held-out parts: the honest yardstick.
 
     Hand-made image statistics + logistic regression (training/baseline.py) on whole
-    parts, (image, is_defect) pairs. Its L2 strength is picked on the same held-out
-    parts, which flatters the baseline, not the network. None when either side lacks
-    OK or defective parts (a logistic regression needs both).
+    parts, (image or its `image_features` vector, is_defect) pairs: a caller that reads
+    many parts passes the vectors, so it never holds all their images at once. Its L2
+    strength is picked on the same held-out parts, which flatters the baseline, not the
+    network. None when either side lacks OK or defective parts (a logistic regression
+    needs both).
     """
     from training.baseline import fit_selected, image_features
 
     def xy(pairs):
-        return np.stack([image_features(image) for image, _ in pairs]), np.array([d for _, d in pairs])
+        rows = [x if x.ndim == 1 else image_features(x) for x, _ in pairs]
+        return np.stack(rows), np.array([d for _, d in pairs])
 
     if not train or not held_out:
         return None

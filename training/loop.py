@@ -68,16 +68,48 @@ class TrainConfig:
 class TrainResult:
     net: InspectionNet
     config: TrainConfig
-    threshold: float
-    val_scores: np.ndarray
-    val_classes: list[str]
-    val_pred: list[str | None]
     history: list[dict]
     epochs_run: int
     elapsed_s: float
     stopped_early: bool
     # The cached frozen-prefix features (train, validation), for learning_curve().
     refit: tuple | None = field(default=None, repr=False)
+    val_samples: list = field(default_factory=list, repr=False)
+    _validation: tuple | None = field(default=None, repr=False)
+
+    # The whole network on the validation parts, exactly as exported: computed on first
+    # use, because the pipeline judges the exported file instead (on magnetic tile this
+    # pass cost 9 s of every retrain for nothing).
+    @property
+    def threshold(self) -> float:
+        return self._validated()[0]
+
+    @property
+    def val_scores(self) -> np.ndarray:
+        return self._validated()[1]
+
+    @property
+    def val_classes(self) -> list[str]:
+        return self._validated()[2]
+
+    @property
+    def val_pred(self) -> list[str | None]:
+        return self._validated()[3]
+
+    def _validated(self) -> tuple:
+        if self._validation is None:
+            if not self.val_samples:  # a replica that does not validate
+                self._validation = (float("nan"), np.empty(0), [], [])
+            else:
+                scores, probs = predict(self.net, [s.image for s in self.val_samples], "cpu")
+                truth = [s.verdict for s in self.val_samples]
+                defect = np.array([t != OK for t in truth])
+                threshold = threshold_for_false_reject(scores[~defect], self.config.false_reject_target) \
+                    if (~defect).any() else 0.5
+                pred = [None if s < threshold else self.config.class_names[1 + int(np.argmax(p[1:]))]
+                        for s, p in zip(scores, probs)]
+                self._validation = (float(threshold), scores, truth, pred)
+        return self._validation
 
 
 class Cancelled(Exception):
@@ -338,22 +370,12 @@ def train(train_samples: list[Sample], val_samples: list[Sample], cfg: TrainConf
     fit = _Fit(net, train_samples, val_samples, cfg, 0 if full else cfg.frozen_blocks, cache, val_cache, replicas)
     history, epochs_run, stopped_early = fit.run(rng, on_event, should_stop, t_start)
     if not replicas.is_main:
-        return TrainResult(net.cpu().eval(), cfg, float("nan"), np.empty(0), [], [], history, epochs_run,
-                           time.monotonic() - t_start, stopped_early)
-
-    # 4. The best epoch's weights, its scores on validation and the threshold they give.
-    val_images = [s.image for s in val_samples]
-    val_truth = [s.verdict for s in val_samples]
-    val_scores, val_probs = predict(net, val_images, device)
-    val_defect = np.array([t != OK for t in val_truth])
-    threshold = threshold_for_false_reject(val_scores[~val_defect], cfg.false_reject_target) \
-        if (~val_defect).any() else 0.5
-    pred = [None if s < threshold else cfg.class_names[1 + int(np.argmax(p[1:]))]
-            for s, p in zip(val_scores, val_probs)]
+        return TrainResult(net.cpu().eval(), cfg, history, epochs_run, time.monotonic() - t_start, stopped_early)
+    # 4. The best epoch's weights; their validation scores when asked for (TrainResult).
     # The learning curve re-fits on the cached features: a shard's alone would mislead.
     refit = (cache, val_cache) if replicas.world == 1 else None
-    return TrainResult(net.cpu().eval(), cfg, float(threshold), val_scores, val_truth, pred, history, epochs_run,
-                       time.monotonic() - t_start, stopped_early, refit=refit)
+    return TrainResult(net.cpu().eval(), cfg, history, epochs_run, time.monotonic() - t_start, stopped_early,
+                       refit=refit, val_samples=list(val_samples))
 
 
 class _Fit:

@@ -378,16 +378,19 @@ class _Run:
                 path = Path(tmp) / f"{name}.onnx"
                 export(path, {**self._metadata(), "mode": SUPERVISED if name == "supervised" else GOOD_ONLY,
                               "class_names": self.class_names if name == "supervised" else [OK]})
-                return np.array([v.score for v in judge(path, images)], np.float64)
+                verdicts[name] = judge(path, images)
+                return np.array([v.score for v in verdicts[name]], np.float64)
 
+            verdicts: dict[str, list] = {}
             sup_scores = judged("supervised", supervised["export"])
             sup_ref, anom_ref, comparison = self._with_anomaly(sup_scores, judged("anomaly", anomaly["export"]),
                                                                is_defect)
             keep = self.mode == COMBINED or comparison.keep_combined
             self.mode_reason += "; " + comparison.sentence() + (" (combined was asked for)" if self.mode == COMBINED
                                                                  else "")
-            if not keep:
-                return {**supervised, "comparison": comparison.to_dict()}
+            if not keep:  # the held-out verdicts of this very network, exported the same way
+                return {**supervised, "comparison": comparison.to_dict(),
+                        "held_out_verdicts": verdicts["supervised"]}
             anomaly_net, anom_ref = self._smallest_bank(anomaly, sup_scores, is_defect, comparison, anom_ref, judged)
         self.mode = COMBINED
         net = CombinedNet(supervised["net"], anomaly_net, sup_ref, anom_ref)
@@ -496,7 +499,7 @@ class _Run:
             on_event({"event": "progress", "phase": "evaluate", "step": 0, "steps": 1, "eta_s": None})
             images = [project.load_image(r.id) for r, _ in self.held_out]
             truth = [v for _, v in self.held_out]
-            verdicts = judge(partial / "model.onnx", images)
+            verdicts = fitted.get("held_out_verdicts") or judge(partial / "model.onnx", images)
             scores = np.array([v.score for v in verdicts], np.float64)
             defect = np.array([t != OK for t in truth])
             ok_scores = np.concatenate([scores[~defect], np.asarray(fitted["extra_ok_scores"], np.float64)])
@@ -506,9 +509,9 @@ class _Run:
                            else "validation OK parts and every labeled defect (none trained on)")
             metrics = {**line_metrics(scores, truth, predicted, point, self.class_names, measured_on),
                        "mode": self.mode, "mode_reason": self.mode_reason}
-            reference = build_reference([image_stats(project.load_image(r.id)) for r, _ in self.train_parts],
-                                        [float(s) for s in scores[~defect]])
-            report = self._report(fitted, truth, images, parity_diff)
+            train_stats, train_features = self._train_part_statistics()
+            reference = build_reference(train_stats, [float(s) for s in scores[~defect]])
+            report = self._report(fitted, truth, images, parity_diff, train_features)
             version, final = claim_version_folder(project, partial)
             metadata.update(threshold=point.threshold, version=version, reference=reference)
             set_onnx_metadata(final / "model.onnx", metadata)
@@ -531,11 +534,23 @@ class _Run:
                   "changes": report["changes"]})
         return model
 
-    def _report(self, fitted: dict, truth: list[str], images: list[np.ndarray], parity_diff: float) -> dict:
+    def _train_part_statistics(self) -> tuple[list, list]:
+        """One pass over the training parts, one image in memory at a time: the drift
+        monitor's image statistics and the baseline's features of each."""
+        from training.baseline import image_features
+
+        stats, features = [], []
+        for record, verdict in self.train_parts:
+            image = self.project.load_image(record.id)
+            stats.append(image_stats(image))
+            features.append((image_features(image), verdict != OK))
+        return stats, features
+
+    def _report(self, fitted: dict, truth: list[str], images: list[np.ndarray], parity_diff: float,
+                train_features: list) -> dict:
         project = self.project
         production = production_on(project, images, truth)
-        train_pairs = [(project.load_image(r.id), v != OK) for r, v in self.train_parts]
-        baseline = baseline_on(train_pairs, list(zip(images, [t != OK for t in truth])))
+        baseline = baseline_on(train_features, list(zip(images, [t != OK for t in truth])))
         counts_train, counts_val = per_class_counts(self.train_parts), per_class_counts(self.val_parts)
         names = sorted(set(counts_train) | set(counts_val), key=lambda n: (n != OK, n))
         per_class = {n: {"train": counts_train.get(n, 0), "val": counts_val.get(n, 0)} for n in names}
