@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 
 from app.core.imageio import read_image, read_mask  # noqa: E402
+from app.core.project import Project  # noqa: E402
 from app.core.records import OK  # noqa: E402
 from app.core.runtime import Inspector  # noqa: E402
 from benchmarks import tile_data  # noqa: E402
@@ -310,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in [c for c in CURVE_DEFECTS if c < n_all]:
                 sub = tile_data.build_project(work / f"curve-{n}", root, curve_items(train_val, n),
                                               keep_splits=False)
+                with Project.open(sub) as sub_project:  # its own learning curve is not reported here
+                    sub_project.set_setting("learning_curve", False)
                 run = train(sub, f"{n} defects", "auto", args.quick)
                 run.test = judge_test(run, test, root)
                 curve.append({"n_train_defects": n, "mode": run.mode, "n_trained_on": run.n_train_defects, "catch_rate": run.test["catch_rate"],

@@ -124,10 +124,12 @@ def test_the_model_is_handed_over_before_its_learning_curve(qtbot, curve_workspa
     qtbot.waitUntil(lambda: "ready to deploy" in ws.phase_label.text(), timeout=5000)
     assert "v9 is saved" in ws.phase_label.text() and not ws.is_busy()
     assert not ws.retrain_button.isEnabled()  # one training at a time, curve included
+    assert ws.cancel_button.text() == "Skip curve" and ws.cancel_button.isEnabled()
     with qtbot.waitSignal(ws.trainer.finished, timeout=20_000):
         pass
     assert "learning curve was measured in 1 s" in ws.phase_label.text()
     assert ws.retrain_button.isEnabled() and not any(e[0] in ("failed", "cancelled") for e in events)
+    assert ws.cancel_button.text() == "Cancel" and not ws.cancel_button.isEnabled()
 
 
 def test_cancel_during_the_learning_curve_keeps_the_model(qtbot, curve_workspace):

@@ -43,6 +43,7 @@ class TrainWorkspace(TrainPage):
         self._cancelling = False  # the status line says so until the training has stopped
         # "done" came: the model is saved; the trainer may still measure its learning curve.
         self._handed_over: str | None = None
+        self._cancel_text: tuple[str, str] | None = None  # Cancel's own words while it says "Skip curve"
         # Replaces the trainer's argv (used to run a stand-in trainer); None = the real one.
         self.command_override: list[str] | None = None
         self._connect()
@@ -245,6 +246,10 @@ class TrainWorkspace(TrainPage):
         self.eta_label.setText("")
         self.summary.show_result(event)
         self.summary.show()
+        if self._running():  # the learning curve follows; stopping now only skips it
+            self._cancel_text = (self.cancel_button.text(), self.cancel_button.toolTip())
+            self.cancel_button.setText("Skip curve")
+            self.cancel_button.setToolTip(f"Skip the learning curve (Esc); {self._handed_over} stays saved")
         self.context.models_changed.emit()
         self.context.status_message.emit(f"Training finished: {event.get('version')} is ready to deploy.")
 
@@ -276,6 +281,10 @@ class TrainWorkspace(TrainPage):
                                      "was skipped.")
         self._cancelling = False
         self._handed_over = None
+        if self._cancel_text is not None:
+            self.cancel_button.setText(self._cancel_text[0])
+            self.cancel_button.setToolTip(self._cancel_text[1])
+            self._cancel_text = None
         self._set_running(False)
         self.refresh()
         self.server_status.refresh()
