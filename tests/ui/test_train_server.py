@@ -206,6 +206,29 @@ def test_a_failed_server_job_shows_its_progress_then_the_error(qtbot, train_ws, 
     assert not ws.summary.isVisible() and project.models() == []
 
 
+def test_a_server_jobs_model_is_shown_at_done_while_its_curve_is_measured(qtbot, train_ws, project):
+    ws = train_ws
+    job_id = queue_a_retrain(qtbot, ws)
+    train_jobs.claim_next(project, "gpu-1")
+    play_events(project, job_id, epochs=1)
+    # What a worker writes at the hand-over: the model is saved, the job still runs.
+    with qtbot.waitSignal(ws.server.done, timeout=EVENT_WAIT_MS):
+        train_jobs.append_event(project, job_id, {"event": "done", "version": "v4", "elapsed_s": 12.0,
+                                                  "device": "cuda (H100)", "metrics": {"auroc": 0.9}})
+        train_jobs.record_result(project, job_id, "gpu-1", "v4")
+    assert ws.progress_bar.format() == "Done" and ws.server.is_running()
+    assert ws.cancel_button.text() == "Skip curve" and not ws.retrain_button.isEnabled()
+    train_jobs.append_event(project, job_id, {"event": "progress", "phase": "curve", "step": 1, "steps": 3,
+                                              "eta_s": None})
+    qtbot.waitUntil(lambda: "v4 is saved and ready to deploy" in ws.phase_label.text(), timeout=EVENT_WAIT_MS)
+    with qtbot.waitSignal(ws.server.finished, timeout=EVENT_WAIT_MS):
+        train_jobs.append_event(project, job_id, {"event": "curve", "version": "v4", "elapsed_s": 30.0,
+                                                  "learning_curve_s": 18.0})
+        train_jobs.finish(project, job_id, "gpu-1", train_jobs.DONE, result_version="v4")
+    assert "v4 is saved; its learning curve was measured in 18 s" in ws.phase_label.text()
+    assert ws.retrain_button.isEnabled() and ws.cancel_button.text() == "Cancel"
+
+
 def test_cancel_of_a_running_job_waits_for_the_worker(qtbot, train_ws, project):
     ws = train_ws
     job_id = queue_a_retrain(qtbot, ws)
