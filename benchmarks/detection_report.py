@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from app.core.operating_point import threshold_text
 from benchmarks import tile_data
 from benchmarks.machine import machine_lines
 
@@ -81,7 +82,7 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
         rows.append([f"{r.name}: {r.mode}", f"{t['caught']}/{t['n_defect']} = {_ci(t['catch_rate'], t['catch_rate_ci'])}",
                      f"{t['false_rejects']}/{t['n_ok']} = {_ci(t['false_reject_rate'], t['false_reject_rate_ci'])}",
                      num(t["auroc"]), num(t["pixel_auroc"]), num(t["pro"]), _retrain(r),
-                     f"{r.metrics['threshold']:.4f}"])
+                     threshold_text(r.metrics['threshold'], 4)])
     if baseline:
         rows.append(["baseline: image statistics + logistic regression",
                      _ci(baseline["catch_rate"], baseline["catch_rate_ci"]),

@@ -64,3 +64,15 @@ def test_no_ok_scores_or_nan_scores_are_refused():
         choose_threshold([], 0.01)
     with pytest.raises(NotEnoughDataError):
         choose_threshold([0.1, float("nan")], 0.01)
+
+
+def test_a_threshold_near_0_or_1_is_shown_with_the_digits_that_place_it():
+    from app.core.operating_point import threshold_text
+
+    assert threshold_text(0.43571948) == "0.436"
+    assert threshold_text(0.4357, 4) == "0.4357"
+    # A good-only model's threshold crowds towards 1: "1.000" would hide where it is.
+    assert threshold_text(0.9999983460331294) == "0.999998"
+    assert threshold_text(0.9999983460331294, 4) == "0.999998"
+    assert threshold_text(2.4e-7) == "0.0000002"
+    assert threshold_text(1.0) == "1.000" and threshold_text(0.0) == "0.000"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.core.errors import LinesideError, printable
+from app.core.operating_point import threshold_text
 
 if TYPE_CHECKING:
     from app.core.line_session import PartResult
@@ -294,7 +295,7 @@ def _headline(result: dict) -> list[str]:
     caught = _with_ci(result["catch_rate"], result.get("catch_rate_ci"), conf)
     rejected = _with_ci(result["false_reject_rate"], result.get("false_reject_rate_ci"), conf)
     lines = [
-        f"  at the stored threshold {result['threshold']:.3f}: caught {caught} of {result['n_defect']} defective, "
+        f"  at the stored threshold {threshold_text(result['threshold'])}: caught {caught} of {result['n_defect']} defective, "
         f"false reject {rejected} of {result['n_ok']} OK",
         f"  AUROC                        {_score(result['auroc'])}",
         "  best case (threshold picked on these images): catch at 1% false reject "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from app.core.operating_point import threshold_text
+
 if TYPE_CHECKING:
     from app.core.project import Project
     from app.core.records import ModelVersion
@@ -44,7 +46,7 @@ def _row(model: "ModelVersion") -> list[str]:
         model.version,
         model.status,
         model.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
-        f"{model.threshold:.3f}",
+        threshold_text(model.threshold),
         *(_metric(model.metrics, key, percent) for key, _, percent in METRIC_COLUMNS),
         "-" if n_train is None else str(n_train),
     ]

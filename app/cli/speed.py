@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.core.errors import LinesideError
+from app.core.operating_point import threshold_text
 
 if TYPE_CHECKING:
     from app.core.project import Project
@@ -82,7 +83,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     print(f"gate passed on {r['n_parts']} held-out parts: verdicts agree on {r['agreement']:.2%} "
           f"(expected to differ on {r['expected_disagreement']:.2%} of parts like them), "
           f"AUROC {r['auroc_int8']:.4f} (float {r['auroc_float']:.4f}), "
-          f"threshold {r['threshold']:.4f} (float {r['threshold_float']:.4f})")
+          f"threshold {threshold_text(r['threshold'], 4)} (float {threshold_text(r['threshold_float'], 4)})")
     print(f"one part, one thread: {speed['int8']:.1f} ms INT8 vs {speed['float']:.1f} ms float "
           f"({speed['speedup']:.2f}x); run `lineside bench {args.project}` to choose per machine")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from app.core.operating_point import threshold_text
+
 
 def text_event(event: dict) -> None:
     kind = event.get("event")
@@ -28,7 +30,8 @@ def text_event(event: dict) -> None:
               f"on {event['device']}", flush=True)
         if event.get("mode_reason"):
             print(f"  mode: {event['mode_reason']}", flush=True)
-        print(f"  at the stored threshold {m['threshold']:.4f}: {event.get('operating_point', '')}", flush=True)
+        print(f"  at the stored threshold {threshold_text(m['threshold'], 4)}: {event.get('operating_point', '')}",
+              flush=True)
         print(f"  {auroc}", flush=True)
         prod = event.get("production")
         if prod and "catch_rate" in prod:

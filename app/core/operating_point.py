@@ -42,6 +42,18 @@ def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
+def threshold_text(threshold: float, decimals: int = 3) -> str:
+    """A threshold as people read it: *decimals* places, more where fewer would show a
+    good-only model's 0.9999983 as "1.000" and hide where the line is drawn (its scores
+    crowd towards 1 far from the OK parts)."""
+    places = decimals
+    text = f"{threshold:.{places}f}"
+    while float(text) in (0.0, 1.0) and threshold not in (0.0, 1.0) and places < 9:
+        places += 1
+        text = f"{threshold:.{places}f}"
+    return text
+
+
 def allowed_rejects(n_ok: int, target: float) -> int:
     """Largest k with (k+1)/(n+1) <= target: how many held-out OK scores may lie above.
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from app.core.errors import BadImageError, LinesideError
 from app.core.evaluation import auroc, rate_interval
+from app.core.operating_point import threshold_text
 from app.core.records import OK
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ def histogram_chart(ok_scores: np.ndarray, defect_scores: np.ndarray, threshold:
     cv2.addWeighted(overlay, 0.55, ax.canvas, 0.45, 0, ax.canvas)
     x = ax.px(threshold, 0)[0]
     cv2.line(ax.canvas, (x, ax.top), (x, ax.px(0, 0)[1]), _INK, 2)
-    _text(ax.canvas, f"threshold {threshold:.3f}", (x + 6, ax.top + 8), 0.45)
+    _text(ax.canvas, f"threshold {threshold_text(threshold)}", (x + 6, ax.top + 8), 0.45)
     ax.legend([(f"OK ({len(ok_scores)})", _GREEN), (f"defective ({len(defect_scores)})", _RED)])
     return ax.canvas
 
@@ -461,7 +462,7 @@ class _Report:
         mode = self.report.get("mode") or self.metrics.get("mode") or "not recorded"
         measured = f"{self.m.note}, {len(self.m.val)} parts" if self.m else "nothing (measurements skipped)"
         self.add(f"<p>Status <b>{_e(m.status)}</b>, registered {created}, mode <b>{_e(mode)}</b>, "
-                 f"threshold {m.threshold:.4f}. Report written {datetime.now().astimezone():%Y-%m-%d %H:%M}; "
+                 f"threshold {threshold_text(m.threshold, 4)}. Report written {datetime.now().astimezone():%Y-%m-%d %H:%M}; "
                  f"re-measured now on {_e(measured)}.</p>")
         for section in (self.gate, self.trained_on, self.less_data, self.corrected, self.costs, self.baseline,
                         self.operating_point, self.histograms, self.confusion, self.per_class, self.per_source,
@@ -595,7 +596,7 @@ class _Report:
                 broke.append((record, truth, new, old))
         self.add(f"<p>On {len(m.val)} validation parts, {self.model.version} judges <b>{len(fixed)}</b> correctly "
                  f"that {pm.version} got wrong, and <b>{len(broke)}</b> wrongly that {pm.version} got right "
-                 f"(each model at its own threshold: {self.model.threshold:.3f} and {pm.threshold:.3f}). "
+                 f"(each model at its own threshold: {threshold_text(self.model.threshold)} and {threshold_text(pm.threshold)}). "
                  "The heatmap shows where the new model sees a defect.</p>")
         for title, items in ((f"Now right (wrong with {pm.version})", fixed),
                              (f"Now wrong (right with {pm.version})", broke)):
@@ -685,7 +686,7 @@ class _Report:
         if "false_reject_rate" not in mt:
             self.add(_missing("Not recorded for this version."))
             return
-        self.add(f"<p>Threshold <b>{mt.get('threshold', self.model.threshold):.4f}</b>, set on "
+        self.add(f"<p>Threshold <b>{threshold_text(mt.get('threshold', self.model.threshold), 4)}</b>, set on "
                  f"{_e(mt.get('threshold_source', 'held-out OK parts'))} for a target false-reject rate of "
                  f"{_pct(mt.get('false_reject_target'))}.</p>")
         self.add(_table(["", "rate", "on"], [

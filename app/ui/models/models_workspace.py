@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.operating_point import threshold_text
 from app.core.records import ModelVersion
 from app.ui.shared.style import PASS
 from app.ui.shared.table_models import ListTableModel
@@ -116,7 +117,7 @@ class ModelsTableModel(ListTableModel):
                 STATUS_TEXT.get(m.status, m.status),
                 m.metrics.get("mode", "supervised"),
                 m.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
-                f"{m.threshold:.3f}",
+                threshold_text(m.threshold),
                 # At the stored threshold, with 95 % intervals: what the line gets.
                 with_interval(m.metrics.get("catch_rate"), m.metrics.get("catch_rate_ci")),
                 with_interval(m.metrics.get("false_reject_rate"), m.metrics.get("false_reject_rate_ci")),

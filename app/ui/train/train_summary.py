@@ -9,6 +9,8 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from app.core.operating_point import threshold_text
+
 
 def percent(value: object) -> str:
     return f"{float(value) * 100:.1f} %" if isinstance(value, (int, float)) else "–"
@@ -32,7 +34,7 @@ def operating_point_text(metrics: dict) -> str:
     if isinstance(threshold, (int, float)):
         source = metrics.get("threshold_source")
         target = metrics.get("false_reject_target")
-        parts.append(f"Threshold {threshold:.3f}, set for "
+        parts.append(f"Threshold {threshold_text(threshold)}, set for "
                      + (f"{target * 100:.1f} % false reject " if isinstance(target, (int, float)) else "")
                      + (f"on {source}" if source else "on validation parts")
                      + "; rates in brackets are 95 % intervals.")

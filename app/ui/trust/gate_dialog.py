@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from app.core import golden
 from app.core.errors import LinesideError
+from app.core.operating_point import threshold_text
 from app.ui.shared.style import FAIL, WARN
 from app.ui.trust.people_dialogs import refuse_tooltip, say
 
@@ -122,7 +123,7 @@ class GateRefusedDialog(QDialog):
         headers = []
         for key in ("candidate", "production"):
             threshold = result.get(f"{key}_threshold")
-            limit = f" (FAIL ≥ {threshold:.4f})" if isinstance(threshold, (int, float)) else ""
+            limit = f" (FAIL ≥ {threshold_text(threshold, 4)})" if isinstance(threshold, (int, float)) else ""
             headers.append(f"{result.get(key) or key} score{limit}")
         table.setHorizontalHeaderLabels(["Image", "Label", "What happened", *headers])
         table.verticalHeader().hide()
