@@ -41,9 +41,12 @@ def text_event(event: dict) -> None:
     elif kind == "progress" and event.get("phase") == "curve" and event.get("step") == 0:
         print("measuring what less data would have given (the model above is already saved)...", flush=True)
     elif kind == "curve":
-        said = (f"measured in {event['learning_curve_s']:.0f}s" if event.get("learning_curve_s") is not None
-                else event.get("note") or "not measured")
-        print(f"learning curve of {event['version']}: {said}; `lineside report` shows it", flush=True)
+        version = event["version"]
+        if event.get("learning_curve_s") is not None:
+            print(f"learning curve of {version}: measured in {event['learning_curve_s']:.0f}s; "
+                  f"`lineside report PROJECT {version}` shows it", flush=True)
+        else:
+            print(f"learning curve of {version}: {event.get('note') or 'not measured'}", flush=True)
 
 
 def json_event(event: dict) -> None:
