@@ -76,3 +76,13 @@ def test_a_threshold_near_0_or_1_is_shown_with_the_digits_that_place_it():
     assert threshold_text(0.9999983460331294, 4) == "0.999998"
     assert threshold_text(2.4e-7) == "0.0000002"
     assert threshold_text(1.0) == "1.000" and threshold_text(0.0) == "0.000"
+
+
+def test_a_threshold_resting_on_one_ok_part_says_how_many_would_steady_it():
+    from app.core.operating_point import allowed_rejects, single_part_note
+
+    note = single_part_note(109, 0.01)  # kolektorsdd's validation OK parts
+    assert "highest of the 109 held-out OK scores" in note and "199 or more" in note
+    assert allowed_rejects(198, 0.01) == 0 and allowed_rejects(199, 0.01) == 1
+    assert single_part_note(199, 0.01) is None and single_part_note(0, 0.01) is None
+    assert "39 or more" in single_part_note(20, 0.05)

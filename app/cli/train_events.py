@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from app.core.operating_point import threshold_text
+from app.core.operating_point import single_part_note, threshold_text
 
 
 def text_event(event: dict) -> None:
@@ -33,6 +33,8 @@ def text_event(event: dict) -> None:
         print(f"  at the stored threshold {threshold_text(m['threshold'], 4)}: {event.get('operating_point', '')}",
               flush=True)
         print(f"  {auroc}", flush=True)
+        if (note := single_part_note(m.get("n_ok_heldout") or 0, m.get("false_reject_target") or 0.01)):
+            print(f"  note: {note}", flush=True)
         prod = event.get("production")
         if prod and "catch_rate" in prod:
             print(f"production {prod['version']} on the same images: catch {prod['catch_rate']:.1%} "

@@ -64,6 +64,18 @@ def allowed_rejects(n_ok: int, target: float) -> int:
     return max(0, int(math.floor(target * (n_ok + 1) + 1e-9)) - 1)
 
 
+def single_part_note(n_ok: int, target: float) -> str | None:
+    """What to say when the threshold rests on one held-out OK part (too few of them for
+    the target to allow any above it), else None: then one unusual OK part decides
+    where the line is drawn, and more OK parts make it steadier."""
+    if n_ok <= 0 or allowed_rejects(n_ok, target) > 0:
+        return None
+    needed = next(n for n in range(n_ok + 1, 10**7) if allowed_rejects(n, target) > 0)
+    return (f"The threshold sits just above the highest of the {n_ok} held-out OK scores, so that one part "
+            f"decides it; with {needed} or more held-out OK parts it would rest on more than one "
+            "(label more OK parts).")
+
+
 def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET) -> tuple[float, int]:
     """(threshold, k): k held-out OK parts score at or above the returned threshold."""
     ok = np.sort(np.asarray(ok_scores, np.float64).ravel())[::-1]

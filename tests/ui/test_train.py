@@ -237,3 +237,12 @@ def test_summary_card_leads_with_the_stored_threshold_figures_and_their_interval
     details = card.details.text()
     assert "good-only: 3 labeled defective parts" in details
     assert "out-of-fold" in details and "Best case" in details
+    assert "decides it" not in details  # no n_ok_heldout given: nothing to say about it
+    # A threshold resting on the highest of 109 validation OK scores says so, and what would help.
+    card.show_result({"version": "v5", "elapsed_s": 12, "device": "cpu (2 cores)",
+                      "metrics": {"catch_rate": 1.0, "catch_rate_ci": [0.6, 1.0], "false_reject_rate": 0.009,
+                                  "false_reject_rate_ci": [0.0, 0.033], "threshold": 0.9665, "auroc": 1.0,
+                                  "threshold_source": "109 validation OK parts", "false_reject_target": 0.01,
+                                  "n_ok_heldout": 109}})
+    assert "highest of the 109 held-out OK scores" in card.details.text()
+    assert "199 or more" in card.details.text()

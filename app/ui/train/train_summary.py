@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from app.core.operating_point import threshold_text
+from app.core.operating_point import single_part_note, threshold_text
 
 
 def percent(value: object) -> str:
@@ -38,6 +38,9 @@ def operating_point_text(metrics: dict) -> str:
                      + (f"{target * 100:.1f} % false reject " if isinstance(target, (int, float)) else "")
                      + (f"on {source}" if source else "on validation parts")
                      + "; rates in brackets are 95 % intervals.")
+        n_ok = metrics.get("n_ok_heldout")
+        if isinstance(n_ok, int) and isinstance(target, (int, float)) and (note := single_part_note(n_ok, target)):
+            parts.append(note)
     best = metrics.get("catch_at_1pct_false_reject")
     if isinstance(best, (int, float)):
         parts.append(f"Best case (threshold picked on these same parts): {percent(best)} caught at 1 % false reject.")
