@@ -176,6 +176,11 @@ def test_operating_point_histogram_and_confusion_agree_with_the_parts(project_di
     assert f"false reject {fr:.1%}" in html
     op = _section(html, "Operating point")
     assert f"{v2.metrics['catch_rate']:.1%} (95% CI" in op and f"{v2.metrics['false_reject_rate']:.1%} (95% CI" in op
+    # Few held-out OK parts: the report says one of them set the threshold.
+    from app.core.operating_point import single_part_note
+
+    note = single_part_note(v2.metrics["n_ok_heldout"], v2.metrics["false_reject_target"])
+    assert note is not None and "so that one part decides it" in op
 
 
 def test_without_a_learning_curve_or_weight_change_it_says_so(project_dir: Path):

@@ -27,7 +27,7 @@ import numpy as np
 
 from app.core.errors import BadImageError, LinesideError
 from app.core.evaluation import auroc, rate_interval
-from app.core.operating_point import threshold_text
+from app.core.operating_point import single_part_note, threshold_text
 from app.core.records import OK
 
 if TYPE_CHECKING:
@@ -689,6 +689,9 @@ class _Report:
         self.add(f"<p>Threshold <b>{threshold_text(mt.get('threshold', self.model.threshold), 4)}</b>, set on "
                  f"{_e(mt.get('threshold_source', 'held-out OK parts'))} for a target false-reject rate of "
                  f"{_pct(mt.get('false_reject_target'))}.</p>")
+        note = single_part_note(int(mt.get("n_ok_heldout") or 0), float(mt.get("false_reject_target") or 0.01))
+        if note:
+            self.add(f"<p>{_e(note)}</p>")
         self.add(_table(["", "rate", "on"], [
             ["catch (defective parts failed)", _pct(mt.get("catch_rate"), mt.get("catch_rate_ci")),
              f"{mt.get('n_defect_heldout', '-')} held-out defective parts"],
