@@ -89,6 +89,7 @@ def test_the_model_is_handed_over_before_the_learning_curve_is_measured(trained)
     kinds = [e["event"] for e in events]
     done = kinds.index("done")
     # Registered at "done", its report saying the curve is on its way; the re-fits come after.
+    assert events[done]["curve_follows"] is True
     held = events[done]["registered_report"]
     assert held["learning_curve"] is None and held["learning_curve_note"] == pipeline.CURVE_PENDING
     assert all(e.get("phase") == "curve" for e in events[done + 1:-1])

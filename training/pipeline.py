@@ -531,7 +531,7 @@ class _Run:
                                                       "false_reject_target", "n_ok_heldout", "n_defect_heldout")},
                   "operating_point": point.describe(), "production": report["production_on_same_val"],
                   "baseline": report["baseline_on_same_val"], "shortfalls": self.shortfalls,
-                  "changes": report["changes"]})
+                  "changes": report["changes"], "curve_follows": self.curve_source is not None})
         return model
 
     def _train_part_statistics(self) -> tuple[list, list]:

@@ -19,7 +19,7 @@ EVENTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
               frozenset({"elapsed_s"})),
     "done": (frozenset({"version", "elapsed_s", "device", "metrics"}),
              frozenset({"mode", "mode_reason", "operating_point", "production", "baseline", "shortfalls",
-                        "changes"})),
+                        "changes", "curve_follows"})),
     # after "done": the learning curve, measured once the model was handed over, is in the
     # report of *version* (note: why it is not, when it is not)
     "curve": (frozenset({"version", "elapsed_s"}), frozenset({"learning_curve_s", "note"})),

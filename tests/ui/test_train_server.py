@@ -214,7 +214,8 @@ def test_a_server_jobs_model_is_shown_at_done_while_its_curve_is_measured(qtbot,
     # What a worker writes at the hand-over: the model is saved, the job still runs.
     with qtbot.waitSignal(ws.server.done, timeout=EVENT_WAIT_MS):
         train_jobs.append_event(project, job_id, {"event": "done", "version": "v4", "elapsed_s": 12.0,
-                                                  "device": "cuda (H100)", "metrics": {"auroc": 0.9}})
+                                                  "device": "cuda (H100)", "metrics": {"auroc": 0.9},
+                                                  "curve_follows": True})
         train_jobs.record_result(project, job_id, "gpu-1", "v4")
     assert ws.progress_bar.format() == "Done" and ws.server.is_running()
     assert ws.cancel_button.text() == "Skip curve" and not ws.retrain_button.isEnabled()

@@ -66,7 +66,8 @@ class TrainWorkspace(TrainPage):
         for change in (self.server.queued, self.server.taken):  # the queue line follows the job
             change.connect(lambda *_: self.server_status.refresh())
         self.server.cancelling.connect(lambda: self._show_cancelling(
-            "Cancelling: waiting for the training server to stop the job…"))
+            f"Skipping the learning curve; {self._handed_over} is saved." if self._handed_over
+            else "Cancelling: waiting for the training server to stop the job…"))
         self.server.cancel_failed.connect(self._on_cancel_failed)
         self.server.notice.connect(self.context.status_message.emit)
         self.target_box.currentIndexChanged.connect(lambda _i: self._on_target_changed())
@@ -149,13 +150,9 @@ class TrainWorkspace(TrainPage):
         return answer == QMessageBox.StandardButton.Yes
 
     def cancel_training(self) -> None:
-        if self._handed_over is not None:
-            self._show_cancelling(f"Skipping the learning curve; {self._handed_over} is saved.")
         if self.trainer.is_running():
-            if self._handed_over is not None:
-                self.trainer.cancel()
-                return
-            self._show_cancelling("Cancelling: stopping after the current batch…")
+            self._show_cancelling(f"Skipping the learning curve; {self._handed_over} is saved." if self._handed_over
+                                  else "Cancelling: stopping after the current batch…")
             self.trainer.cancel()
         elif self.server.is_running():
             self.server.cancel()  # says `cancelling`, then `cancelled` once the job is
@@ -246,7 +243,7 @@ class TrainWorkspace(TrainPage):
         self.eta_label.setText("")
         self.summary.show_result(event)
         self.summary.show()
-        if self._running():  # the learning curve follows; stopping now only skips it
+        if event.get("curve_follows") and self._running():  # stopping now only skips the curve
             self._cancel_text = (self.cancel_button.text(), self.cancel_button.toolTip())
             self.cancel_button.setText("Skip curve")
             self.cancel_button.setToolTip(f"Skip the learning curve (Esc); {self._handed_over} stays saved")
