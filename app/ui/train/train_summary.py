@@ -34,8 +34,8 @@ def operating_point_text(metrics: dict) -> str:
     if isinstance(threshold, (int, float)):
         source = metrics.get("threshold_source")
         target = metrics.get("false_reject_target")
-        parts.append(f"Threshold {threshold_text(threshold)}, set for "
-                     + (f"{target * 100:.1f} % false reject " if isinstance(target, (int, float)) else "")
+        parts.append(f"Threshold {threshold_text(threshold)}, set "
+                     + (f"for {target * 100:.1f} % false reject " if isinstance(target, (int, float)) else "")
                      + (f"on {source}" if source else "on validation parts")
                      + "; rates in brackets are 95 % intervals.")
         n_ok = metrics.get("n_ok_heldout")
