@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.core.evaluation import auroc, pixel_auroc  # noqa: E402
 from app.core.imageio import read_image, read_mask  # noqa: E402
-from app.core.operating_point import operating_point  # noqa: E402
+from app.core.operating_point import choose_threshold, operating_point  # noqa: E402
 from app.core.preprocess import letterbox, letterbox_mask  # noqa: E402
 from benchmarks.tile_data import DEFAULT_DATASET, GOOD_CLASS, in_split, read_split  # noqa: E402
 
@@ -132,7 +132,8 @@ def heatmaps_of(net, images: list[np.ndarray], size: int | None) -> list[np.ndar
 
 
 def figures(name: str, val_ok: np.ndarray, test: np.ndarray, is_defect: np.ndarray, labels: np.ndarray) -> dict:
-    op = operating_point(val_ok, test[is_defect])
+    # The threshold from validation OK scores alone: test defects must not place it.
+    op = operating_point(val_ok, test[is_defect], threshold=choose_threshold(val_ok)[0])
     fr = float(np.mean(test[~is_defect] >= op.threshold))
     per_class = {c: round(float(np.mean(test[labels == c] >= op.threshold)), 3)
                  for c in sorted(set(labels)) if c != GOOD_CLASS}

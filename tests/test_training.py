@@ -84,6 +84,30 @@ def test_the_report_holds_a_learning_curve_of_real_re_fits(trained):
     assert any(e.get("phase") == "curve" for e in events)
 
 
+def test_a_tiled_part_is_defective_when_any_of_its_tiles_is():
+    # The tiles of a defective part outside its painted region are OK tiles; the
+    # learning curve judges parts, so a crack in the last tile still makes the part a defect.
+    from training.data import Sample
+    from training.loop import _part_scores, _stratified_subset
+
+    blank = np.zeros((8, 8, 3), np.uint8)
+    tiles = [Sample(blank, None, "ok", "crack#t0"), Sample(blank, None, "ok", "crack#t1"),
+             Sample(blank, np.ones((8, 8), np.uint8), "scratch", "crack#t2"),
+             Sample(blank, None, "ok", "clean#t0"), Sample(blank, None, "ok", "clean#t1")]
+    scores, is_defect = _part_scores(tiles, np.array([0.1, 0.2, 0.9, 0.3, 0.05]))
+    assert scores.tolist() == [0.9, 0.3]
+    assert is_defect.tolist() == [True, False]
+    # A share of the parts for the learning curve is stratified by the part's class, and
+    # keeps every tile of a part it keeps.
+    parts = [Sample(blank, None, "ok", f"ok{i}#t0") for i in range(8)] + [
+        Sample(blank, None, "ok", f"bad{i}#t{t}") if t else Sample(blank, None, "scratch", f"bad{i}#t0")
+        for i in range(4) for t in range(2)]
+    keep = _stratified_subset(parts, 0.5, np.random.default_rng(0))
+    kept = {parts[i].key.split("#")[0] for i in keep}
+    assert sum(p.startswith("ok") for p in kept) == 4 and sum(p.startswith("bad") for p in kept) == 2
+    assert len(keep) == 4 + 2 * 2
+
+
 def test_the_model_is_handed_over_before_the_learning_curve_is_measured(trained):
     project_dir, model, events = trained
     kinds = [e["event"] for e in events]

@@ -525,11 +525,14 @@ CURVE_FRACTIONS = (0.25, 0.5)
 
 def _stratified_subset(samples: list[Sample], fraction: float, rng) -> set[int]:
     """Indices of *fraction* of the training parts of each class (tiles stay with their part)."""
-    parts: dict[str, list[str]] = {}
+    part_class: dict[str, str] = {}  # a part's class: its defect's if any tile holds one
     for s in samples:
         part = s.key.split("#")[0]
-        if part not in parts.setdefault(s.verdict, []):
-            parts[s.verdict].append(part)
+        if part_class.setdefault(part, s.verdict) == OK:
+            part_class[part] = s.verdict
+    parts: dict[str, list[str]] = {}
+    for part, verdict in part_class.items():
+        parts.setdefault(verdict, []).append(part)
     keep = set()
     for names in parts.values():
         n = max(1, round(fraction * len(names)))
@@ -538,11 +541,14 @@ def _stratified_subset(samples: list[Sample], fraction: float, rng) -> set[int]:
 
 
 def _part_scores(samples: list[Sample], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(score, is_defect) per part: the max over its tiles, as at the line."""
+    """(score, is_defect) per part: the max over its tiles, as at the line. A part is
+    defective when any of its tiles is: the tiles of a defective part that hold no
+    painted defect are labeled OK (training.data.load_tiled_samples)."""
     best: dict[str, list] = {}
     for s, score in zip(samples, scores):
-        entry = best.setdefault(s.key.split("#")[0], [float("-inf"), s.verdict != OK])
+        entry = best.setdefault(s.key.split("#")[0], [float("-inf"), False])
         entry[0] = max(entry[0], float(score))
+        entry[1] = entry[1] or s.verdict != OK
     values = list(best.values())
     return np.array([v[0] for v in values]), np.array([v[1] for v in values], bool)
 

@@ -12,9 +12,14 @@ is known in advance:
   within the target, and report the Beta interval as the false-reject interval.
 - The catch rate is counted on held-out defective parts (Clopper-Pearson interval).
 
-The threshold sits halfway (in logit space) between the two held-out OK scores it
-separates, never one float step above a score: a part scored 3e-8 higher by another
-runtime or CPU must not flip from PASS to FAIL.
+Any threshold above the (k+1)-th highest OK score keeps that promise; where in the gap
+it sits decides the margin on either side. It sits halfway (in logit space) between the
+highest OK score that must pass and the next held-out score above it, OK or defective:
+a held-out defect scored in the gap pulls the threshold down towards it, so parts like
+it are caught at the same promised false-reject rate. With nothing above (k = 0 and
+no defect scored above every OK part) it sits above the top OK score by half the gap
+to the second. Never one float step above a score: a part scored 3e-8 higher by
+another runtime or CPU must not flip from PASS to FAIL.
 """
 
 from __future__ import annotations
@@ -76,8 +81,13 @@ def single_part_note(n_ok: int, target: float) -> str | None:
             "(label more OK parts).")
 
 
-def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET) -> tuple[float, int]:
-    """(threshold, k): k held-out OK parts score at or above the returned threshold."""
+def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET,
+                     defect_scores=()) -> tuple[float, int]:
+    """(threshold, k): k held-out OK parts score at or above the returned threshold.
+
+    *defect_scores* (held-out defective parts) only place the threshold within the gap
+    the OK scores allow (see the module text); they never change k or the promise.
+    """
     ok = np.sort(np.asarray(ok_scores, np.float64).ravel())[::-1]
     if ok.size == 0:
         raise NotEnoughDataError("No held-out OK parts to set a threshold from: label more OK parts.")
@@ -86,8 +96,11 @@ def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET) -> 
     k = min(allowed_rejects(ok.size, target), ok.size - 1)
     logits = _logit(ok)
     below = logits[k]  # the highest score that must PASS
-    if k > 0:
-        gap = logits[k - 1] - below  # the lowest score that may FAIL lies above the threshold
+    above = [logits[k - 1]] if k > 0 else []  # the lowest OK score that may FAIL
+    bad = _logit(np.asarray(defect_scores, np.float64).ravel())
+    above += list(bad[np.isfinite(bad) & (bad > below)])
+    if above:
+        gap = min(above) - below
     elif ok.size > 1:
         gap = below - logits[1]  # nothing above: extrapolate by the top gap
     else:
@@ -133,7 +146,7 @@ def operating_point(ok_scores, defect_scores, target: float = DEFAULT_FALSE_REJE
     ok = np.asarray(ok_scores, np.float64).ravel()
     bad = np.asarray(defect_scores, np.float64).ravel()
     if threshold is None:
-        threshold, k = choose_threshold(ok, target)
+        threshold, k = choose_threshold(ok, target, bad)
     else:
         k = int(np.sum(ok >= threshold))
     forecast = threshold_false_reject_interval(ok.size, k, confidence)
