@@ -107,3 +107,16 @@ def test_a_threshold_resting_on_one_ok_part_says_how_many_would_steady_it():
     assert allowed_rejects(198, 0.01) == 0 and allowed_rejects(199, 0.01) == 1
     assert single_part_note(199, 0.01) is None and single_part_note(0, 0.01) is None
     assert "39 or more" in single_part_note(20, 0.05)
+
+
+def test_the_parts_that_place_the_threshold_are_named_highest_first():
+    from app.core.operating_point import highest_ok_parts, highest_ok_text
+
+    parts = highest_ok_parts([11, 12, 13, 14], ["a.png", "b.png", "c.png", "d.png"], [0.2, 0.77, 0.01, 0.5],
+                             threshold=0.6, limit=3)
+    assert [p["image_id"] for p in parts] == [12, 14, 11]
+    assert [p["rejected"] for p in parts] == [True, False, False]
+    text = highest_ok_text(parts)
+    assert text.startswith("Highest-scoring held-out OK parts: b.png (0.770), d.png (0.500), a.png (0.200).")
+    assert highest_ok_text([]) is None
+

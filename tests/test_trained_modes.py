@@ -46,6 +46,13 @@ def test_a_project_with_only_ok_parts_trains_a_good_only_model(good_only):
     assert model.metrics["catch_rate"] is None  # no defects to measure it on, and it says so
     # The threshold rests on more OK parts than the validation split holds: out-of-fold ones too.
     assert model.metrics["n_ok_heldout"] == 60
+    # The OK parts that scored highest, out-of-fold training parts among the candidates,
+    # named by their image: the first is the one the threshold sits just above or below.
+    with Project.open(good_only[0]) as p:
+        ok_ids = {r.id for r, label in p.labeled() if label.verdict == "ok"}
+    highest = model.metrics["highest_ok_parts"]
+    assert len(highest) == 3 and {h["image_id"] for h in highest} <= ok_ids
+    assert highest[0]["score"] == max(h["score"] for h in highest)
     lo, hi = model.metrics["false_reject_rate_ci"]
     assert 0 <= lo < model.metrics["false_reject_rate"] < hi <= 1
     info = Inspector(model.onnx_path).info

@@ -59,7 +59,7 @@ def test_training_registers_a_candidate_with_metrics_and_report(trained):
         # What it was trained on, as the app compares it before the next retrain.
         assert model.report["labeled_data_sha256"] == project.labeled_fingerprint()
     assert 0.0 <= model.threshold <= 1.0
-    for key in ("auroc", "catch_rate", "false_reject_rate", "catch_at_1pct_false_reject"):
+    for key in ("auroc", "catch_rate", "false_reject_rate", "catch_at_1pct_false_reject", "highest_ok_parts"):
         assert key in model.metrics
     assert model.report["n_train"] + model.report["n_val"] == 14 + 3 * 6
     assert model.report["parity_max_abs_diff"] <= export_mod.PARITY_TOLERANCE

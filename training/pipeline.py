@@ -27,7 +27,7 @@ import torch
 from app.core.atomic import write_text
 from app.core.errors import NotEnoughDataError
 from app.core.monitoring import build_reference, image_stats
-from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, operating_point
+from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, highest_ok_parts, operating_point
 from app.core.preprocess import TilePlan, choose_tile_plan, defect_extent
 from app.core.project import Project
 from app.core.records import ModelVersion
@@ -205,13 +205,13 @@ def relative_weight_change(net) -> dict[str, float]:
     return change
 
 
-def _per_part_max(samples, scores) -> list[float]:
-    """A part's score is the max over its tiles, at the line and here (one entry per part)."""
+def _per_part_max(samples, scores) -> dict[str, float]:
+    """A part's score is the max over its tiles, at the line and here: {part key: score}."""
     best: dict[str, float] = {}
     for sample, score in zip(samples, scores):
         part = sample.key.split("#")[0]
         best[part] = max(best.get(part, float("-inf")), float(score))
-    return list(best.values())
+    return best
 
 
 def train_project(project_dir: Path | str, *, epochs: int | None = None, time_budget_s: float | None = None,
@@ -352,10 +352,13 @@ class _Run:
             return export_anomaly(fit.net, path, self.size, metadata, ok_parity)
 
         n_val_ok = sum(v == OK for _, v in self.held_out)
+        oof = _per_part_max(ok_inputs, fit.oof_ok_scores)
+        records = {r.sha256: r for r, _ in self.train_parts}
         return {"net": fit.net, "export": export, "fit": fit, "ok_parity": ok_parity,
                 "checkpoint": {"state_dict": fit.net.state_dict(), "config": asdict(cfg),
                                                  "class_names": self.class_names},
-                "extra_ok_scores": _per_part_max(ok_inputs, fit.oof_ok_scores), "config": asdict(cfg),
+                "extra_ok_scores": list(oof.values()), "extra_ok_records": [records[key] for key in oof],
+                "config": asdict(cfg),
                 "history": [],
                 "epochs_run": 0, "stopped_early": False,
                 "bank": {"entries": int(fit.bank_entries), "bytes": int(fit.bank_bytes)},
@@ -507,8 +510,12 @@ class _Run:
             predicted = _predicted(verdicts, self.class_names, point.threshold)
             measured_on = ("validation split" if self.mode != GOOD_ONLY
                            else "validation OK parts and every labeled defect (none trained on)")
+            ok_records = [r for r, v in self.held_out if v == OK] + list(fitted.get("extra_ok_records", []))
             metrics = {**line_metrics(scores, truth, predicted, point, self.class_names, measured_on),
-                       "mode": self.mode, "mode_reason": self.mode_reason}
+                       "mode": self.mode, "mode_reason": self.mode_reason,
+                       "highest_ok_parts": highest_ok_parts([r.id for r in ok_records],
+                                                            [r.filename for r in ok_records], ok_scores,
+                                                            point.threshold)}
             train_stats, train_features = self._train_part_statistics()
             reference = build_reference(train_stats, [float(s) for s in scores[~defect]])
             report = self._report(fitted, truth, images, parity_diff, train_features)
@@ -528,7 +535,8 @@ class _Run:
                   "device": device_name(self.device), "mode": self.mode, "mode_reason": self.mode_reason,
                   "metrics": {k: metrics[k] for k in ("auroc", "catch_rate", "false_reject_rate", "threshold",
                                                       "catch_rate_ci", "false_reject_rate_ci",
-                                                      "false_reject_target", "n_ok_heldout", "n_defect_heldout")},
+                                                      "false_reject_target", "n_ok_heldout", "n_defect_heldout",
+                                                      "highest_ok_parts")},
                   "operating_point": point.describe(), "production": report["production_on_same_val"],
                   "baseline": report["baseline_on_same_val"], "shortfalls": self.shortfalls,
                   "changes": report["changes"], "curve_follows": self.curve_source is not None})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from app.core.operating_point import single_part_note, threshold_text
+from app.core.operating_point import highest_ok_text, single_part_note, threshold_text
 
 
 def text_event(event: dict) -> None:
@@ -35,6 +35,8 @@ def text_event(event: dict) -> None:
         print(f"  {auroc}", flush=True)
         if (note := single_part_note(m.get("n_ok_heldout") or 0, m.get("false_reject_target") or 0.01)):
             print(f"  note: {note}", flush=True)
+        if (highest := highest_ok_text(m.get("highest_ok_parts") or [])):
+            print(f"  {highest}", flush=True)
         prod = event.get("production")
         if prod and "catch_rate" in prod:
             print(f"production {prod['version']} on the same images: catch {prod['catch_rate']:.1%} "

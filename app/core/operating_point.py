@@ -76,9 +76,27 @@ def single_part_note(n_ok: int, target: float) -> str | None:
     if n_ok <= 0 or allowed_rejects(n_ok, target) > 0:
         return None
     needed = next(n for n in range(n_ok + 1, 10**7) if allowed_rejects(n, target) > 0)
-    return (f"The threshold sits just above the highest of the {n_ok} held-out OK scores, so that one part "
+    return (f"The threshold sits above the highest of the {n_ok} held-out OK scores, so that one part "
             f"decides it; with {needed} or more held-out OK parts it would rest on more than one "
             "(label more OK parts).")
+
+
+def highest_ok_parts(image_ids, filenames, scores, threshold: float, limit: int = 3) -> list[dict]:
+    """The held-out OK parts that scored highest, highest first: the ones that place the
+    threshold. One defective part among them labeled OK raises the threshold for every
+    part the line judges, so these are the labels worth a second look."""
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")[:limit]
+    return [{"image_id": int(image_ids[i]), "filename": str(filenames[i]), "score": float(scores[i]),
+             "rejected": bool(scores[i] >= threshold)} for i in order]
+
+
+def highest_ok_text(parts: list[dict]) -> str | None:
+    """One sentence for the screens that show the threshold, or None without parts."""
+    if not parts:
+        return None
+    listed = ", ".join(f"{p['filename']} ({threshold_text(p['score'])})" for p in parts)
+    return (f"Highest-scoring held-out OK parts: {listed}. They place the threshold: if one of them is "
+            "in fact defective, relabel it and retrain.")
 
 
 def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET,

@@ -27,7 +27,7 @@ import numpy as np
 
 from app.core.errors import BadImageError, LinesideError
 from app.core.evaluation import auroc, rate_interval
-from app.core.operating_point import single_part_note, threshold_text
+from app.core.operating_point import highest_ok_text, single_part_note, threshold_text
 from app.core.records import OK
 
 if TYPE_CHECKING:
@@ -692,6 +692,8 @@ class _Report:
         note = single_part_note(int(mt.get("n_ok_heldout") or 0), float(mt.get("false_reject_target") or 0.01))
         if note:
             self.add(f"<p>{_e(note)}</p>")
+        if highest := highest_ok_text(mt.get("highest_ok_parts") or []):
+            self.add(f"<p>{_e(highest)}</p>")
         self.add(_table(["", "rate", "on"], [
             ["catch (defective parts failed)", _pct(mt.get("catch_rate"), mt.get("catch_rate_ci")),
              f"{mt.get('n_defect_heldout', '-')} held-out defective parts"],

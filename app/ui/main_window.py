@@ -103,6 +103,9 @@ class MainWindow(QMainWindow):
             navigate = getattr(widget, "navigate_requested", None)
             if navigate is not None:
                 navigate.connect(self.show_workspace)
+            review = getattr(widget, "review_image_requested", None)
+            if review is not None:
+                review.connect(self.review_image)
         self.stack.addWidget(self.tabs)
         self._active: QWidget | None = None
         self.tabs.currentChanged.connect(self._tab_changed)
@@ -203,6 +206,11 @@ class MainWindow(QMainWindow):
             if self.tabs.tabText(index).replace("&&", "&").lower().startswith(str(name).lower()):
                 self.tabs.setCurrentIndex(index)
                 return
+
+    def review_image(self, image_id: int) -> None:
+        """Show one image in Capture & Label, where its label can be changed."""
+        self.tabs.setCurrentWidget(self.capture)
+        self.capture.labeling.show_image(image_id)
 
     def show_workspace_at(self, index: int) -> None:
         if self.stack.currentWidget() is self.tabs and 0 <= index < self.tabs.count():

@@ -171,6 +171,13 @@ def test_retrain_for_real_then_deploy_and_inspect(qtbot, app_context, tiny_proje
     version = done[0]["version"]
     assert [m.version for m in tiny_project.models()] == [version]
     assert ws.summary.isVisibleTo(ws) and ws.loss_chart.points("training")
+    # The held-out OK parts that placed the threshold, highest first, one click from their label.
+    highest = done[0]["metrics"]["highest_ok_parts"]
+    val_ok = {r.id for r, label in tiny_project.labeled(split="val") if label.verdict == "ok"}
+    assert highest and {p["image_id"] for p in highest} <= val_ok
+    assert [p["score"] for p in highest] == sorted((p["score"] for p in highest), reverse=True)
+    assert len(ws.summary.review_buttons) == len(highest)
+    assert [b.toolTip().split(":")[0] for b in ws.summary.review_buttons] == [p["filename"] for p in highest]
     with qtbot.waitSignal(app_context.models_changed, timeout=2000):
         ws.summary.deploy_button.click()
     assert tiny_project.production_model().version == version
@@ -246,3 +253,35 @@ def test_summary_card_leads_with_the_stored_threshold_figures_and_their_interval
                                   "n_ok_heldout": 109}})
     assert "highest of the 109 held-out OK scores" in card.details.text()
     assert "199 or more" in card.details.text()
+
+
+def test_check_opens_a_threshold_placing_ok_part_where_it_is_labeled(main_window, qtbot):
+    # The Train summary names the held-out OK parts that scored highest; a defective part
+    # among them labeled OK raises the threshold, so "Check" opens it in Capture & Label.
+    window = main_window()
+    project = window.context.project
+    add_labeled_parts(project, n_ok=3, per_defect={})
+    records = [r for r, _ in project.labeled()]
+    train = next(w for w in window.workspaces if isinstance(w, TrainWorkspace))
+    window.show_workspace("train")
+    train.summary.show_result({"version": "v2", "elapsed_s": 30, "device": "cpu (2 cores)", "metrics": {
+        "catch_rate": 1.0, "false_reject_rate": 0.009, "threshold": 0.9, "auroc": 1.0,
+        "n_ok_heldout": 109, "false_reject_target": 0.01,
+        "highest_ok_parts": [{"image_id": records[1].id, "filename": "kos21_Part5.jpg", "score": 0.77,
+                              "rejected": False},
+                             {"image_id": records[2].id, "filename": "2026-11-30T10-22-33_camera1_part000123.png",
+                              "score": 0.04, "rejected": False}]}})
+    train.summary.show()
+    assert "kos21_Part5.jpg (0.770)" in train.summary.details.text()
+    buttons = train.summary.review_buttons
+    # A long camera file name is shortened on its button (three must fit 1024 px), whole in the tooltip.
+    assert [b.text() for b in buttons] == ["Check kos21_Part5.jpg", "Check 2026-11-30T1…art000123.png"]
+    assert buttons[1].toolTip().startswith("2026-11-30T10-22-33_camera1_part000123.png: held-out OK part")
+    qtbot.waitUntil(buttons[0].isVisible)
+    QTest.mouseClick(buttons[0], Qt.MouseButton.LeftButton)
+    assert window.tabs.currentWidget() is window.capture
+    assert window.capture.labeling.image_id == records[1].id
+    # A new result replaces the buttons (none when the trainer named no parts).
+    train.summary.show_result({"version": "v3", "metrics": {}})
+    assert train.summary.review_buttons == [] and train.summary.review_row.count() == 0
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from app.core.operating_point import single_part_note, threshold_text
+from app.core.operating_point import highest_ok_text, single_part_note, threshold_text
 
 
 def percent(value: object) -> str:
@@ -41,6 +41,8 @@ def operating_point_text(metrics: dict) -> str:
         n_ok = metrics.get("n_ok_heldout")
         if isinstance(n_ok, int) and isinstance(target, (int, float)) and (note := single_part_note(n_ok, target)):
             parts.append(note)
+    if highest := highest_ok_text(metrics.get("highest_ok_parts") or []):
+        parts.append(highest)
     best = metrics.get("catch_at_1pct_false_reject")
     if isinstance(best, (int, float)):
         parts.append(f"Best case (threshold picked on these same parts): {percent(best)} caught at 1 % false reject.")
@@ -64,6 +66,7 @@ class TrainSummaryCard(QFrame):
     """Candidate vs production on catch rate and false rejects, plus Deploy."""
 
     deploy_requested = Signal(str)  # the candidate version
+    review_requested = Signal(int)  # an image id: show it where it is labeled
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -97,6 +100,10 @@ class TrainSummaryCard(QFrame):
         self.details = QLabel()
         self.details.setWordWrap(True)
         layout.addWidget(self.details)
+        # The OK parts that place the threshold, one click from their label.
+        self.review_row = QHBoxLayout()
+        self.review_buttons: list[QPushButton] = []
+        layout.addLayout(self.review_row)
         self.shortfalls = QLabel()
         self.shortfalls.setWordWrap(True)
         self.shortfalls.setStyleSheet("color: #b35c00; font-weight: bold;")
@@ -153,10 +160,30 @@ class TrainSummaryCard(QFrame):
             + yardstick
             + (f"\nSince the last version: {'; '.join(changes)}." if changes else "")
         )
+        self._show_review_buttons(metrics.get("highest_ok_parts") or [])
         shortfalls = [str(s) for s in event.get("shortfalls") or []]
         self.shortfalls.setText("More labeled images would help:\n• " + "\n• ".join(shortfalls) if shortfalls else "")
         self.shortfalls.setVisible(bool(shortfalls))
         self.set_deployed(False)
+
+    def _show_review_buttons(self, parts: list) -> None:
+        while (item := self.review_row.takeAt(0)) is not None:  # last result's buttons and stretch
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.review_buttons = []
+        for part in parts:
+            if not isinstance(part, dict) or not isinstance(part.get("image_id"), int):
+                continue
+            name = str(part.get("filename") or "part")
+            # Camera file names run long; three buttons must fit a 1024-px line-side screen.
+            button = QPushButton(f"Check {name if len(name) <= 28 else name[:12] + '…' + name[-13:]}")
+            button.setToolTip(f"{name}: held-out OK part scored {threshold_text(float(part.get('score', 0.0)))}; "
+                              "open it where it is labeled")
+            button.clicked.connect(lambda _=False, i=part["image_id"]: self.review_requested.emit(i))
+            self.review_row.addWidget(button)
+            self.review_buttons.append(button)
+        if self.review_buttons:
+            self.review_row.addStretch(1)
 
     def set_deployed(self, deployed: bool) -> None:
         self.deploy_button.setEnabled(bool(self._version) and not deployed)

@@ -34,6 +34,7 @@ class TrainWorkspace(TrainPage):
     training_running = Signal(bool)
     # What trains, for the status bar: "" for this PC, else target_text's "server gpu-1".
     training_target_changed = Signal(str)
+    review_image_requested = Signal(int)  # an image id to show where it is labeled
 
     def __init__(self, context, parent: QWidget | None = None, trainer: TrainerProcess | None = None) -> None:
         super().__init__(getattr(context, "settings", None) or QSettings(), parent)
@@ -73,6 +74,7 @@ class TrainWorkspace(TrainPage):
         self.target_box.currentIndexChanged.connect(lambda _i: self._on_target_changed())
         self.server_status.status_read.connect(self._on_server_status)
         self.summary.deploy_requested.connect(self._deploy)
+        self.summary.review_requested.connect(self.review_image_requested)
         self.context.project_changed.connect(self._on_project_changed)
         self.context.labels_changed.connect(lambda _id: self.refresh())
         if hasattr(self.context, "images_changed"):  # imports change the unlabeled count
