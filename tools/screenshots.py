@@ -230,10 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     pump(app, 0.5)
 
-    def shot(name: str) -> None:
+    def shot(name: str, prepare=None) -> None:
         for width, height, suffix in SIZES:
             window.resize(width, height)
             pump(app, 0.4)
+            if prepare is not None:  # e.g. scroll to what the shot is about, at this size
+                prepare()
+                pump(app, 0.2)
             path = args.out / f"{name}{suffix}.png"
             window.grab().save(str(path))
             print(f"saved {path} ({width} x {height})")
@@ -264,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         pump(app, 30, until=lambda: bool(train.loss_chart.points("training")))
         shot("train-running")
         pump(app, 1200, until=lambda: not train.trainer.is_running())
-        shot("train-result")
+        # The result card (figures, the OK parts that place the threshold, Deploy) ends the page.
+        bar = train.scroll.verticalScrollBar()
+        shot("train-result", prepare=lambda: bar.setValue(bar.maximum()))
         if train.summary.version:
             train.summary.deploy_button.click()
 

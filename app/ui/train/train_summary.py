@@ -10,6 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from app.core.operating_point import highest_ok_text, single_part_note, threshold_text
+from app.ui.shared.flow_layout import FlowLayout
 
 
 def percent(value: object) -> str:
@@ -101,9 +102,11 @@ class TrainSummaryCard(QFrame):
         self.details.setWordWrap(True)
         layout.addWidget(self.details)
         # The OK parts that place the threshold, one click from their label.
-        self.review_row = QHBoxLayout()
+        # A flow layout: three long file names wrap on a 1024-px screen, never a sideways scroll.
+        self.review_strip = QWidget()
+        self.review_row = FlowLayout(self.review_strip, spacing=8)
         self.review_buttons: list[QPushButton] = []
-        layout.addLayout(self.review_row)
+        layout.addWidget(self.review_strip)
         self.shortfalls = QLabel()
         self.shortfalls.setWordWrap(True)
         self.shortfalls.setStyleSheet("color: #b35c00; font-weight: bold;")
@@ -167,7 +170,7 @@ class TrainSummaryCard(QFrame):
         self.set_deployed(False)
 
     def _show_review_buttons(self, parts: list) -> None:
-        while (item := self.review_row.takeAt(0)) is not None:  # last result's buttons and stretch
+        while (item := self.review_row.takeAt(0)) is not None:  # the last result's buttons
             if item.widget() is not None:
                 item.widget().deleteLater()
         self.review_buttons = []
@@ -182,8 +185,7 @@ class TrainSummaryCard(QFrame):
             button.clicked.connect(lambda _=False, i=part["image_id"]: self.review_requested.emit(i))
             self.review_row.addWidget(button)
             self.review_buttons.append(button)
-        if self.review_buttons:
-            self.review_row.addStretch(1)
+        self.review_strip.setVisible(bool(self.review_buttons))
 
     def set_deployed(self, deployed: bool) -> None:
         self.deploy_button.setEnabled(bool(self._version) and not deployed)
