@@ -281,6 +281,22 @@ def test_the_trained_network_quantises_and_reports_every_plan(project_dir):
     assert (project_dir / "models" / "v1" / INT8_FILENAME).exists() == written == record["passed"]
 
 
+def test_each_plan_keeps_more_of_the_trained_network_in_float_down_to_the_stride_32_stage(project_dir, tmp_path):
+    # The plans are tried fastest first, each a fallback that keeps more in float; the
+    # last leaves only the stride-32 stage and the head in INT8, and still leaves some.
+    _, model, _ = quantize.prepare(project_dir / "models" / "v1" / "model.onnx", tmp_path)
+    plans = quantize.applicable_plans(model)
+    assert [name for name, _ in plans] == [name for name, _ in quantize.PLANS]
+    kept = [set(nodes) for _, nodes in plans]
+    assert all(a < b for a, b in zip(kept, kept[1:]))
+    quantisable = {n.name for n in model.graph.node if n.op_type in quantize.OP_TYPES}
+    stride32 = quantisable - kept[-1]
+    assert stride32 and len(stride32) < len(quantisable) / 2
+    # Blocks 0-10 (stride 2 to 16) stay float; blocks 11-15 run at stride 32.
+    blocks = {int(n.split("_blocks.")[1].split("/")[0]) for n in stride32 if "_blocks." in n}
+    assert blocks and min(blocks) >= 11
+
+
 def test_quantize_needs_onnx_and_says_so(monkeypatch):
     import sys
 

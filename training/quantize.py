@@ -15,8 +15,9 @@ How:
   writes the logits, or the anomaly model's last feature layer) stay float, as does
   everything after them: pooling, softmax, sigmoid, the memory-bank distances.
 - Mixed precision by PLANS, fastest first: all of the backbone in INT8, then the
-  high-resolution stages kept in float (where this network's INT8 error arises). The
-  first plan that passes the gate is written; none, and the model is refused.
+  high-resolution stages kept in float (where this network's INT8 error arises), down
+  to the stride-32 stage alone in INT8. The first plan that passes the gate is written;
+  none, and the model is refused.
 - The BGR->RGB flip of the input is folded into the stem's weights (exact).
 
 The gate. The 1e-4 parity check of a float export cannot hold for INT8; instead, on the
@@ -247,6 +248,10 @@ PLANS = (
     ("full", 0),  # every Conv/Add in INT8 except the stem and the last convolution
     ("float-to-stride-4", 3),  # + every node before the 3rd stride-2 convolution in float
     ("float-to-stride-8", 4),  # + every node before the 4th stride-2 convolution in float
+    # Only the stride-32 stage and the head in INT8. On magnetic tile the plans above
+    # failed by one or two validation verdicts (99.44 % agreement), this one passed (99.72 %,
+    # AUROC 0.0019 lower) and still ran a part in 11.1 ms against 13.4 ms float.
+    ("float-to-stride-16", 5),
 )
 
 
