@@ -101,3 +101,36 @@ def test_long_details_scroll_on_a_line_side_screen(models_ws, qtbot):
     bar.setValue(bar.maximum())
     last_line_bottom = models_ws.details.height() - bar.value()
     assert last_line_bottom <= scroll.viewport().height() + 1  # the end of the text is reachable
+
+
+def test_check_in_models_opens_a_part_that_placed_the_threshold(main_window, qtbot):
+    # Long after the Train summary is gone, the selected version still names the held-out
+    # OK parts that placed its threshold, and Check opens one in Capture & Label.
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from tests.onnx_fixtures import write_model
+    from tests.ui.workspace_fixtures import add_labeled_parts
+
+    window = main_window()
+    project = window.context.project
+    add_labeled_parts(project, n_ok=3, per_defect={})
+    records = [r for r, _ in project.labeled()]
+    folder = project.models_dir / "v1"
+    folder.mkdir(parents=True)
+    write_model(folder / "model.onnx", version="v1", threshold=0.5)
+    highest = [{"image_id": records[2].id, "filename": "line2-cam1-000481.png", "score": 0.61, "rejected": True},
+               {"image_id": records[0].id, "filename": "line2-cam1-000107.png", "score": 0.33, "rejected": False}]
+    project.register_model("v1", folder, 0.5, {"catch_rate": 0.9, "false_reject_rate": 0.01, "threshold": 0.5,
+                                                "highest_ok_parts": highest}, {"n_train": 3})
+    window.context.models_changed.emit()
+    models = next(w for w in window.workspaces if isinstance(w, ModelsWorkspace))
+    window.show_workspace("models")
+    models.table.selectRow(0)
+    buttons = models.review_strip.buttons
+    assert [b.text() for b in buttons] == ["Check line2-cam1-000481.png", "Check line2-cam1-000107.png"]
+    assert "line2-cam1-000481.png (0.610)" in models.details.text()
+    qtbot.waitUntil(buttons[0].isVisible)
+    QTest.mouseClick(buttons[0], Qt.MouseButton.LeftButton)
+    assert window.tabs.currentWidget() is window.capture
+    assert window.capture.labeling.image_id == records[2].id

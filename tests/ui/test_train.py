@@ -176,8 +176,8 @@ def test_retrain_for_real_then_deploy_and_inspect(qtbot, app_context, tiny_proje
     val_ok = {r.id for r, label in tiny_project.labeled(split="val") if label.verdict == "ok"}
     assert highest and {p["image_id"] for p in highest} <= val_ok
     assert [p["score"] for p in highest] == sorted((p["score"] for p in highest), reverse=True)
-    assert len(ws.summary.review_buttons) == len(highest)
-    assert [b.toolTip().split(":")[0] for b in ws.summary.review_buttons] == [p["filename"] for p in highest]
+    assert len(ws.summary.review_strip.buttons) == len(highest)
+    assert [b.toolTip().split(":")[0] for b in ws.summary.review_strip.buttons] == [p["filename"] for p in highest]
     with qtbot.waitSignal(app_context.models_changed, timeout=2000):
         ws.summary.deploy_button.click()
     assert tiny_project.production_model().version == version
@@ -273,7 +273,7 @@ def test_check_opens_a_threshold_placing_ok_part_where_it_is_labeled(main_window
                               "score": 0.04, "rejected": False}]}})
     train.summary.show()
     assert "kos21_Part5.jpg (0.770)" in train.summary.details.text()
-    buttons = train.summary.review_buttons
+    buttons = train.summary.review_strip.buttons
     # A long camera file name is shortened on its button (three must fit 1024 px), whole in the tooltip.
     assert [b.text() for b in buttons] == ["Check kos21_Part5.jpg", "Check 2026-11-30T1…art000123.png"]
     assert buttons[1].toolTip().startswith("2026-11-30T10-22-33_camera1_part000123.png: held-out OK part")
@@ -283,5 +283,5 @@ def test_check_opens_a_threshold_placing_ok_part_where_it_is_labeled(main_window
     assert window.capture.labeling.image_id == records[1].id
     # A new result replaces the buttons (none when the trainer named no parts).
     train.summary.show_result({"version": "v3", "metrics": {}})
-    assert train.summary.review_buttons == [] and train.summary.review_row.count() == 0
+    assert train.summary.review_strip.buttons == [] and train.summary.review_strip.row.count() == 0
 

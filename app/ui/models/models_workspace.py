@@ -7,7 +7,7 @@ project has roles, their buttons are greyed out for anyone the core would refuse
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
     QFrame,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from app.core.operating_point import threshold_text
 from app.core.records import ModelVersion
+from app.ui.shared.review_parts import ReviewPartsStrip
 from app.ui.shared.style import PASS
 from app.ui.shared.table_models import ListTableModel
 from app.ui.train.train_summary import operating_point_text, percent, with_interval
@@ -135,6 +136,8 @@ class ModelsTableModel(ListTableModel):
 
 
 class ModelsWorkspace(QWidget):
+    review_image_requested = Signal(int)  # an image id to show where it is labeled
+
     def __init__(self, context, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.context = context
@@ -173,6 +176,10 @@ class ModelsWorkspace(QWidget):
         self.details_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.details_scroll.setWidget(self.details)
         root.addWidget(self.details_scroll, 2)
+        # The held-out OK parts that place the selected version's threshold, one click from their labels.
+        self.review_strip = ReviewPartsStrip()
+        self.review_strip.review_requested.connect(self.review_image_requested)
+        root.addWidget(self.review_strip)
         self.golden_strip = GoldenSetStrip(context)
         root.addWidget(self.golden_strip)
 
@@ -245,6 +252,7 @@ class ModelsWorkspace(QWidget):
         refuse_tooltip(self.rollback_button, self.context.refusal("rollback") if target else "No earlier version.")
         self.rollback_button.setText(f"Roll back to {target.version}" if target else "Roll back")
         self.report_button.setEnabled(m is not None)
+        self.review_strip.show_parts(m.metrics.get("highest_ok_parts") if m is not None else [])
         if m is None:
             self.details.setText("")
             return

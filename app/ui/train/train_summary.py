@@ -10,7 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from app.core.operating_point import highest_ok_text, single_part_note, threshold_text
-from app.ui.shared.flow_layout import FlowLayout
+from app.ui.shared.review_parts import ReviewPartsStrip
 
 
 def percent(value: object) -> str:
@@ -102,10 +102,8 @@ class TrainSummaryCard(QFrame):
         self.details.setWordWrap(True)
         layout.addWidget(self.details)
         # The OK parts that place the threshold, one click from their label.
-        # A flow layout: three long file names wrap on a 1024-px screen, never a sideways scroll.
-        self.review_strip = QWidget()
-        self.review_row = FlowLayout(self.review_strip, spacing=8)
-        self.review_buttons: list[QPushButton] = []
+        self.review_strip = ReviewPartsStrip()
+        self.review_strip.review_requested.connect(self.review_requested)
         layout.addWidget(self.review_strip)
         self.shortfalls = QLabel()
         self.shortfalls.setWordWrap(True)
@@ -163,29 +161,11 @@ class TrainSummaryCard(QFrame):
             + yardstick
             + (f"\nSince the last version: {'; '.join(changes)}." if changes else "")
         )
-        self._show_review_buttons(metrics.get("highest_ok_parts") or [])
+        self.review_strip.show_parts(metrics.get("highest_ok_parts") or [])
         shortfalls = [str(s) for s in event.get("shortfalls") or []]
         self.shortfalls.setText("More labeled images would help:\n• " + "\n• ".join(shortfalls) if shortfalls else "")
         self.shortfalls.setVisible(bool(shortfalls))
         self.set_deployed(False)
-
-    def _show_review_buttons(self, parts: list) -> None:
-        while (item := self.review_row.takeAt(0)) is not None:  # the last result's buttons
-            if item.widget() is not None:
-                item.widget().deleteLater()
-        self.review_buttons = []
-        for part in parts:
-            if not isinstance(part, dict) or not isinstance(part.get("image_id"), int):
-                continue
-            name = str(part.get("filename") or "part")
-            # Camera file names run long; three buttons must fit a 1024-px line-side screen.
-            button = QPushButton(f"Check {name if len(name) <= 28 else name[:12] + '…' + name[-13:]}")
-            button.setToolTip(f"{name}: held-out OK part scored {threshold_text(float(part.get('score', 0.0)))}; "
-                              "open it where it is labeled")
-            button.clicked.connect(lambda _=False, i=part["image_id"]: self.review_requested.emit(i))
-            self.review_row.addWidget(button)
-            self.review_buttons.append(button)
-        self.review_strip.setVisible(bool(self.review_buttons))
 
     def set_deployed(self, deployed: bool) -> None:
         self.deploy_button.setEnabled(bool(self._version) and not deployed)
