@@ -95,11 +95,11 @@ def test_long_details_scroll_on_a_line_side_screen(models_ws, qtbot):
     models_ws.details.setText("<br>".join(f"line {i} of a long mode reason" for i in range(60)))
     qtbot.wait(50)
     scroll = models_ws.details_scroll
-    assert scroll.widget() is models_ws.details
+    assert scroll.widget().isAncestorOf(models_ws.details)
     bar = scroll.verticalScrollBar()
     assert bar.maximum() > 0
     bar.setValue(bar.maximum())
-    last_line_bottom = models_ws.details.height() - bar.value()
+    last_line_bottom = models_ws.details.geometry().bottom() - bar.value()
     assert last_line_bottom <= scroll.viewport().height() + 1  # the end of the text is reachable
 
 
@@ -131,6 +131,7 @@ def test_check_in_models_opens_a_part_that_placed_the_threshold(main_window, qtb
     assert [b.text() for b in buttons] == ["Check line2-cam1-000481.png", "Check line2-cam1-000107.png"]
     assert "line2-cam1-000481.png (0.610)" in models.details.text()
     qtbot.waitUntil(buttons[0].isVisible)
+    models.details_scroll.ensureWidgetVisible(buttons[0])  # at the end of the details
     QTest.mouseClick(buttons[0], Qt.MouseButton.LeftButton)
     assert window.tabs.currentWidget() is window.capture
     assert window.capture.labeling.image_id == records[2].id

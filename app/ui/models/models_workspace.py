@@ -171,15 +171,21 @@ class ModelsWorkspace(QWidget):
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # A model's details (mode reason, INT8 gate, changes) outgrow a 1024 x 768 screen:
         # they scroll instead of being cut off.
+        # The held-out OK parts that place the selected version's threshold, one click from
+        # their labels, at the end of the details.
+        self.review_strip = ReviewPartsStrip()
+        self.review_strip.review_requested.connect(self.review_image_requested)
+        details_page = QWidget()
+        page_layout = QVBoxLayout(details_page)
+        page_layout.setContentsMargins(0, 0, 0, 0)
+        page_layout.addWidget(self.details)
+        page_layout.addWidget(self.review_strip)
+        page_layout.addStretch(1)
         self.details_scroll = QScrollArea()
         self.details_scroll.setWidgetResizable(True)
         self.details_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.details_scroll.setWidget(self.details)
+        self.details_scroll.setWidget(details_page)
         root.addWidget(self.details_scroll, 2)
-        # The held-out OK parts that place the selected version's threshold, one click from their labels.
-        self.review_strip = ReviewPartsStrip()
-        self.review_strip.review_requested.connect(self.review_image_requested)
-        root.addWidget(self.review_strip)
         self.golden_strip = GoldenSetStrip(context)
         root.addWidget(self.golden_strip)
 
