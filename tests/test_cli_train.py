@@ -68,3 +68,16 @@ def test_sigterm_cancels_cleanly(tmp_path):
         assert project.models() == []
     models = project_dir / "models"
     assert not models.exists() or not any(models.iterdir())
+
+
+def test_the_done_line_names_the_ok_parts_that_placed_the_threshold(capsys):
+    from app.cli.train_events import text_event
+
+    text_event({"event": "done", "version": "v3", "elapsed_s": 95.0, "device": "cpu (2 cores)", "mode": "supervised",
+                "operating_point": "catch 100.0% ...", "metrics": {
+                    "auroc": 0.99, "threshold": 0.9176, "n_ok_heldout": 109, "false_reject_target": 0.01,
+                    "highest_ok_parts": [{"image_id": 7, "filename": "kos21_Part5.jpg", "score": 0.772}]}})
+    out = capsys.readouterr().out
+    assert "at the stored threshold 0.9176" in out
+    assert "so that one part decides it" in out
+    assert "Highest-scoring held-out OK parts: kos21_Part5.jpg (0.772). They place the threshold" in out

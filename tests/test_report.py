@@ -203,6 +203,17 @@ def test_learning_curve_is_drawn_when_recorded(project_dir: Path):
     assert len(_images(fragment)) == 1 and "<td>25%</td>" in fragment
 
 
+def test_the_report_names_the_ok_parts_that_placed_the_threshold(project_dir: Path):
+    with Project.open(project_dir) as project:
+        v2 = project.model("v2")
+        parts = [{"image_id": 1, "filename": "cam1-000481.png", "score": 0.77, "rejected": False},
+                 {"image_id": 2, "filename": "cam1-000107.png", "score": 0.04, "rejected": False}]
+        model = type(v2)(**{**v2.__dict__, "metrics": {**v2.metrics, "highest_ok_parts": parts}})
+        html = report_mod._Report(project, model, None).build()
+    op = _section(html, "Operating point")
+    assert "Highest-scoring held-out OK parts: cam1-000481.png (0.770), cam1-000107.png (0.040)." in op
+
+
 def test_roc_curve_matches_auroc():
     from app.core.evaluation import auroc
 
