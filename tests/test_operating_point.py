@@ -55,6 +55,7 @@ def test_a_held_out_defect_in_the_gap_pulls_the_threshold_down_to_catch_it():
     assert np.sum(ok >= pulled) == np.sum(ok >= plain) == 2
     # Defects below the OK part that must pass, or far above, change nothing.
     assert choose_threshold(ok, 0.01, defect_scores=[0.1, 0.99])[0] == plain
+    assert choose_threshold(ok, 0.01, defect_scores=[float("nan")])[0] == plain  # an invalid score places nothing
 
 
 def test_delivered_false_reject_on_new_parts_falls_in_the_interval_most_of_the_time():
