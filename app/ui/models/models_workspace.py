@@ -169,8 +169,6 @@ class ModelsWorkspace(QWidget):
         self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.details.setStyleSheet("font-size: 13pt;")
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        # A model's details (mode reason, INT8 gate, changes) outgrow a 1024 x 768 screen:
-        # they scroll instead of being cut off.
         # The held-out OK parts that place the selected version's threshold, one click from
         # their labels, at the end of the details.
         self.review_strip = ReviewPartsStrip()
@@ -181,6 +179,8 @@ class ModelsWorkspace(QWidget):
         page_layout.addWidget(self.details)
         page_layout.addWidget(self.review_strip)
         page_layout.addStretch(1)
+        # A model's details (mode reason, INT8 gate, changes) outgrow a 1024 x 768 screen:
+        # they scroll instead of being cut off.
         self.details_scroll = QScrollArea()
         self.details_scroll.setWidgetResizable(True)
         self.details_scroll.setFrameShape(QFrame.Shape.NoFrame)
