@@ -19,6 +19,7 @@ from app.core.preprocess import (
     defect_extent,
     heatmap_to_image,
     stitch,
+    stitch_grid,
 )
 from app.core.runtime import MAX_TILES_PER_RUN, Inspector
 from tests.onnx_fixtures import IR_VERSION, OPSET, build_model, lineside_metadata, write_model
@@ -254,6 +255,12 @@ def test_tiled_verdict_pools_the_strongest_tile(tiled, per_tile):
     coarse = heatmap_to_image(verdict.heatmap, verdict.box)
     assert coarse.shape == (64, 400) and coarse[:, 340:].mean() > coarse[:, 150:300].mean() + 0.5
     assert verdict.box.width == 400 and verdict.box.height == 64
+    # The grid is stitched on first use (the line's verdict does not need it), the same
+    # grid an eager stitch gives.
+    fresh = tiled.inspect(image)
+    assert fresh.grid is None
+    grid, box = stitch_grid(fresh.tile_heatmaps, fresh.layout, 16)
+    assert np.array_equal(fresh.heatmap, grid) and fresh.box == box
 
 
 def test_tiled_batch_runs_in_chunks_and_matches_single_parts(tiled, monkeypatch):

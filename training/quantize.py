@@ -10,7 +10,7 @@ How:
 - QDQ format, per-channel INT8 weights, UINT8 activations (the u8s8 kernels of x86 with
   VNNI), MinMax calibration on the project's own TRAIN parts, OK and defective, cut
   exactly as the line cuts them (letterbox or tiles: `Inspector.model_inputs`).
-- Convolutions and residual additions only. The stem convolution (3 input channels:
+- Convolutions, their ReLU6 (Clip) and residual additions only. The stem convolution (3 input channels:
   slower in INT8 than in float) and the last convolution (the patch classifier that
   writes the logits, or the anomaly model's last feature layer) stay float, as does
   everything after them: pooling, softmax, sigmoid, the memory-bank distances.
@@ -78,7 +78,12 @@ CALIBRATION_PARTS = 64
 CALIBRATION_MAX_INPUTS = 256  # tiles of tiled parts count one each
 CALIBRATION_BATCH = 8
 JUDGE_BATCH = 8
-OP_TYPES = ("Conv", "Add")
+# Clip (the network's ReLU6) too: quantised with its convolution, the convolution's output
+# takes the clipped range (0..6) and ONNX Runtime folds the Clip away. Left out, every
+# convolution kept its own wider pre-clip range and a DequantizeLinear -> QuantizeLinear
+# pair between it and the next one converted every activation twice: on magnetic tile
+# the full-INT8 session took 8.3 ms against 5.1 ms with Clip quantised (float 9.5 ms).
+OP_TYPES = ("Conv", "Add", "Clip")
 MAX_TRAIN_PARTS = 1000  # training parts judged for the second agreement figure (at most)
 
 
@@ -280,11 +285,15 @@ def float_nodes(model, stride2_count: int) -> list[str] | None:
                 seen += 1
                 if seen >= stride2_count:
                     break
-            if node.op_type in ("Conv", "Add"):
+            if node.op_type in OP_TYPES:
                 keep.add(node.name)
         else:
             return None
-    quantisable = {n.name for n in model.graph.node if n.op_type in ("Conv", "Add")}
+    # A Clip whose convolution stays float stays float with it: quantised alone it would
+    # only add a QuantizeLinear/DequantizeLinear pair around itself.
+    kept_outputs = {o for n in model.graph.node if n.name in keep for o in n.output}
+    keep |= {n.name for n in model.graph.node if n.op_type == "Clip" and n.input and n.input[0] in kept_outputs}
+    quantisable = {n.name for n in model.graph.node if n.op_type in OP_TYPES}
     return sorted(keep) if quantisable - keep else None
 
 

@@ -84,15 +84,38 @@ class Verdict:
     score: float
     defect_class: str | None  # None when passed
     class_probs: dict[str, float]
-    # float32 h x w: the model grid over the letterboxed input. For a tiled model: the
-    # stitched patch grid over a square holding the part at the tiling scale, and *box*
-    # describes that square, so heatmap_to_image(heatmap, box) still lands on the part.
-    heatmap: np.ndarray
-    box: Letterbox
+    # The model grid and its letterbox; for a tiled model None until `heatmap` or `box`
+    # is first read (see there).
+    grid: np.ndarray | None
+    grid_box: Letterbox | None
     latency_ms: float
     threshold: float
     tile_heatmaps: np.ndarray | None = None  # [T, h, w] per tile, tiled models only
     layout: TileLayout | None = None  # where those tiles sit, tiled models only
+
+    @property
+    def heatmap(self) -> np.ndarray:
+        """float32 h x w: the model grid over the letterboxed input. For a tiled model:
+        the stitched patch grid over a square holding the part at the tiling scale, and
+        `box` describes that square, so heatmap_to_image(heatmap, box) still lands on the
+        part. Built on first use: the line's verdict and its display heatmap
+        (`heatmap_on_image`) come from the tiles directly, and stitching the grid cost a
+        kolektorsdd part 2 ms of its 33 (benchmarks/results/latency.md)."""
+        if self.grid is None:
+            self._stitch_grid()
+        return self.grid  # type: ignore[return-value]
+
+    @property
+    def box(self) -> Letterbox:
+        if self.grid_box is None:
+            self._stitch_grid()
+        return self.grid_box  # type: ignore[return-value]
+
+    def _stitch_grid(self) -> None:
+        if self.tile_heatmaps is None or self.layout is None:
+            raise ValueError("a verdict without a heatmap grid must carry its tiles and their layout")
+        stride = max(1, self.layout.tile // self.tile_heatmaps.shape[-1])
+        self.grid, self.grid_box = stitch_grid(self.tile_heatmaps, self.layout, stride)
 
     @property
     def label(self) -> str:
@@ -314,7 +337,8 @@ class Inspector:
             return names[1 + int(np.argmax(probs[1 : len(names)]))]
         return GENERIC_DEFECT
 
-    def _verdict(self, score: float, probs: np.ndarray, heat: np.ndarray, box: Letterbox, ms: float) -> Verdict:
+    def _verdict(self, score: float, probs: np.ndarray, heat: np.ndarray | None, box: Letterbox | None,
+                 ms: float) -> Verdict:
         names = self.info.class_names
         class_probs = {name: float(p) for name, p in zip(names, probs)}
         passed = score < self.threshold  # reject when score >= threshold (as evaluation)
@@ -326,9 +350,7 @@ class Inspector:
         """One part from its tiles: the strongest tile speaks for the part (score and
         class), the heatmap is all tiles stitched."""
         best = int(np.argmax(scores))
-        stride = max(1, layout.tile // heat.shape[-1])
-        grid, box = stitch_grid(heat, layout, stride)
-        verdict = self._verdict(float(scores[best]), probs[best], grid, box, ms)
+        verdict = self._verdict(float(scores[best]), probs[best], None, None, ms)
         verdict.tile_heatmaps, verdict.layout = heat, layout
         return verdict
 
