@@ -114,3 +114,10 @@ def test_a_long_part_is_trained_and_judged_in_tiles(tmp_path):
     verdict = inspector.inspect(image)
     assert verdict.heatmap_on_image().shape == image.shape[:2]  # stitched over the whole part
     assert model.report["parity_max_abs_diff"] <= 1e-4
+    # The saved file is the one judged on the held-out parts, with the version's metadata.
+    saved = Inspector(model.onnx_path)
+    assert saved.info.version == model.version and saved.info.threshold == pytest.approx(model.threshold)
+    with Project.open(project) as p:
+        held_out = [(p.load_image(r.id), lab.verdict != "ok") for r, lab in p.labeled(split="val")]
+    scores = [v.score for v in saved.inspect_batch([image for image, _ in held_out])]
+    assert auroc(np.array([d for _, d in held_out], int), np.array(scores)) == pytest.approx(model.metrics["auroc"])

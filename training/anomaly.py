@@ -104,6 +104,11 @@ class AnomalyConfig:
     projection_dim: int = PROJECTION_DIM
     oof_store_cap_bytes: int = OOF_STORE_CAP_BYTES
     batch: int = EXTRACT_BATCH
+    # False: only the first fold is scored out-of-fold, for the calibration (mu, sigma),
+    # and `oof_ok_scores` holds that fold's images alone. For the anomaly half of a
+    # combined model, which is re-scaled on validation OK parts and never places a
+    # threshold with out-of-fold scores: on magnetic tile the other folds cost 3.5 s.
+    score_every_fold: bool = True
     use_onnxruntime: bool = True  # extract features with ONNX Runtime on the CPU
     # "cuda": features, coreset and out-of-fold distances on the GPU the retrain uses (a
     # GPU server); the bank and the exported graph are the same either way.
@@ -121,7 +126,9 @@ class AnomalyOutput:
 @dataclass
 class AnomalyFit:
     net: "AnomalyNet"
-    oof_ok_scores: np.ndarray  # [n_ok] calibrated 0..1 scores, each from a bank without that image
+    # Calibrated 0..1 scores of the training OK images, each from a bank without that
+    # image: [n_ok] in image order, or the scored fold's only (`oof_indices`).
+    oof_ok_scores: np.ndarray
     bank_entries: int
     bank_bytes: int
     elapsed_s: float
@@ -131,6 +138,7 @@ class AnomalyFit:
     timings: dict = field(default_factory=dict)
     # Entries of each fold's coreset, in bank order (see `with_bank_prefix`).
     fold_entries: list[int] = field(default_factory=list)
+    oof_indices: np.ndarray | None = None  # the images oof_ok_scores belong to; None: all
 
 
 class PatchEmbedder(nn.Module):
@@ -483,8 +491,8 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
 
     # 3. Out-of-fold part distances of every OK image.
     t2 = time.monotonic()
-    oof_d = np.empty(n)
-    for fold in range(k):
+    oof_d = np.full(n, np.nan)
+    for fold in range(k if cfg.score_every_fold else 1):
         held = np.flatnonzero(fold_of == fold)
         bank = np.concatenate([parts[f] for f in range(k) if f != fold])
         center = bank.mean(0)
@@ -502,6 +510,9 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
     bank = np.concatenate(parts)
     t_oof = time.monotonic() - t2
 
+    scored = None if cfg.score_every_fold else np.flatnonzero(fold_of == 0)
+    if scored is not None:
+        oof_d = oof_d[scored]
     mu, sigma = calibration(oof_d)
     center = torch.from_numpy(bank.mean(0))
     net = AnomalyNet(embedder.cpu(), torch.from_numpy(bank), center, mu, sigma, cfg.pool).eval()
@@ -509,7 +520,7 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
     return AnomalyFit(net=net, oof_ok_scores=oof_scores, bank_entries=net.bank_entries, bank_bytes=net.bank_bytes,
                       elapsed_s=time.monotonic() - t_start, mu=mu, sigma=sigma, oof_distances=oof_d,
                       timings={"features_s": t_features, "coreset_s": t_coreset, "oof_s": t_oof},
-                      fold_entries=[len(p) for p in parts])
+                      fold_entries=[len(p) for p in parts], oof_indices=scored)
 
 
 def with_bank_prefix(net: AnomalyNet, fold_entries: list[int], fraction: float) -> AnomalyNet:
