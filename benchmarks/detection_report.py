@@ -148,7 +148,8 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
                   "Every OK part, and 5, 10, 20 or all of the labeled defective parts (stratified by class), "
                   "split by the trainer as on a line; `auto` mode each time (it picks good-only below 10 labeled "
                   "defects; from 10 on supervised, with the anomaly score added where that catches more validation "
-                  "defects: combined), and the good-only model at 0. Catch and false reject on the test split at the stored "
+                  "defects: combined, or the anomaly model alone where that catches more than both), and the "
+                  "good-only model at 0. Catch and false reject on the test split at the stored "
                   "threshold.", ""]
         lines += table(["Labeled defects", "Trained on", "Mode", "Caught (95 % CI)", "False reject", "AUROC"],
                        [[c["n_train_defects"], c.get("n_trained_on", "-"), c["mode"],

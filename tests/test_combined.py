@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from app.cli import main as cli
+from app.core.evaluation import auroc
 from app.core.project import Project
 from app.core.runtime import Inspector
 from tests.training_fixtures import TINY_INPUT_SIZE, make_spot_project
@@ -31,6 +32,23 @@ def test_compare_keeps_the_combination_only_when_it_catches_more():
     nudged[300:] += 1e-3
     tie = compare(sig(strong), sig(nudged), is_defect, 0.01)
     assert tie.caught["combined"] == tie.caught["supervised"] and not tie.keep_combined
+
+
+def test_compare_keeps_the_anomaly_model_alone_only_when_it_catches_more_than_both():
+    rng = np.random.default_rng(2)
+    ok = rng.normal(0, 1, 300)
+    is_defect = np.r_[np.zeros(300, bool), np.ones(20, bool)]
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    weak, middling, strong = (sig(np.r_[ok, rng.normal(mean, 1, 20)]) for mean in (1.0, 2.5, 5.0))
+    alone = compare(weak, middling, is_defect, 0.01, anomaly=strong)
+    assert alone.kept == "good-only" and not alone.keep_combined
+    assert alone.caught["good-only"] > max(alone.caught["supervised"], alone.caught["combined"])
+    assert "anomaly model alone is kept" in alone.sentence() and alone.to_dict()["kept"] == "good-only"
+    # Only strictly more than both: as many as the combination keeps the combination.
+    tie = compare(weak, strong, is_defect, 0.01, anomaly=strong)
+    assert tie.kept == "combined"
+    # Without the anomaly scores (combined mode asked for) there is no third candidate.
+    assert "good-only" not in compare(weak, middling, is_defect, 0.01).caught
 
 
 def test_reference_puts_ok_parts_at_zero_and_their_99th_percentile_at_one():
@@ -89,3 +107,36 @@ def test_the_shared_backbone_pass_gives_what_two_separate_passes_give(combined_m
         separate = net(images)
     assert torch.allclose(shared.score, separate.score, atol=1e-5)
     assert torch.allclose(shared.heatmap, separate.heatmap, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_auto_keeps_the_anomaly_model_it_fitted_when_that_catches_most(tmp_path, monkeypatch):
+    """The real retrain with the comparison's verdict forced to "good-only" (which
+    candidate wins on generated parts is not what this checks): the model saved is the
+    anomaly model judged in the comparison, thresholded on the same validation split."""
+    import training.combined as combined
+
+    real = combined.compare
+
+    def anomaly_wins(sup, both, is_defect, target, anomaly=None):
+        result = real(sup, both, is_defect, target, anomaly)
+        if anomaly is not None:
+            result.kept = "good-only"
+        return result
+
+    monkeypatch.setattr(combined, "compare", anomaly_wins)
+    project = make_spot_project(tmp_path / "spots")
+    assert cli(["train", str(project), "--epochs", "1"]) == 0
+    with Project.open(project) as p:
+        model = p.models()[0]
+        val = [(p.load_image(r.id), lab.verdict != "ok") for r, lab in p.labeled(split="val")]
+    assert model.metrics["mode"] == "good-only" and model.report["mode_comparison"]["kept"] == "good-only"
+    assert "the anomaly model alone is kept" in model.metrics["mode_reason"]
+    assert model.report["learning_curve_note"] is None  # the supervised model's curve is not its own
+    inspector = Inspector(model.onnx_path)
+    assert inspector.info.mode == "good-only" and inspector.info.class_names == ["ok"]
+    assert inspector.info.threshold == pytest.approx(model.threshold)
+    assert model.metrics["n_ok_heldout"] + model.metrics["n_defect_heldout"] == len(val)
+    scores = np.array([v.score for v in inspector.inspect_batch([image for image, _ in val])])
+    assert auroc(np.array([d for _, d in val], int), scores) == pytest.approx(model.metrics["auroc"])
+    assert model.report["parity_max_abs_diff"] <= 1e-4

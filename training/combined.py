@@ -127,36 +127,53 @@ class CombinedNet(nn.Module):
 
 @dataclass
 class Comparison:
-    """How supervised alone and supervised + anomaly did on the validation split."""
+    """How supervised alone, supervised + anomaly and the anomaly model alone did on the
+    validation split, and which is kept."""
 
     n_defects: int
     caught: dict[str, int]
     auroc: dict[str, float]
-    keep_combined: bool
+    kept: str  # "supervised", "combined" or "good-only"
+
+    @property
+    def keep_combined(self) -> bool:
+        return self.kept == "combined"
 
     def sentence(self) -> str:
-        s, c = "supervised", "combined"
-        verdict = ("so the anomaly score is added as extra evidence" if self.keep_combined
-                   else "so the anomaly score is left out")
+        s, c, g = "supervised", "combined", "good-only"
+        verdict = {s: "so the anomaly score is left out",
+                   c: "so the anomaly score is added as extra evidence",
+                   g: "so the anomaly model alone is kept (the labeled defects do not yet teach the "
+                      "supervised model more than it adds)"}[self.kept]
+        alone = (f", the anomaly model alone {self.caught[g]}/{self.n_defects} (AUROC {self.auroc[g]:.3f})"
+                 if g in self.caught else "")
         return (f"on the validation split at the target false-reject rate, supervised alone caught "
                 f"{self.caught[s]}/{self.n_defects} defects (AUROC {self.auroc[s]:.3f}) and supervised + anomaly "
-                f"{self.caught[c]}/{self.n_defects} (AUROC {self.auroc[c]:.3f}), {verdict}")
+                f"{self.caught[c]}/{self.n_defects} (AUROC {self.auroc[c]:.3f}){alone}, {verdict}")
 
     def to_dict(self) -> dict:
-        return {"n_defects": self.n_defects, "caught": self.caught, "auroc": self.auroc,
-                "kept": "combined" if self.keep_combined else "supervised"}
+        return {"n_defects": self.n_defects, "caught": self.caught, "auroc": self.auroc, "kept": self.kept}
 
 
-def compare(sup_scores, combined, is_defect, target: float) -> Comparison:
-    """Validation defects caught at each candidate's own threshold (from validation OK parts)."""
+def compare(sup_scores, combined, is_defect, target: float, anomaly=None) -> Comparison:
+    """Validation defects caught at each candidate's own threshold (from validation OK
+    parts). Kept: the combination when it catches strictly more than supervised alone;
+    the anomaly model alone (*anomaly*, when given) when it catches strictly more than
+    both: with a handful of labeled defects a supervised half that has learned little
+    only dilutes the anomaly score it is added to."""
     is_defect = np.asarray(is_defect, bool)
     caught, areas = {}, {}
-    for name, scores in (("supervised", np.asarray(sup_scores, np.float64)),
-                         ("combined", np.asarray(combined, np.float64))):
+    candidates = [("supervised", sup_scores), ("combined", combined)]
+    if anomaly is not None:
+        candidates.append(("good-only", anomaly))
+    for name, scores in candidates:
+        scores = np.asarray(scores, np.float64)
         point = operating_point(scores[~is_defect], scores[is_defect], target, "validation OK parts")
         caught[name] = int(np.sum(scores[is_defect] >= point.threshold))
         areas[name] = float(auroc(is_defect.astype(int), scores))
     # Strictly more defects caught: an AUROC a thousandth higher on a few dozen defects is
     # not a measured help, and the simpler model is the one to keep then.
-    keep = caught["combined"] > caught["supervised"]
-    return Comparison(int(is_defect.sum()), caught, areas, bool(keep))
+    kept = "combined" if caught["combined"] > caught["supervised"] else "supervised"
+    if anomaly is not None and caught["good-only"] > max(caught["supervised"], caught["combined"]):
+        kept = "good-only"
+    return Comparison(int(is_defect.sum()), caught, areas, kept)

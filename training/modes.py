@@ -8,7 +8,8 @@
 
 `--mode auto` (the default) decides from the labels by the rule in `choose_mode`; when
 that is supervised it also fits the anomaly model and keeps the combination only if it
-catches more validation defects (measured, `training.combined.compare`). It says the
+catches more validation defects, and the anomaly model alone if that catches more than
+both (measured, `training.combined.compare`). It says the
 rule and the measurement in words: the CLI, the Train summary and the model report all
 show that sentence.
 """
@@ -42,8 +43,9 @@ def choose_mode(counts: dict[str, int], requested: str = "auto") -> tuple[str, s
         return requested, f"{requested} (asked for); {n_ok} OK and {n_def} defective labeled parts"
     if n_def >= MIN_DEFECTS_SUPERVISED:
         return SUPERVISED, (f"supervised: {n_def} labeled defective parts (auto picks supervised "
-                            f"from {MIN_DEFECTS_SUPERVISED} on, and adds the good-only anomaly score where that "
-                            f"catches more validation defects)")
+                            f"from {MIN_DEFECTS_SUPERVISED} on, adds the good-only anomaly score where that "
+                            f"catches more validation defects, and keeps the anomaly model alone where that "
+                            f"catches more than both)")
     return GOOD_ONLY, (f"good-only: {n_def} labeled defective parts, fewer than the "
                        f"{MIN_DEFECTS_SUPERVISED} a supervised model needs, so the model learns what "
                        f"the {n_ok} OK parts look like and flags what differs")

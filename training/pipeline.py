@@ -315,11 +315,13 @@ class _Run:
         labeled defect of either split (an anomaly model never sees defects).
         """
         held = list(self.val_parts)
+        self.measured_on = "validation split"
         if self.mode != GOOD_ONLY:
             if not any(v == OK for _, v in held) or all(v == OK for _, v in held):
                 raise NotEnoughDataError(
                     "The validation split needs both OK and defective parts: label a few more of each.")
             return held
+        self.measured_on = "validation OK parts and every labeled defect (none trained on)"
         return ([(r, v) for r, v in held if v == OK] + [(r, v) for r, v in self.train_parts if v != OK]
                 + [(r, v) for r, v in held if v != OK])
 
@@ -384,7 +386,8 @@ class _Run:
     def _combine(self, supervised: dict) -> dict:
         """Fit the anomaly model on the same training OK parts, judge both exported models
         on the validation split, and return the combined model when it catches more there
-        (always when `--mode combined` asked for it); else the supervised one unchanged.
+        (always when `--mode combined` asked for it), the anomaly model alone when that
+        catches more than both (auto only); else the supervised one unchanged.
         A kept anomaly half searches the smallest prefix of its bank that holds the
         validation figures (`_smallest_bank`)."""
         from training.combined import CombinedNet
@@ -405,10 +408,13 @@ class _Run:
             parity: dict[str, float] = {}
             sup_scores = judged("supervised", supervised["export"])
             sup_ref, anom_ref, comparison = self._with_anomaly(sup_scores, judged("anomaly", anomaly["export"]),
-                                                               is_defect)
+                                                               is_defect, alone=self.mode != COMBINED)
             keep = self.mode == COMBINED or comparison.keep_combined
             self.mode_reason += "; " + comparison.sentence() + (" (combined was asked for)" if self.mode == COMBINED
                                                                  else "")
+            if comparison.kept == GOOD_ONLY and self.mode != COMBINED:
+                return self._anomaly_alone(anomaly, comparison, verdicts["anomaly"],
+                                           _exported((Path(tmp) / "anomaly.onnx").read_bytes(), parity["anomaly"]))
             if not keep:  # the held-out verdicts and the very file judged here, not a second export
                 return {**supervised, "comparison": comparison.to_dict(),
                         "held_out_verdicts": verdicts["supervised"],
@@ -434,14 +440,29 @@ class _Run:
                            "references": checkpoint["references"]},
                 "comparison": comparison.to_dict()}
 
-    def _with_anomaly(self, sup_scores: np.ndarray, anom_scores: np.ndarray, is_defect: np.ndarray):
-        """Both halves' scales on validation OK parts, and supervised alone vs both."""
+    def _with_anomaly(self, sup_scores: np.ndarray, anom_scores: np.ndarray, is_defect: np.ndarray,
+                      alone: bool = False):
+        """Both halves' scales on validation OK parts, and supervised alone vs both (and
+        vs the anomaly model alone when *alone*)."""
         from training.combined import Reference, combined_scores, compare
 
         sup_ref = Reference.from_ok_scores(sup_scores[~is_defect])
         anom_ref = Reference.from_ok_scores(anom_scores[~is_defect])
         both = combined_scores(sup_scores, anom_scores, sup_ref, anom_ref)
-        return sup_ref, anom_ref, compare(sup_scores, both, is_defect, self.target)
+        return sup_ref, anom_ref, compare(sup_scores, both, is_defect, self.target,
+                                          anomaly=anom_scores if alone else None)
+
+    def _anomaly_alone(self, anomaly: dict, comparison, held_out_verdicts: list, export) -> dict:
+        """`auto` keeps the good-only model it fitted for the comparison: trained on the
+        training OK parts, its threshold on the validation OK parts (the same held-out
+        parts every candidate was judged on), no learning curve (that re-fits the
+        supervised model, which is not kept)."""
+        self.mode, self.class_names = GOOD_ONLY, [OK]
+        self.curve_source = None
+        n_val_ok = sum(v == OK for _, v in self.held_out)
+        return {**anomaly, "comparison": comparison.to_dict(), "held_out_verdicts": held_out_verdicts,
+                "export": export, "extra_ok_scores": [], "extra_ok_records": [],
+                "threshold_source": f"{n_val_ok} validation OK parts"}
 
     def _smallest_bank(self, anomaly: dict, sup_scores, is_defect, full, anom_ref, judged):
         """The anomaly net to keep: the first prefix of the bank (1/8, 1/4, 1/2 of it)
@@ -527,8 +548,7 @@ class _Run:
             ok_scores = np.concatenate([scores[~defect], np.asarray(fitted["extra_ok_scores"], np.float64)])
             point = operating_point(ok_scores, scores[defect], self.target, fitted["threshold_source"])
             predicted = _predicted(verdicts, self.class_names, point.threshold)
-            measured_on = ("validation split" if self.mode != GOOD_ONLY
-                           else "validation OK parts and every labeled defect (none trained on)")
+            measured_on = self.measured_on
             ok_records = [r for r, v in self.held_out if v == OK] + list(fitted.get("extra_ok_records", []))
             metrics = {**line_metrics(scores, truth, predicted, point, self.class_names, measured_on),
                        "mode": self.mode, "mode_reason": self.mode_reason,
