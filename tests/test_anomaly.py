@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 import training.export
 from app.core.evaluation import auroc, rates_at, threshold_for_false_reject
@@ -121,16 +122,12 @@ def test_the_half_of_a_combined_model_scores_one_fold_for_its_calibration(fitted
     ok, fit, _ = fitted
     one = fit_anomaly(ok, AnomalyConfig(input_size=SIZE, score_every_fold=False))
     # The same bank (the folds' coresets do not depend on the scoring), one fold scored.
-    assert torch_equal(one.net.bank_t, fit.net.bank_t) and fit.oof_indices is None
+    assert torch.equal(one.net.bank_t, fit.net.bank_t) and fit.oof_indices is None
     scored = one.oof_indices
     assert 0 < len(scored) < len(ok) and one.oof_ok_scores.shape == scored.shape
     np.testing.assert_allclose(one.oof_distances, fit.oof_distances[scored], rtol=1e-6)
     assert np.median(one.oof_ok_scores) == pytest.approx(0.5, abs=0.05)
     assert np.isfinite([one.mu, one.sigma]).all() and one.sigma > 0
-
-
-def torch_equal(a, b) -> bool:
-    return a.shape == b.shape and bool((a == b).all())
 
 
 def test_a_bank_prefix_is_the_first_picks_of_each_fold_and_only_moves_distances_up(fitted):
