@@ -15,6 +15,7 @@ from app.core.imageio import encode_png
 from app.core.preprocess import (
     PAD_VALUE,
     TilePlan,
+    TILE_MARGIN,
     choose_tile_plan,
     defect_extent,
     heatmap_to_image,
@@ -43,28 +44,35 @@ def test_plan_keeps_small_and_square_parts_whole():
 def test_plan_tiles_elongated_parts_along_their_long_side():
     # Kolektor-like commutators: 1,260 x 500 px.
     plan = choose_tile_plan([(1259, 500), (1235, 500), (1285, 500)], [36.0, 50.0, 80.0], 224)
-    assert plan == TilePlan(224, 0.448, 0.125)  # the short side fills one tile
+    # The short side fills 224 px of the tile, inside a 16 px margin on each side.
+    assert plan == TilePlan(224 + 2 * TILE_MARGIN, 0.448, 0.125, TILE_MARGIN)
     layout = plan.layout(1259, 500)
-    assert {x for _, x in layout.origins} == {0} and len(layout) == 3  # one column, 3 tiles
+    assert {x for _, x in layout.origins} == {-TILE_MARGIN} and len(layout) == 3  # one column, 3 tiles
     assert plan.scale / (224 / 1259) > 2.5
+    # No border of the part is a tile's outer edge: every border lies a margin inside a tile.
+    ys = [y for y, _ in layout.origins]
+    assert min(ys) == -TILE_MARGIN and max(ys) + plan.tile == layout.scaled_height + TILE_MARGIN
+    assert choose_tile_plan([(1259, 500)], [36.0], 224, margin=0) == TilePlan(224, 0.448, 0.125)
 
 
 def test_plan_goes_to_native_for_tiny_defects_on_large_parts():
     plan = choose_tile_plan([(2000, 2000)], [4.0, 5.0, 6.0], 224)
-    assert plan is not None and plan.tile == 224
+    assert plan is not None and plan.tile == 224 + 2 * TILE_MARGIN
     # Raised towards native for 4-6 px defects, lowered only as far as the tile budget asks.
     assert 0.3 < plan.scale <= 1.0 and plan.count(2000, 2000) <= 32
     elongated = choose_tile_plan([(256, 1024)], [2.0], 224)
-    assert elongated == TilePlan(224, 1.0, 0.125)  # tiny defects: native, never above
+    assert elongated == TilePlan(256, 1.0, 0.125, TILE_MARGIN)  # tiny defects: native, never above
 
 
 def test_plan_dict_round_trip_and_validation():
-    plan = TilePlan(224, 0.448, 0.125)
+    plan = TilePlan(256, 0.448, 0.125, 16)
     assert TilePlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
-    assert plan.to_dict() == {"tile": 224, "scale": 0.448, "overlap": 0.125}
+    assert plan.to_dict() == {"tile": 256, "scale": 0.448, "overlap": 0.125, "margin": 16}
     assert TilePlan.from_dict(None) is None
-    assert TilePlan.from_dict({"tile": 64, "scale": 1}) == TilePlan(64, 1.0, 0.125)
-    for bad in ({"tile": 64, "scale": 0}, {"tile": 64, "scale": 1, "overlap": 0.9}, {"tile": 4, "scale": 1}):
+    # A model saved before the margin existed is cut exactly as it was trained: no margin.
+    assert TilePlan.from_dict({"tile": 64, "scale": 1}) == TilePlan(64, 1.0, 0.125, 0)
+    for bad in ({"tile": 64, "scale": 0}, {"tile": 64, "scale": 1, "overlap": 0.9}, {"tile": 4, "scale": 1},
+                {"tile": 64, "scale": 1, "margin": 16}, {"tile": 64, "scale": 1, "margin": -1}):
         with pytest.raises(ValueError):
             TilePlan.from_dict(bad)
 
@@ -87,6 +95,8 @@ def test_defect_extent_is_the_short_side_of_the_painted_box():
         (TilePlan(64, 0.5, 0.125), (300, 1000)),
         (TilePlan(64, 1.0, 0.125), (40, 300)),  # shorter than a tile: centred and padded
         (TilePlan(64, 0.37, 0.1), (333, 517)),
+        (TilePlan(64, 1.0, 0.125, 8), (48, 400)),  # margin: the part's borders 8 px inside
+        (TilePlan(64, 0.5, 0.125, 8), (300, 1000)),
     ],
 )
 def test_tiles_cover_every_pixel_of_the_part(plan, shape):
@@ -110,6 +120,20 @@ def test_native_tiles_are_exact_crops_and_padding_is_pad_value():
         assert y0 == -12  # a 40 px tall part is centred in the 64 px tile
         np.testing.assert_array_equal(tile[12:52], image[:, x0 : x0 + 64])
         assert (tile[:12] == PAD_VALUE).all() and (tile[52:] == PAD_VALUE).all()
+
+
+def test_a_margin_puts_every_border_of_the_part_inside_a_tile():
+    image = np.random.default_rng(2).integers(0, 256, (48, 300, 3), dtype=np.uint8)
+    plan = TilePlan(64, 1.0, 0.125, 8)
+    tiles, layout = plan.tiles(image)
+    assert all(y0 == -8 for y0, _ in layout.origins)  # 48 px + 2 x 8 px margin fill the tile
+    first, last = tiles[0], tiles[-1]
+    x_last = layout.origins[-1][1]
+    assert layout.origins[0][1] == -8 and x_last + 64 == 300 + 8
+    np.testing.assert_array_equal(first[8:56, 8:], image[:, :56])
+    np.testing.assert_array_equal(last[8:56, :56], image[:, x_last : x_last + 56])
+    for band in (first[:8], first[56:], first[:, :8], last[:, 56:]):
+        assert (band == PAD_VALUE).all()
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5])
@@ -363,10 +387,10 @@ def test_tiling_finds_a_defect_too_small_to_see_at_whole_part_scale(tmp_path, de
         y, x, extent = slice(60, 100), slice(300, 301), 1.0  # a 1 px wide, 40 px long scratch
         part[y, x] = part[y, x].astype(np.int16).clip(40) - 40
     plan = choose_tile_plan([part.shape[:2]], [extent], 224)
-    assert plan == TilePlan(224, 1.0, 0.125)  # tiny painted defects: native resolution
+    assert plan == TilePlan(256, 1.0, 0.125, TILE_MARGIN)  # tiny painted defects: native resolution
     whole_path, tiled_path = tmp_path / "whole.onnx", tmp_path / "tiled.onnx"
     onnx.save(_local_contrast_model(224, None), str(whole_path))
-    onnx.save(_local_contrast_model(224, plan.to_dict()), str(tiled_path))
+    onnx.save(_local_contrast_model(plan.tile, plan.to_dict()), str(tiled_path))
     whole, tiled = Inspector(whole_path), Inspector(tiled_path)
 
     assert whole.inspect(part).passed  # letterboxed to 224 px the defect blurs away

@@ -246,3 +246,35 @@ def test_full_fine_tuning_path_runs_on_cpu():
     # Full fine-tuning moves the very first layer too (the CPU path keeps it frozen).
     assert not torch.equal(result.net.backbone._conv_stem.weight.detach(), before)
     assert result.val_scores.shape == (5,)
+
+
+def test_validation_judges_tiled_parts_whole_when_it_picks_the_epoch(monkeypatch):
+    """A tile holding a sliver of a crack is a defect tile, but the line judges the part by
+    its strongest tile: the epoch's validation AUROC (which picks the kept epoch) is the
+    parts', not the tiles'."""
+    from app.core.synthetic import generate_part
+    from training import loop
+    from training.data import Sample
+
+    rng = np.random.default_rng(0)
+
+    def tiles(part, verdicts):
+        out = []
+        for i, verdict in enumerate(verdicts):
+            image, mask = generate_part(rng, None if verdict == "ok" else "spot", size=64)
+            out.append(Sample(image, None if verdict == "ok" else mask, verdict, f"{part}#t{i}"))
+        return out
+
+    train_set = tiles("a", ["ok", "ok"]) + tiles("b", ["spot", "ok"]) + tiles("c", ["ok", "spot"])
+    # Part "bad": its crack is in tile 0 and a sliver of it at tile 1's edge (both defect
+    # tiles); parts "good1" and "good2" are clean.
+    val_set = tiles("bad", ["spot", "spot"]) + tiles("good1", ["ok", "ok"]) + tiles("good2", ["ok", "ok"])
+    # Scores as a network might give them: the sliver tile scores below the clean tiles.
+    tile_scores = np.array([0.9, 0.1, 0.2, 0.3, 0.25, 0.15])
+    monkeypatch.setattr(loop._Fit, "val_scores", lambda self: tile_scores)
+    cfg = loop.TrainConfig(input_size=64, epochs=1, batch_size=4, class_names=["ok", "spot"])
+    records = []
+    loop.train(train_set, val_set, cfg, on_event=lambda e: records.append(e) if e["event"] == "epoch" else None)
+    assert loop.auroc(np.array([1, 1, 0, 0, 0, 0]), tile_scores) == 0.5  # per tile: a coin toss
+    assert records[0]["val_auroc"] == 1.0  # per part: 0.9 above 0.3 and 0.25
+    assert records[0]["val_catch_rate"] == 1.0

@@ -487,10 +487,12 @@ class _Fit:
             # Validation in eval mode: what the line will see (on a CPU from the cached
             # frozen features, which the frozen layers would compute again identically).
             val_scores = self.val_scores()
-            ok_scores, def_scores = val_scores[~val_defect], val_scores[val_defect]
             eps = 1e-6
             val_loss = float(-np.mean(np.where(val_defect, np.log(val_scores + eps), np.log(1 - val_scores + eps))))
-            val_auroc = auroc(val_defect.astype(int), val_scores)
+            # Tiled parts are judged whole, as the line judges them (`_part_scores`).
+            part_scores, part_defect = _part_scores(self.val_samples, val_scores)
+            ok_scores, def_scores = part_scores[~part_defect], part_scores[part_defect]
+            val_auroc = auroc(part_defect.astype(int), part_scores)
             catch = catch_at_false_reject(ok_scores, def_scores, cfg.false_reject_target)
             record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5),
                       "val_loss": round(val_loss, 5), "val_auroc": round(float(val_auroc), 5),

@@ -28,7 +28,7 @@ from app.core.atomic import write_bytes, write_text
 from app.core.errors import NotEnoughDataError
 from app.core.monitoring import build_reference, image_stats
 from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, highest_ok_parts, operating_point
-from app.core.preprocess import TilePlan, choose_tile_plan, defect_extent
+from app.core.preprocess import TILE_MARGIN, TilePlan, choose_tile_plan, defect_extent
 from app.core.project import Project
 from app.core.records import ModelVersion
 from training.candidate import claim_version_folder, judge, line_metrics, set_onnx_metadata
@@ -99,14 +99,17 @@ def choose_size_and_tiling(project: Project, labeled: list, mode: str) -> tuple[
     at the stored threshold, retrain 196 s vs 122 s. Otherwise the whole part is
     letterboxed at `choose_input_size`, or tiled at that size if that size tiles (the
     tiling gain is measured against whole-part letterboxing at the same size, so a
-    smaller input can tile where 288 px does not). An explicit `input_size` setting is
-    the tile side as well."""
-    if not project.get_setting("input_size"):
+    smaller input can tile where 288 px does not). The tile is that size plus a margin on
+    each side (`app.core.preprocess.TILE_MARGIN`), so the model input is 320 px for 288 px
+    of part. An explicit `input_size` setting is the tile side, margin included."""
+    explicit = project.get_setting("input_size")
+    if not explicit:
         plan = choose_tiling(project, labeled, MAX_INPUT_SIZE)
         if plan is not None:
-            return MAX_INPUT_SIZE, plan
+            return plan.tile, plan
     size = choose_input_size(project, labeled, mode)
-    return size, choose_tiling(project, labeled, size)
+    plan = choose_tiling(project, labeled, size - 2 * TILE_MARGIN if explicit else size)
+    return (plan.tile if plan is not None else size), plan
 
 
 def resolve_device(device: str) -> str:

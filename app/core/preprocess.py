@@ -82,6 +82,14 @@ MIN_DEFECT_SPAN_PX = 16.0
 MIN_RESOLUTION_GAIN = 1.5
 # Line latency grows with tiles per part; past this the plan gives up resolution instead.
 MAX_TILES_PER_PART = 32
+# Pad around the scaled part before it is cut, so no border of the part is a tile's outer
+# edge: there the network's own zero padding meets the part's last pixels, and a defect
+# on the border is judged from half a neighbourhood. One heatmap patch (16 px) is enough
+# for the patch that holds the border to see past it. On kolektorsdd two of the test
+# cracks lie on the part's right border; without the margin the supervised model scored
+# them 0.16 and 0.37 (missed); with a 16-px margin bought by shrinking the part instead
+# of growing the tile they were caught, but the resolution lost missed two others.
+TILE_MARGIN = 16
 
 
 @dataclass(frozen=True)
@@ -111,18 +119,17 @@ def _axis_origins(length: int, tile: int, stride: int) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
-def _tiles_for(length: int, tile: int, stride: int) -> int:
-    return len(_axis_origins(length, tile, stride))
-
-
 @dataclass(frozen=True)
 class TilePlan:
     """How parts are cut into model inputs: side *tile* (= the model input size), source
-    scaled by *scale* (output px per source px, 1.0 = native), tiles *overlap* apart."""
+    scaled by *scale* (output px per source px, 1.0 = native), tiles *overlap* apart, the
+    scaled part padded by *margin* px on every side before it is cut (`TILE_MARGIN`;
+    models saved before the margin existed have 0)."""
 
     tile: int
     scale: float
     overlap: float = DEFAULT_OVERLAP
+    margin: int = 0
 
     def __post_init__(self) -> None:
         # Checked here so a damaged "tiling" entry in a model fails on load, not mid-line.
@@ -132,6 +139,8 @@ class TilePlan:
             raise ValueError(f"tile scale must be in (0, 8], got {self.scale!r}")
         if not (0.0 <= float(self.overlap) <= 0.5):
             raise ValueError(f"tile overlap must be in [0, 0.5], got {self.overlap!r}")
+        if int(self.margin) != self.margin or not 0 <= self.margin < self.tile // 4:
+            raise ValueError(f"tile margin must be an integer in [0, tile/4), got {self.margin!r}")
 
     @property
     def stride(self) -> int:
@@ -139,29 +148,34 @@ class TilePlan:
         return max(1, self.tile - round(self.tile * self.overlap))
 
     def to_dict(self) -> dict:
-        return {"tile": int(self.tile), "scale": float(self.scale), "overlap": float(self.overlap)}
+        return {"tile": int(self.tile), "scale": float(self.scale), "overlap": float(self.overlap),
+                "margin": int(self.margin)}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "TilePlan | None":
         """The model metadata's "tiling" entry; absent/None means whole-part letterbox."""
         if data is None:
             return None
-        return cls(int(data["tile"]), float(data["scale"]), float(data.get("overlap", DEFAULT_OVERLAP)))
+        return cls(int(data["tile"]), float(data["scale"]), float(data.get("overlap", DEFAULT_OVERLAP)),
+                   int(data.get("margin", 0)))
 
     def scaled_size(self, height: int, width: int) -> tuple[int, int]:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
+    def _origins(self, length: int) -> list[int]:
+        m = int(self.margin)
+        return [o - m for o in _axis_origins(length + 2 * m, self.tile, self.stride)]
+
     def layout(self, height: int, width: int) -> TileLayout:
         sh, sw = self.scaled_size(height, width)
-        ys = _axis_origins(sh, self.tile, self.stride)
-        xs = _axis_origins(sw, self.tile, self.stride)
+        ys, xs = self._origins(sh), self._origins(sw)
         origins = tuple((y, x) for y in ys for x in xs)
         return TileLayout(height, width, sh, sw, float(self.scale), self.tile, origins)
 
     def count(self, height: int, width: int) -> int:
         """Tiles a part of this size needs (for latency estimates and the plan rule)."""
         sh, sw = self.scaled_size(height, width)
-        return _tiles_for(sh, self.tile, self.stride) * _tiles_for(sw, self.tile, self.stride)
+        return len(self._origins(sh)) * len(self._origins(sw))
 
     def tiles(self, image: np.ndarray) -> tuple[list[np.ndarray], TileLayout]:
         """Cut *image* (H x W[xC] uint8) into tile x tile crops; padding is PAD_VALUE."""
@@ -252,17 +266,21 @@ def defect_extent(mask: np.ndarray | None) -> float | None:
 def _cap_tiles(plan: TilePlan, height: int, width: int, floor: float) -> TilePlan:
     """Lower the scale (not below *floor*) until a typical part fits MAX_TILES_PER_PART."""
     while plan.count(height, width) > MAX_TILES_PER_PART and plan.scale * 0.95 >= floor:
-        plan = TilePlan(plan.tile, plan.scale * 0.95, plan.overlap)
+        plan = TilePlan(plan.tile, plan.scale * 0.95, plan.overlap, plan.margin)
     return plan
 
 
 def choose_tile_plan(image_sizes: list[tuple[int, int]], defect_extents: list[float],
-                     input_size: int) -> TilePlan | None:
+                     input_size: int, margin: int = TILE_MARGIN) -> TilePlan | None:
     """The tile plan for a data set, from its images' sizes and painted defects only.
 
+    *input_size* S is the part's side inside a tile; the tile (the model input) is
+    S + 2 x *margin*, so the part's borders sit *margin* px inside it.
+
     - whole-part scale s_whole = S / max(h, w) at the median image size;
-    - tile scale s_tile = min(1, S / min(h, w)): the short side fills one tile, so a long
-      part becomes one row of tiles, and nothing is upscaled beyond native;
+    - tile scale s_tile = min(1, S / min(h, w)): the short side fills one tile (inside
+      its margins), so a long part becomes one row of tiles, and nothing is upscaled
+      beyond native;
     - raised (never above 1.0) if the 25th percentile defect extent (px, see
       `defect_extent`) would span fewer than MIN_DEFECT_SPAN_PX at s_tile;
     - lowered if a median part would need more than MAX_TILES_PER_PART tiles;
@@ -278,8 +296,9 @@ def choose_tile_plan(image_sizes: list[tuple[int, int]], defect_extents: list[fl
     if extents:
         small = float(np.percentile(extents, 25))
         s_tile = min(1.0, max(s_tile, MIN_DEFECT_SPAN_PX / small))
-    plan = _cap_tiles(TilePlan(input_size, s_tile), round(h), round(w), floor=s_whole)
+    plan = _cap_tiles(TilePlan(input_size + 2 * margin, s_tile, DEFAULT_OVERLAP, margin), round(h), round(w),
+                      floor=s_whole)
     if plan.scale / s_whole < MIN_RESOLUTION_GAIN:
         return None
     # Floored to 4 decimals for a readable model JSON; never rounded up past a tile border.
-    return TilePlan(input_size, math.floor(plan.scale * 1e4) / 1e4, DEFAULT_OVERLAP)
+    return TilePlan(plan.tile, math.floor(plan.scale * 1e4) / 1e4, DEFAULT_OVERLAP, margin)
