@@ -295,6 +295,19 @@ def test_each_plan_keeps_more_of_the_trained_network_in_float_down_to_the_stride
     # Blocks 0-10 (stride 2 to 16) stay float; blocks 11-15 run at stride 32.
     blocks = {int(n.split("_blocks.")[1].split("/")[0]) for n in stride32 if "_blocks." in n}
     assert blocks and min(blocks) >= 11
+    # Each float part ends at a block boundary: the 1x1 expansion (and its ReLU6) feeding
+    # the first INT8 stride-2 convolution is INT8 too, so the float-to-INT8 conversion is
+    # of the narrow block input, not the six-times-wider expanded tensor.
+    by_name = {n.name: n for n in model.graph.node}
+    for (_, nodes), count in zip(plans, [c for _, c in quantize.PLANS]):
+        if count == 0:
+            continue
+        first_int8 = [n for n in model.graph.node if n.op_type == "Conv" and quantize._stride(n) >= 2][count - 1]
+        assert first_int8.name not in nodes
+        expansion = quantize._expansion_before(model, first_int8)
+        assert [n.op_type for n in expansion] == ["Clip", "Conv"]
+        assert not {n.name for n in expansion} & set(nodes)
+        assert all(by_name[name].op_type in quantize.OP_TYPES for name in nodes)
 
 
 def test_int8_convolutions_pass_activations_on_without_converting_them_twice(project_dir, tmp_path):
