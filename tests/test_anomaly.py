@@ -253,3 +253,69 @@ def test_rejects_parts_of_the_wrong_size():
     ok = [img for img, _ in images(7, 4, False, size=64)]
     with pytest.raises(ValueError):
         fit_anomaly(ok, AnomalyConfig(input_size=96))
+
+
+def test_a_ring_leaves_the_grid_edge_out_of_the_score_and_the_heatmap(fitted, tmp_path):
+    """Tiles with a margin and enough overlap (`TilePlan.redundant_ring`): each tile's outer
+    ring of patches is judged better by a neighbour, so the good-only score ignores it and
+    the heatmap is 0 there; the exported graph does the same."""
+    from training.anomaly import AnomalyNet, pool_distances
+
+    ok, fit, _ = fitted
+    # The pooling alone: a hot patch on the ring counts without a ring, not with one.
+    d = torch.ones(1, GRID * GRID)
+    d.view(1, GRID, GRID)[0, 0, 3] = 50.0
+    assert float(pool_distances(d, "max")) == 50.0 and float(pool_distances(d, "max", ring=1)) == 1.0
+    d.view(1, GRID, GRID)[0, 1, 3] = 20.0
+    assert float(pool_distances(d, "max", ring=1)) == 20.0
+
+    net = fit.net
+    ringed = AnomalyNet(net.embedder, net.bank_t.t() + net.center.reshape(1, -1), net.center.reshape(-1),
+                        float(net.mu), float(net.sigma), net.pool, ring=1).eval()
+    # Parts with a dark spot in the outer ring of patches and inside it.
+    rng = np.random.default_rng(9)
+    clean, _ = texture(rng, False)
+    edge, inner = clean.copy(), clean.copy()
+    edge[2:14, 50:62] //= 4
+    inner[50:62, 50:62] //= 4
+    with torch.no_grad():
+        plain = net(torch.from_numpy(np.stack([clean, edge, inner])))
+        out = ringed(torch.from_numpy(np.stack([clean, edge, inner])))
+    # Same distances; the score pools the interior only, so it can only be lower.
+    # (the ringed model's bank is the same rows, re-centred: float rounding only).
+    torch.testing.assert_close(out.patch_distance, plain.patch_distance, atol=1e-4, rtol=1e-5)
+    interior = pool_distances(out.patch_distance.reshape(3, -1), net.pool, ring=1)
+    torch.testing.assert_close(out.score, torch.sigmoid((interior - net.mu) / net.sigma))
+    assert (out.score <= plain.score + 1e-5).all()
+    assert float(out.score[2]) > float(out.score[0]) + 0.2  # a spot inside is still found
+    heat = out.heatmap.numpy()
+    assert (heat[:, 0, :] == 0).all() and (heat[:, -1, :] == 0).all() and (heat[:, :, 0] == 0).all()
+    np.testing.assert_allclose(heat[:, 1:-1, 1:-1], plain.heatmap.numpy()[:, 1:-1, 1:-1], atol=1e-5)
+    # The exported graph: parity-checked at export, and the same zero ring in ONNX Runtime.
+    path = tmp_path / "ringed.onnx"
+    export_anomaly(ringed, path, SIZE, {"kind": "anomaly"}, [clean, edge, inner])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    score, _, ort_heat = session.run(None, {"image": np.stack([clean, edge, inner])})
+    np.testing.assert_allclose(score, out.score.numpy(), atol=1e-4)
+    assert (ort_heat[:, 0, :] == 0).all() and (ort_heat[:, :, -1] == 0).all()
+
+
+def test_a_ring_is_fitted_into_the_calibration_and_saved_with_the_model(tmp_path):
+    from training.checkpoint import load_network
+
+    ok = [img for img, _ in images(5, 12, False)]
+    fit = fit_anomaly(ok, AnomalyConfig(input_size=SIZE, ring=1, folds=3))
+    assert fit.net.ring == 1
+    # The out-of-fold scores the threshold rests on are pooled without the ring too: an
+    # OK part's score from the final bank equals its calibrated pooled distance.
+    with torch.no_grad():
+        out = fit.net(torch.from_numpy(np.stack(ok[:2])))
+    from training.anomaly import pool_distances
+    expected = torch.sigmoid((pool_distances(out.patch_distance.reshape(2, -1), fit.net.pool, 1) - fit.net.mu)
+                             / fit.net.sigma)
+    np.testing.assert_allclose(out.score.numpy(), expected.numpy(), atol=1e-6)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"mode": "good-only", "config": {"layers": list(fit.net.embedder.layers), "neighbourhood": 3,
+                                                "pool": fit.net.pool, "ring": 1},
+                "state_dict": fit.net.state_dict()}, path)
+    assert load_network(path).ring == 1

@@ -402,3 +402,24 @@ def test_tiling_finds_a_defect_too_small_to_see_at_whole_part_scale(tmp_path, de
     hy, hx = np.unravel_index(int(np.argmax(heat)), heat.shape)
     assert y.start - 16 <= hy < y.stop + 16 and x.start - 16 <= hx < x.stop + 16  # at the defect
     assert tiled.inspect(_long_part()).passed  # and the clean part is not rejected
+
+
+@pytest.mark.parametrize(
+    "plan, shape, ring",
+    [
+        (TilePlan(320, 0.576, 0.125, 16), (1265, 500), 1),  # kolektorsdd-like: 320-px tiles
+        (TilePlan(256, 1.0, 0.125, 16), (256, 1024), 1),
+        (TilePlan(256, 0.5, 0.125, 16), (2000, 2000), 1),
+        (TilePlan(256, 0.448, 0.125, 0), (1259, 500), 0),  # no margin: the border is a tile edge
+        (TilePlan(96, 1.0, 0.125, 16), (64, 400), 0),  # 12 px overlap: less than two patches
+    ],
+)
+def test_a_redundant_ring_leaves_every_part_pixel_inside_some_tiles_interior(plan, shape, ring):
+    assert plan.redundant_ring(16) == ring
+    layout = plan.layout(*shape)
+    inner = np.zeros((layout.scaled_height, layout.scaled_width), bool)
+    r = 16
+    for y0, x0 in layout.origins:
+        ya, xa = max(0, y0 + r), max(0, x0 + r)
+        inner[ya : max(ya, y0 + plan.tile - r), xa : max(xa, x0 + plan.tile - r)] = True
+    assert inner.all() == bool(ring)

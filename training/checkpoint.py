@@ -20,7 +20,8 @@ def _anomaly_net(saved: dict):
     embedder = PatchEmbedder(load_pretrained_backbone(), tuple(cfg["layers"]), cfg["neighbourhood"])
     center = sd["center"].reshape(-1)
     bank = sd["bank_t"].t() + center  # the bank is stored centred
-    return AnomalyNet(embedder, bank, center, float(sd["mu"]), float(sd["sigma"]), cfg.get("pool", "max"))
+    return AnomalyNet(embedder, bank, center, float(sd["mu"]), float(sd["sigma"]), cfg.get("pool", "max"),
+                      cfg.get("ring", 0))
 
 
 def _supervised_net(saved: dict):

@@ -114,7 +114,8 @@ class CombinedNet(nn.Module):
         distance = self.anomaly.patch_distance(features)  # [N, P]
         anomaly_patch = (distance - self.anomaly.mu) / self.anomaly.sigma
         # The anomaly model's own part logit, pooled as it pools: what its exported scores were.
-        anomaly_part = (pool_distances(distance, self.anomaly.pool) - self.anomaly.mu) / self.anomaly.sigma
+        anomaly_part = (pool_distances(distance, self.anomaly.pool, self.anomaly.ring)
+                        - self.anomaly.mu) / self.anomaly.sigma
         part = ((sup.defect_logit - self.sup_median) / self.sup_scale
                 + (anomaly_part - self.anom_median) / self.anom_scale)
         patches = ((sup.patch_logits.reshape(n, h * w) - self.sup_median) / self.sup_scale

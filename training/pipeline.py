@@ -363,8 +363,9 @@ class _Run:
         ok_parts = {r.sha256 for r, v in self.train_parts if v == OK}
         ok_inputs = [s for s in self.train_samples if s.key.split("#")[0] in ok_parts]
         ok_images = [s.image for s in ok_inputs]
+        ring = self.plan.redundant_ring(HEATMAP_STRIDE) if self.plan is not None else 0
         cfg = AnomalyConfig(input_size=self.size, seed=self.seed, device=self.device,
-                            score_every_fold=not half_of_combined)
+                            score_every_fold=not half_of_combined, ring=ring)
         fit = fit_anomaly(ok_images, cfg, self.on_event, self.should_stop,
                           groups=[s.key.split("#")[0] for s in ok_inputs])
         ok_parity = [s.image for s in self.val_samples if s.verdict == OK][:8] or ok_images[:8]

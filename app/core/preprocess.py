@@ -147,6 +147,14 @@ class TilePlan:
         """Pixels (scaled) between tile starts; at least 1 so the grid always advances."""
         return max(1, self.tile - round(self.tile * self.overlap))
 
+    def redundant_ring(self, patch: int) -> int:
+        """Patches at each tile's edge that judge nothing another tile does not judge
+        better: 1 when the margin is at least a *patch* (the outer ring of a tile on the
+        part's border lies in the margin) and neighbours overlap by at least two patches
+        (a tile's edge ring inside the part is a whole patch inside its neighbour's
+        edge); else 0. Every part pixel then lies in some tile's interior."""
+        return int(self.margin >= patch and self.tile - self.stride >= 2 * patch)
+
     def to_dict(self) -> dict:
         return {"tile": int(self.tile), "scale": float(self.scale), "overlap": float(self.overlap),
                 "margin": int(self.margin)}
