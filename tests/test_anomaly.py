@@ -300,7 +300,7 @@ def test_a_ring_leaves_the_grid_edge_out_of_the_score_and_the_heatmap(fitted, tm
     assert (ort_heat[:, 0, :] == 0).all() and (ort_heat[:, :, -1] == 0).all()
 
 
-def test_a_ring_is_fitted_into_the_calibration_and_saved_with_the_model(tmp_path):
+def test_a_ring_is_fitted_into_the_calibration_and_saved_with_the_model(tmp_path, monkeypatch):
     from training.checkpoint import load_network
 
     ok = [img for img, _ in images(5, 12, False)]
@@ -314,6 +314,17 @@ def test_a_ring_is_fitted_into_the_calibration_and_saved_with_the_model(tmp_path
     expected = torch.sigmoid((pool_distances(out.patch_distance.reshape(2, -1), fit.net.pool, 1) - fit.net.mu)
                              / fit.net.sigma)
     np.testing.assert_allclose(out.score.numpy(), expected.numpy(), atol=1e-6)
+    # Only the patches that can count enter the bank: (8 - 2)^2 of the 8 x 8 per part.
+    seen = []
+    original = _Reservoir.add
+
+    def counting(self, feats, owner):
+        seen.append(feats.shape[0])
+        return original(self, feats, owner)
+
+    monkeypatch.setattr(_Reservoir, "add", counting)
+    fit_anomaly(ok, AnomalyConfig(input_size=SIZE, ring=1, folds=3))
+    assert sum(seen) == len(ok) * (GRID - 2) ** 2
     path = tmp_path / "checkpoint.pt"
     torch.save({"mode": "good-only", "config": {"layers": list(fit.net.embedder.layers), "neighbourhood": 3,
                                                 "pool": fit.net.pool, "ring": 1},

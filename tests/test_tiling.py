@@ -423,3 +423,11 @@ def test_a_redundant_ring_leaves_every_part_pixel_inside_some_tiles_interior(pla
         ya, xa = max(0, y0 + r), max(0, x0 + r)
         inner[ya : max(ya, y0 + plan.tile - r), xa : max(xa, x0 + plan.tile - r)] = True
     assert inner.all() == bool(ring)
+
+
+def test_an_explicit_input_size_is_the_tile_and_tiling_is_judged_against_it():
+    # 96 x 96 parts and a project input of 96 px: whole-part letterboxing loses nothing,
+    # so nothing is tiled, though the part inside a 96-px tile with its margins is 64 px.
+    assert choose_tile_plan([(96, 96)], [15.0], 96 - 2 * TILE_MARGIN, whole_size=96) is None
+    # Judged against a 64-px letterbox instead, native 96-px tiles would be a 1.5x gain.
+    assert choose_tile_plan([(96, 96)], [15.0], 96 - 2 * TILE_MARGIN) == TilePlan(96, 1.0, 0.125, TILE_MARGIN)

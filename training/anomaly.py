@@ -101,8 +101,8 @@ class AnomalyConfig:
     # and still counts a defect that covers three 16-px patches in full (on magnetic tile,
     # test catch at 1 % false reject rose from 48 % to 57 % with a bank of 533 OK parts).
     pool: str = "top3"
-    # Patches at the grid's edge left out of the part distance and zeroed in the heatmap
-    # (`TilePlan.redundant_ring`): set for tiles whose margin and overlap put every part
+    # Patches at the grid's edge left out of the part distance and the bank, and zeroed in
+    # the heatmap (`TilePlan.redundant_ring`): set for tiles whose margin and overlap put every part
     # pixel in some tile's interior. There a tile's outer ring only repeats its
     # neighbour's interior, and it looks unusual to the bank (every layer's zero padding):
     # on kolektorsdd 100 of 115 OK test parts had their hottest patch in it, and the same
@@ -458,7 +458,10 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
 
     embedder = PatchEmbedder(load_pretrained_backbone(), cfg.layers, cfg.neighbourhood).eval()
     dim = embedder.dim
-    patches = (size // HEATMAP_STRIDE) ** 2
+    grid = size // HEATMAP_STRIDE
+    patches = grid * grid
+    # The patches that can count (`AnomalyConfig.ring`): only these enter the bank.
+    judged = np.arange(patches).reshape(grid, grid)[cfg.ring:grid - cfg.ring, cfg.ring:grid - cfg.ring].ravel()
     run = _feature_runner(embedder, size, cfg.use_onnxruntime, cfg.device)
 
     # 1. Features, once per image: into the bounded pool, and kept for the held-out scoring
@@ -474,8 +477,8 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
         for j in range(f.shape[0]):
             if len(store) < store_cap:
                 store[i + j] = np.array(f[j], np.float32)
-        owner = np.repeat(np.arange(i, i + f.shape[0]), patches)
-        pool.add(f.reshape(-1, dim), owner)
+        owner = np.repeat(np.arange(i, i + f.shape[0]), judged.size)
+        pool.add(f[:, judged].reshape(-1, dim), owner)
         done = min(i + cfg.batch, n)
         rate = (time.monotonic() - t0) / done
         on_event({"event": "progress", "phase": "features", "step": done, "steps": n,
@@ -488,7 +491,7 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
     #    every held-out score comes from a bank built exactly like the final one, and the
     #    coreset work is K small problems instead of K + 1 large ones.
     t1 = time.monotonic()
-    m_total = _bank_size(cfg, n * patches, rows.shape[0], dim)
+    m_total = _bank_size(cfg, n * judged.size, rows.shape[0], dim)
     fold_rows = [np.flatnonzero(fold_of[owners] == f) for f in range(k)]
     quotas = _split_quota(m_total, [r.size for r in fold_rows])
     parts = []

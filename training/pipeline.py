@@ -108,7 +108,7 @@ def choose_size_and_tiling(project: Project, labeled: list, mode: str) -> tuple[
         if plan is not None:
             return plan.tile, plan
     size = choose_input_size(project, labeled, mode)
-    plan = choose_tiling(project, labeled, size - 2 * TILE_MARGIN if explicit else size)
+    plan = choose_tiling(project, labeled, size - 2 * TILE_MARGIN if explicit else size, whole_size=size)
     return (plan.tile if plan is not None else size), plan
 
 
@@ -145,7 +145,7 @@ def ok_val_fraction(n_ok: int, target: float) -> float:
     return float(min(0.5, max(0.2, wanted / max(1, n_ok))))
 
 
-def choose_tiling(project: Project, labeled: list, size: int) -> TilePlan | None:
+def choose_tiling(project: Project, labeled: list, size: int, whole_size: int | None = None) -> TilePlan | None:
     """Tiles at (close to) native resolution for parts much larger than the input, else None.
 
     The rule is `app.core.preprocess.choose_tile_plan` on the labeled images' sizes and
@@ -156,7 +156,7 @@ def choose_tiling(project: Project, labeled: list, size: int) -> TilePlan | None
     sizes = [(r.height, r.width) for r, _ in labeled]
     extents = [defect_extent(project.load_mask(label)) for _, label in labeled
                if label.verdict != OK and label.mask_path]
-    return choose_tile_plan(sizes, [e for e in extents if e], size)
+    return choose_tile_plan(sizes, [e for e in extents if e], size, whole_size=whole_size)
 
 
 def load_split(project: Project, split: str, size: int, plan: TilePlan | None = None,

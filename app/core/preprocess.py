@@ -279,13 +279,14 @@ def _cap_tiles(plan: TilePlan, height: int, width: int, floor: float) -> TilePla
 
 
 def choose_tile_plan(image_sizes: list[tuple[int, int]], defect_extents: list[float],
-                     input_size: int, margin: int = TILE_MARGIN) -> TilePlan | None:
+                     input_size: int, margin: int = TILE_MARGIN, whole_size: int | None = None) -> TilePlan | None:
     """The tile plan for a data set, from its images' sizes and painted defects only.
 
     *input_size* S is the part's side inside a tile; the tile (the model input) is
-    S + 2 x *margin*, so the part's borders sit *margin* px inside it.
+    S + 2 x *margin*, so the part's borders sit *margin* px inside it. *whole_size*
+    (default S) is the input the whole part would be letterboxed into instead.
 
-    - whole-part scale s_whole = S / max(h, w) at the median image size;
+    - whole-part scale s_whole = whole_size / max(h, w) at the median image size;
     - tile scale s_tile = min(1, S / min(h, w)): the short side fills one tile (inside
       its margins), so a long part becomes one row of tiles, and nothing is upscaled
       beyond native;
@@ -298,7 +299,7 @@ def choose_tile_plan(image_sizes: list[tuple[int, int]], defect_extents: list[fl
         return None
     h = float(np.median([s[0] for s in image_sizes]))
     w = float(np.median([s[1] for s in image_sizes]))
-    s_whole = input_size / max(h, w)
+    s_whole = (whole_size or input_size) / max(h, w)
     s_tile = min(1.0, input_size / min(h, w))
     extents = [float(e) for e in defect_extents if e is not None and e > 0]
     if extents:
