@@ -75,7 +75,7 @@ def load_tiled(root: Path, size: int) -> tuple[dict, object]:
 
     from app.core.preprocess import choose_tile_plan
 
-    cache = Path(f"/tmp/synthetic_probe_{root.name}_{size}_tiled.pkl")
+    cache = Path(f"/tmp/synthetic_probe_{root.name}_{size}_margin_tiled.pkl")
     if cache.exists():
         return pickle.loads(cache.read_bytes())
     items = read_split(root)
@@ -180,6 +180,7 @@ def main() -> None:
     plan = None
     if args.tiles:
         data, plan = load_tiled(args.dataset, size)
+        size = plan.tile  # the part's --size inside the tile's margins: the network sees the tile
     else:
         data = load(args.dataset, size)
     labels = data["test_labels"]

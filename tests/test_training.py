@@ -97,6 +97,11 @@ def test_a_tiled_part_is_defective_when_any_of_its_tiles_is():
     scores, is_defect = _part_scores(tiles, np.array([0.1, 0.2, 0.9, 0.3, 0.05]))
     assert scores.tolist() == [0.9, 0.3]
     assert is_defect.tolist() == [True, False]
+    # Only the tile suffix joins samples into a part: any other "#" in a key does not.
+    others = [Sample(blank, None, "ok", "p1"), Sample(blank, None, "scratch", "p1#synthetic0-1"),
+              Sample(blank, None, "ok", "p1#tx")]
+    scores, is_defect = _part_scores(others, np.array([0.2, 0.8, 0.4]))
+    assert scores.tolist() == [0.2, 0.8, 0.4] and is_defect.tolist() == [False, True, False]
     # A share of the parts for the learning curve is stratified by the part's class, and
     # keeps every tile of a part it keeps.
     parts = [Sample(blank, None, "ok", f"ok{i}#t0") for i in range(8)] + [

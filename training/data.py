@@ -72,6 +72,13 @@ def load_tiled_samples(image_path: Path | str, verdict: str, plan: TilePlan, mas
     return samples
 
 
+def part_key(key: str) -> str:
+    """The part a sample belongs to: its key without the tile suffix "#t<i>" that
+    `load_tiled_samples` adds; any other key is a part of its own."""
+    base, sep, tile = key.rpartition("#t")
+    return base if sep and tile.isdigit() else key
+
+
 def patch_targets(mask: np.ndarray | None, verdict: str, grid: int) -> np.ndarray:
     """Per-patch defect targets in {0, 1}, or -1 where unknown.
 

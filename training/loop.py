@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from app.core.evaluation import auroc, catch_at_false_reject, rates_at, threshold_for_false_reject
-from training.data import OK, Sample, augment, patch_targets
+from training.data import OK, Sample, augment, part_key, patch_targets
 from training.network import HEATMAP_STRIDE, STRIDE16_BLOCK, InspectionNet, load_pretrained_backbone
 
 EventSink = Callable[[dict], None]
@@ -529,7 +529,7 @@ def _stratified_subset(samples: list[Sample], fraction: float, rng) -> set[int]:
     """Indices of *fraction* of the training parts of each class (tiles stay with their part)."""
     part_class: dict[str, str] = {}  # a part's class: its defect's if any tile holds one
     for s in samples:
-        part = s.key.split("#")[0]
+        part = part_key(s.key)
         if part_class.setdefault(part, s.verdict) == OK:
             part_class[part] = s.verdict
     parts: dict[str, list[str]] = {}
@@ -539,7 +539,7 @@ def _stratified_subset(samples: list[Sample], fraction: float, rng) -> set[int]:
     for names in parts.values():
         n = max(1, round(fraction * len(names)))
         keep.update(names[i] for i in rng.permutation(len(names))[:n])
-    return {i for i, s in enumerate(samples) if s.key.split("#")[0] in keep}
+    return {i for i, s in enumerate(samples) if part_key(s.key) in keep}
 
 
 def _part_scores(samples: list[Sample], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -548,7 +548,7 @@ def _part_scores(samples: list[Sample], scores: np.ndarray) -> tuple[np.ndarray,
     painted defect are labeled OK (training.data.load_tiled_samples)."""
     best: dict[str, list] = {}
     for s, score in zip(samples, scores):
-        entry = best.setdefault(s.key.split("#")[0], [float("-inf"), False])
+        entry = best.setdefault(part_key(s.key), [float("-inf"), False])
         entry[0] = max(entry[0], float(score))
         entry[1] = entry[1] or s.verdict != OK
     values = list(best.values())
@@ -578,7 +578,7 @@ def learning_curve(result: TrainResult, train_samples: list[Sample], val_samples
         fit = _Fit(net, samples, val_samples, cfg, cfg.frozen_blocks, None, val_cache)
         scores, defect = _part_scores(val_samples, fit.val_scores())
         op = operating_point(scores[~defect], scores[defect], cfg.false_reject_target, "validation OK parts")
-        return {"fraction": fraction, "n_train_parts": len({s.key.split("#")[0] for s in samples}),
+        return {"fraction": fraction, "n_train_parts": len({part_key(s.key) for s in samples}),
                 "auroc": float(auroc(defect.astype(int), scores)) if defect.any() and (~defect).any() else None,
                 "catch_rate": float(np.mean(scores[defect] >= op.threshold)) if defect.any() else None}
 
