@@ -102,8 +102,8 @@ class AnomalyConfig:
     # test catch at 1 % false reject rose from 48 % to 57 % with a bank of 533 OK parts).
     pool: str = "top3"
     # Patches at the grid's edge left out of the part distance and the bank, and zeroed in
-    # the heatmap (`TilePlan.redundant_ring`): set for tiles whose margin and overlap put every part
-    # pixel in some tile's interior. There a tile's outer ring only repeats its
+    # the heatmap (`TilePlan.redundant_ring`): set for tiles whose margin and overlap put
+    # every part pixel in some tile's interior. There a tile's outer ring only repeats its
     # neighbour's interior, and it looks unusual to the bank (every layer's zero padding):
     # on kolektorsdd 100 of 115 OK test parts had their hottest patch in it, and the same
     # bank scored without it ranked the test parts at AUROC 0.957 instead of 0.924.

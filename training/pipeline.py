@@ -33,7 +33,7 @@ from app.core.project import Project
 from app.core.records import ModelVersion
 from training.candidate import claim_version_folder, judge, line_metrics, set_onnx_metadata
 from training.comparisons import baseline_on, changes_since, per_class_counts, production_on
-from training.data import OK, load_sample, load_tiled_samples
+from training.data import OK, load_sample, load_tiled_samples, part_key
 from training.export import export_checked
 from training.loop import Cancelled, TrainConfig, config_dict, learning_curve, train
 from training.modes import (COMBINED, GOOD_ONLY, SUPERVISED, check_good_only, check_supervised, choose_mode,
@@ -224,7 +224,7 @@ def _per_part_max(samples, scores) -> dict[str, float]:
     """A part's score is the max over its tiles, at the line and here: {part key: score}."""
     best: dict[str, float] = {}
     for sample, score in zip(samples, scores):
-        part = sample.key.split("#")[0]
+        part = part_key(sample.key)
         best[part] = max(best.get(part, float("-inf")), float(score))
     return best
 
@@ -361,13 +361,13 @@ class _Run:
 
         # Only parts labeled OK: a tile of a defective part is OK only as far as its painter saw.
         ok_parts = {r.sha256 for r, v in self.train_parts if v == OK}
-        ok_inputs = [s for s in self.train_samples if s.key.split("#")[0] in ok_parts]
+        ok_inputs = [s for s in self.train_samples if part_key(s.key) in ok_parts]
         ok_images = [s.image for s in ok_inputs]
         ring = self.plan.redundant_ring(HEATMAP_STRIDE) if self.plan is not None else 0
         cfg = AnomalyConfig(input_size=self.size, seed=self.seed, device=self.device,
                             score_every_fold=not half_of_combined, ring=ring)
         fit = fit_anomaly(ok_images, cfg, self.on_event, self.should_stop,
-                          groups=[s.key.split("#")[0] for s in ok_inputs])
+                          groups=[part_key(s.key) for s in ok_inputs])
         ok_parity = [s.image for s in self.val_samples if s.verdict == OK][:8] or ok_images[:8]
 
         def export(path: Path, metadata: dict) -> float:
