@@ -4,7 +4,7 @@ Fits on the train+val `good` images (letterboxed), scores the test split, and re
 image AUROC, catch and false reject at the threshold set from the out-of-fold OK scores
 for 1% false reject, the fit time and the per-part ONNX Runtime time on one thread.
 
-    python benchmarks/anomaly_probe.py --size 288 [--layers 4,10] [--neighbourhood 3] ...
+    python benchmarks/anomaly_probe.py --size 288 [--layers 4,10] [--neighbourhood 3] [--part-statistics] ...
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> None:
     p.add_argument("--pool-rows", type=int, default=None)
     p.add_argument("--pool", default=None)
     p.add_argument("--folds", type=int, default=None)
+    p.add_argument("--part-statistics", action="store_true", help="add the part-wide term (whole parts)")
     p.add_argument("--no-ort-time", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -84,6 +85,7 @@ def main() -> None:
         v = getattr(args, name)
         if v is not None:
             setattr(cfg, attr, v)
+    cfg.part_statistics = args.part_statistics
     fit = fit_anomaly(train, cfg)
     t = time.monotonic()
     out = anomaly_outputs(fit.net, test)

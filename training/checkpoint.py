@@ -15,13 +15,14 @@ import torch
 def _anomaly_net(saved: dict):
     from training.anomaly import AnomalyNet, PatchEmbedder
     from training.network import load_pretrained_backbone
+    from training.part_statistics import PartGaussian
 
     cfg, sd = saved["config"], saved["state_dict"]
     embedder = PatchEmbedder(load_pretrained_backbone(), tuple(cfg["layers"]), cfg["neighbourhood"])
     center = sd["center"].reshape(-1)
     bank = sd["bank_t"].t() + center  # the bank is stored centred
     return AnomalyNet(embedder, bank, center, float(sd["mu"]), float(sd["sigma"]), cfg.get("pool", "max"),
-                      cfg.get("ring", 0))
+                      cfg.get("ring", 0), PartGaussian.from_state_dict(sd))
 
 
 def _supervised_net(saved: dict):

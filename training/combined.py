@@ -33,7 +33,7 @@ from torch import nn
 
 from app.core.evaluation import auroc
 from app.core.operating_point import operating_point
-from training.anomaly import AnomalyNet, pool_distances
+from training.anomaly import AnomalyNet
 from training.network import STRIDE16_BLOCK, InspectionNet, NetOutput
 
 MIN_SCALE = 0.05  # logits; a degenerate OK spread must not blow one model's vote up
@@ -114,8 +114,7 @@ class CombinedNet(nn.Module):
         distance = self.anomaly.patch_distance(features)  # [N, P]
         anomaly_patch = (distance - self.anomaly.mu) / self.anomaly.sigma
         # The anomaly model's own part logit, pooled as it pools: what its exported scores were.
-        anomaly_part = (pool_distances(distance, self.anomaly.pool, self.anomaly.ring)
-                        - self.anomaly.mu) / self.anomaly.sigma
+        anomaly_part = self.anomaly.part_logit(features, distance, images_u8)
         part = ((sup.defect_logit - self.sup_median) / self.sup_scale
                 + (anomaly_part - self.anom_median) / self.anom_scale)
         patches = ((sup.patch_logits.reshape(n, h * w) - self.sup_median) / self.sup_scale

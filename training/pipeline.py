@@ -364,8 +364,9 @@ class _Run:
         ok_inputs = [s for s in self.train_samples if part_key(s.key) in ok_parts]
         ok_images = [s.image for s in ok_inputs]
         ring = self.plan.redundant_ring(HEATMAP_STRIDE) if self.plan is not None else 0
+        # Whole parts also get the part-wide term; tiles are pieces of a part (AnomalyConfig).
         cfg = AnomalyConfig(input_size=self.size, seed=self.seed, device=self.device,
-                            score_every_fold=not half_of_combined, ring=ring)
+                            score_every_fold=not half_of_combined, ring=ring, part_statistics=self.plan is None)
         fit = fit_anomaly(ok_images, cfg, self.on_event, self.should_stop,
                           groups=[part_key(s.key) for s in ok_inputs])
         ok_parity = [s.image for s in self.val_samples if s.verdict == OK][:8] or ok_images[:8]
@@ -383,7 +384,9 @@ class _Run:
                 "config": asdict(cfg),
                 "history": [],
                 "epochs_run": 0, "stopped_early": False,
-                "bank": {"entries": int(fit.bank_entries), "bytes": int(fit.bank_bytes)},
+                "bank": {"entries": int(fit.bank_entries), "bytes": int(fit.bank_bytes),
+                         "part_statistics": fit.part_shrinkage is not None,
+                         **({"part_shrinkage": round(fit.part_shrinkage, 4)} if fit.part_shrinkage is not None else {})},
                 "threshold_source": (f"{len(ok_parts)} training OK parts scored out-of-fold "
                                      f"+ {n_val_ok} validation OK parts")}
 
