@@ -123,3 +123,15 @@ def test_export_parity_and_checkpoint_round_trip(ok_parts, with_term, tmp_path):
     again = load_network(tmp_path / "checkpoint.pt")
     assert again.part_gaussian is not None
     np.testing.assert_allclose(anomaly_scores(again, parts), anomaly_scores(with_term.net, parts), atol=1e-6)
+
+
+def test_too_few_ok_parts_for_a_covariance_leave_the_model_to_its_patches():
+    from training.anomaly import MIN_GAUSSIAN_PARTS
+
+    rng = np.random.default_rng(7)
+    few = [part(rng) for _ in range(MIN_GAUSSIAN_PARTS)]  # 4 folds: each fit sees about 3/4 of them
+    fit = fit_anomaly(few, AnomalyConfig(input_size=SIZE, part_statistics=True))
+    assert fit.net.part_gaussian is None and fit.part_shrinkage is None
+    test = [part(rng) for _ in range(10)] + [part(rng, spot=True) for _ in range(10)]
+    scores = anomaly_scores(fit.net, test)
+    assert np.isfinite(scores).all() and auroc(np.r_[np.zeros(10), np.ones(10)], scores) >= 0.9

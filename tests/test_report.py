@@ -284,3 +284,19 @@ def test_cli_writes_html_and_a_pdf(project_dir: Path, tmp_path: Path, capsys):
 def test_cli_report_needs_an_output(project_dir: Path, capsys):
     assert main(["report", str(project_dir), "v2"]) == 2
     assert "--html OUT.html" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("part_statistics", [True, False])
+def test_a_good_only_model_says_how_it_scores(project_dir: Path, part_statistics: bool):
+    with Project.open(project_dir) as project:
+        v2 = project.model("v2")
+        bank = {"entries": 16384, "bytes": 22609920, "part_statistics": part_statistics}
+        if part_statistics:
+            bank["part_shrinkage"] = 0.0231
+        report = {**v2.report, "mode": "good-only", "mode_reason": "good-only (asked for)", "bank": bank}
+        model = type(v2)(**{**v2.__dict__, "report": report})
+        html = report_mod._Report(project, model, None).build()
+    trained_on = _section(html, "What it was trained on")
+    assert "nearest of 16,384 OK patches kept in its memory bank (22.6 MB)" in trained_on
+    assert ("how unusual the part is as a whole" in trained_on) is part_statistics
+    assert ("covariance shrinkage 0.02" in trained_on) is part_statistics

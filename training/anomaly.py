@@ -87,6 +87,8 @@ POOL_ROWS = 131072
 OOF_STORE_CAP_BYTES = 512 * 2**20
 PROJECTION_DIM = 32  # random projection for the greedy coreset's distances
 EXTRACT_BATCH = 8  # ONNX Runtime gains from small batches on a CPU
+# Fewest OK parts each fold's Gaussian of the part-wide term is fitted on (`part_statistics`).
+MIN_GAUSSIAN_PARTS = 10
 
 
 @dataclass
@@ -491,7 +493,11 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
     # 1. Features, once per image: into the bounded pool, and kept for the held-out scoring
     #    while the store is under its cap.
     pool = _Reservoir(cfg.pool_rows, dim, np.random.default_rng(cfg.seed + 1))
-    stats = np.zeros((n, 2 * dim), np.float32) if cfg.part_statistics else None
+    # The part-wide term needs enough OK parts in every fold's fit for a covariance worth
+    # the name; with fewer the model is the patches alone.
+    with_stats = cfg.part_statistics and (len(unique) - np.bincount(list(fold_of_group.values()), minlength=k).max()
+                                        >= MIN_GAUSSIAN_PARTS)
+    stats = np.zeros((n, 2 * dim), np.float32) if with_stats else None
     store: dict[int, np.ndarray] = {}
     store_cap = cfg.oof_store_cap_bytes // max(1, patches * dim * 4)
     t0 = time.monotonic()

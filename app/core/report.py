@@ -502,6 +502,9 @@ class _Report:
                  f"{r.get('n_train', '-')} training and {r.get('n_val', '-')} validation parts"
                  f"{', trained tile by tile' if r.get('tiling') else ''}; trained {_e(_when(r.get('trained_at')))} "
                  f"on {_e(r.get('host', '-'))}.</p>")
+        bank = r.get("bank")
+        if r.get("mode") == "good-only" and isinstance(bank, dict) and bank.get("entries"):
+            self.add(_how_good_only_scores(bank))
         per_class = r.get("per_class") or {}
         if per_class:
             names = list(per_class)
@@ -856,6 +859,17 @@ class _Report:
                      "label more varied parts before trusting the validation figures.</p>")
         else:
             self.add("<p class='ok'>No large gap between training and validation.</p>")
+
+
+def _how_good_only_scores(bank: dict) -> str:
+    text = (f"<p>How it scores: every 16-px patch by its distance to the nearest of {int(bank['entries']):,} OK "
+            f"patches kept in its memory bank ({_size(int(bank.get('bytes', 0)))})")
+    if bank.get("part_statistics"):
+        text += (", plus how unusual the part is as a whole: the mean and spread of its patch features against "
+                 "the OK parts' (a Gaussian, covariance shrinkage "
+                 f"{float(bank.get('part_shrinkage', 0)):.2f}). The heatmap shows the patch evidence; a part "
+                 "rejected for its whole surface may show no single hot spot")
+    return text + ".</p>"
 
 
 def _size(n: int) -> str:
