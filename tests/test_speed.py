@@ -310,6 +310,35 @@ def test_each_plan_keeps_more_of_the_trained_network_in_float_down_to_the_stride
         assert all(by_name[name].op_type in quantize.OP_TYPES for name in nodes)
 
 
+def test_a_good_only_models_distances_and_part_wide_term_stay_float_in_int8(tmp_path):
+    """Only what feeds the last convolution is quantised: the nearest-neighbour distance
+    (|f|^2 + min(...)) and the part-wide term's sum are Adds after it, and through UINT8
+    a score passed through 256 levels (on magnetic tile, the good-only model's INT8
+    plans disagreed with float on more parts before)."""
+    import onnx
+
+    from tests.test_part_statistics import SIZE, part
+    from training.anomaly import AnomalyConfig, export_anomaly, fit_anomaly
+
+    rng = np.random.default_rng(0)
+    ok = [part(rng) for _ in range(24)]  # two folds of 12: enough for the part-wide term
+    fit = fit_anomaly(ok, AnomalyConfig(input_size=SIZE, part_statistics=True, folds=2))
+    assert fit.net.part_gaussian is not None
+    export_anomaly(fit.net, tmp_path / "model.onnx", SIZE, {"mode": "good-only"}, ok[:2])
+    prepared, model, _ = quantize.prepare(tmp_path / "model.onnx", tmp_path)
+    (_, keep), = quantize.applicable_plans(model, ("full",))
+    last_conv = [n for n in model.graph.node if n.op_type == "Conv"][-1]
+    feeding = quantize._ancestors(model, last_conv)
+    quantisable = {n.name for n in model.graph.node if n.op_type in quantize.OP_TYPES}
+    assert quantisable - set(keep) and quantisable - set(keep) <= feeding
+    quantize.quantize_file(prepared, tmp_path / "int8.onnx", ok[:8], keep)
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    tail_adds = [n for n in graph.node if n.op_type == "Add" and "embedder" not in n.name]
+    assert len(tail_adds) >= 2  # the distance's and the part-wide term's
+    assert not any(producer[i].op_type == "DequantizeLinear" for n in tail_adds for i in n.input if i in producer)
+
+
 def test_int8_convolutions_pass_activations_on_without_converting_them_twice(project_dir, tmp_path):
     """Every ReLU6 is quantised with its convolution, so in the graph ONNX Runtime runs no
     activation goes DequantizeLinear -> QuantizeLinear between two INT8 convolutions (that

@@ -13,7 +13,8 @@ How:
 - Convolutions, their ReLU6 (Clip) and residual additions only. The stem convolution (3 input channels:
   slower in INT8 than in float) and the last convolution (the patch classifier that
   writes the logits, or the anomaly model's last feature layer) stay float, as does
-  everything after them: pooling, softmax, sigmoid, the memory-bank distances.
+  everything that does not feed the last convolution: pooling, softmax, sigmoid, the
+  memory-bank distances, the part-wide term, a combined model's sums (`float_nodes`).
 - Mixed precision by PLANS, fastest first: all of the backbone in INT8, then the
   high-resolution stages kept in float (where this network's INT8 error arises), down
   to the stride-32 stage alone in INT8. Each float part ends at a block boundary, where
@@ -299,6 +300,19 @@ def _expansion_before(model, conv) -> list:
     return []
 
 
+def _ancestors(model, node) -> set[str]:
+    """Names of the nodes *node* depends on."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    seen: set[str] = set()
+    todo = [producers[i] for i in node.input if i in producers]
+    while todo:
+        n = todo.pop()
+        if n.name not in seen:
+            seen.add(n.name)
+            todo.extend(producers[i] for i in n.input if i in producers)
+    return seen
+
+
 def float_nodes(model, stride2_count: int) -> list[str] | None:
     """Node names kept in float by a plan: the first and last Conv, and with
     *stride2_count* > 0 every Conv/Add before the stride2_count-th stride-2 Conv, except
@@ -309,6 +323,12 @@ def float_nodes(model, stride2_count: int) -> list[str] | None:
     if not convs:
         return None
     keep = {convs[0].name, convs[-1].name}
+    # Everything that does not feed the last convolution stays float: the head's tail (a
+    # good-only model's nearest-neighbour distance is |f|^2 + min(...), an Add; its
+    # part-wide term and a combined model's sums of z are Adds too). Quantised, a score
+    # would pass through 256 levels on its way out.
+    feeds_last = _ancestors(model, convs[-1])
+    keep |= {n.name for n in model.graph.node if n.op_type in OP_TYPES and n.name not in feeds_last}
     if stride2_count > 0:
         seen = 0
         for node in model.graph.node:
