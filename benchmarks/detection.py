@@ -8,7 +8,8 @@ For each dataset, with the trainer's DEFAULT settings (nothing here is tuned per
 dataset; the trainer picks mode, input size and tiling from the data):
   1. the train and val images go into a fresh project with their labels, masks and the
      dataset's split; the test split is never shown to the trainer;
-  2. `auto` mode (supervised or combined here) and `good-only` mode are trained, each timed;
+  2. `auto` mode (supervised or combined here) and `good-only` mode (on the OK parts alone)
+     are trained, each timed;
   3. the exported models judge every test image through ONNX Runtime at the threshold
      they store: catch and false reject with 95 % intervals lead; AUROC, the test-optimal
      catch at 1 % false reject (labelled as such), pixel AUROC and PRO follow;
@@ -290,11 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         project = tile_data.build_project(work / "full", root, train_val, keep_splits=False)
         import_s = time.perf_counter() - t0
-        # The good-only row gets its own copy of the project: the trainer splits a project
-        # the first time it trains it, and a good-only model holds out fewer OK parts (its
-        # threshold also rests on out-of-fold scores), so sharing the supervised split would
-        # starve its bank of OK parts no good-only line would hold back.
-        good_only_project = tile_data.build_project(work / "good-only", root, train_val, keep_splits=False)
+        # The good-only row gets its own project of the OK parts alone: what a line with good
+        # parts only has. Its own, because the trainer splits a project the first time it
+        # trains it and a good-only model holds out fewer OK parts (its threshold also rests
+        # on out-of-fold scores): the supervised split would starve its bank. OK parts alone,
+        # because held-out defects would place its threshold within the gap the OK scores
+        # leave (app/core/operating_point.py), which a line without defects cannot do.
+        good_only_project = tile_data.build_project(work / "good-only", root,
+                                                    [i for i in train_val if i.verdict == OK], keep_splits=False)
         for name, mode, where in (("default (auto)", "auto", project),
                                   ("good parts only", "good-only", good_only_project)):
             run = train(where, name, mode, args.quick)

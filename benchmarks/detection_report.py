@@ -54,7 +54,8 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
              "trainer; its train and val images are imported with labels and masks, and the trainer divides "
              "them into its own train and validation parts as it would on a line (it holds out more OK parts "
              "for a supervised model when it has plenty: the threshold is set on them; the good-only row is "
-             "trained on its own copy of the project, split by the good-only rule). Default settings: the trainer chose mode, "
+             "trained on a project of the OK parts alone, as a line without labeled defects would be, split "
+             "by the good-only rule). Default settings: the trainer chose mode, "
              "input size and tiling from the data.", ""]
     if leaked:
         lines += [f"{len(leaked)} test images are byte-for-byte copies of train or val images in the published "
