@@ -385,8 +385,7 @@ class _Run:
                 "history": [],
                 "epochs_run": 0, "stopped_early": False,
                 "bank": {"entries": int(fit.bank_entries), "bytes": int(fit.bank_bytes),
-                         "part_statistics": fit.part_shrinkage is not None,
-                         **({"part_shrinkage": round(fit.part_shrinkage, 4)} if fit.part_shrinkage is not None else {})},
+                         "part_statistics": fit.part_shrinkage is not None, "part_shrinkage": fit.part_shrinkage},
                 "threshold_source": (f"{len(ok_parts)} training OK parts scored out-of-fold "
                                      f"+ {n_val_ok} validation OK parts")}
 

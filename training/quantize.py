@@ -200,6 +200,11 @@ def _replace_initializer(model, name: str, value: np.ndarray) -> None:
     raise KeyError(name)
 
 
+def _producers(model) -> dict:
+    """Tensor name -> the node that writes it."""
+    return {out: node for node in model.graph.node for out in node.output}
+
+
 def _consumers(model) -> dict[str, list]:
     out: dict[str, list] = {}
     for node in model.graph.node:
@@ -289,7 +294,7 @@ def _expansion_before(model, conv) -> list:
     the block's input, and converting it from float to INT8 there cost more than the
     INT8 convolutions saved (kolektorsdd, 320-px tiles: the QuantizeLinear of block 1's
     expanded tensor and the layout reorder before it took 6.9 of a part's 30.6 ms)."""
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producers = _producers(model)
     chain = []
     node = producers.get(conv.input[0])
     if node is not None and node.op_type == "Clip":
@@ -302,7 +307,7 @@ def _expansion_before(model, conv) -> list:
 
 def _ancestors(model, node) -> set[str]:
     """Names of the nodes *node* depends on."""
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producers = _producers(model)
     seen: set[str] = set()
     todo = [producers[i] for i in node.input if i in producers]
     while todo:

@@ -867,7 +867,7 @@ def _how_good_only_scores(bank: dict) -> str:
     if bank.get("part_statistics"):
         text += (", plus how unusual the part is as a whole: the mean and spread of its patch features against "
                  "the OK parts' (a Gaussian, covariance shrinkage "
-                 f"{float(bank.get('part_shrinkage', 0)):.2f}). The heatmap shows the patch evidence; a part "
+                 f"{float(bank.get('part_shrinkage') or 0):.2f}). The heatmap shows the patch evidence; a part "
                  "rejected for its whole surface may show no single hot spot")
     return text + ".</p>"
 
