@@ -44,8 +44,11 @@ def test_a_project_with_only_ok_parts_trains_a_good_only_model(good_only):
     assert model.metrics["mode"] == "good-only"
     assert "good-only" in model.metrics["mode_reason"]
     assert model.metrics["catch_rate"] is None  # no defects to measure it on, and it says so
-    # The threshold rests on more OK parts than the validation split holds: out-of-fold ones too.
+    # No OK part is held out of the bank: the model learned from all 60, and its threshold
+    # rests on each of them scored out-of-fold, by a bank fitted without it.
     assert model.metrics["n_ok_heldout"] == 60
+    assert model.report["n_train"] == 60 and model.report["n_val"] == 0
+    assert "out-of-fold" in model.metrics["threshold_source"]
     # The OK parts that scored highest, out-of-fold training parts among the candidates,
     # named by their image: the first is the one the threshold sits just above or below.
     with Project.open(good_only[0]) as p:
@@ -72,6 +75,26 @@ def test_good_only_threshold_holds_on_new_ok_parts_and_flags_defects(good_only):
     assert seen_lo <= promised_hi and promised_lo <= seen_hi
     # And it tells the defective parts from the good ones without a single defect label.
     assert auroc(np.r_[np.zeros(len(ok)), np.ones(len(bad))], np.r_[ok, bad]) > 0.7
+
+
+def test_good_only_with_defect_labels_banks_every_ok_part_and_compares_on_unseen_ones(tmp_path):
+    """`--mode good-only` on a project with defect labels: the bank holds every OK part,
+    the defects measure the catch, and the baseline is compared on OK parts it never
+    learned from (the validation OK parts the bank took in)."""
+    write_demo_dataset(tmp_path / "source", n_ok=40, n_per_defect=5, seed=5)
+    project = _project(tmp_path / "project", tmp_path / "source", input_size=192)
+    assert cli(["train", str(project), "--mode", "good-only"]) == 0
+    with Project.open(project) as p:
+        model = p.models()[0]
+        n_defects = sum(1 for _, label in p.labeled() if label.verdict != "ok")
+        val_ok = [r for r, label in p.labeled() if label.verdict == "ok" and r.split == "val"]
+    assert model.metrics["mode"] == "good-only" and n_defects > 0 and val_ok
+    assert model.report["per_class"]["ok"] == {"train": 40, "val": 0}
+    assert model.metrics["n_ok_heldout"] == 40 and model.metrics["n_defect_heldout"] == n_defects
+    assert model.metrics["auroc"] is not None  # out-of-fold OK scores against the held-out defects
+    baseline = model.report["baseline_on_same_val"]
+    assert baseline is not None and 0.0 <= baseline["auroc"] <= 1.0
+    assert len(baseline["roc"]) >= 2
 
 
 def _long_part(rng, defect: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -292,6 +292,9 @@ class _Run:
             self.shortfalls.append(
                 f"{unused + unused_val} defective parts have no painted region and were not used: large parts "
                 "are trained tile by tile, which needs the defect painted")
+        self.compare_ok: list[tuple] = []
+        if self.mode == GOOD_ONLY:
+            self._bank_every_ok_part()
         self.held_out = self._held_out_records()
         self.on_event({"event": "start", "device": device_name(self.device), "n_train": len(self.train_parts),
                        "n_val": len(self.val_parts), "classes": self.class_names,
@@ -311,11 +314,26 @@ class _Run:
         return self._learning_curve_after_hand_over(model)
 
     # -- the data each mode holds out ---------------------------------------------------
+    def _bank_every_ok_part(self) -> None:
+        """A good-only model scores every OK part it learns from by a bank fitted without it
+        (out-of-fold), so it needs no OK part held out: the validation OK parts join the
+        training ones (magnetic tile, four seeds: AUROC 0.960 -> 0.967; ADR 0007). They
+        remain the OK side on which the production model and the baseline are compared
+        (`compare_ok`), and the baseline never learns from them."""
+        self.compare_ok = [(r, v) for r, v in self.val_parts if v == OK]
+        moved = {r.sha256 for r, _ in self.compare_ok}
+        self.train_parts = self.train_parts + self.compare_ok
+        self.val_parts = [(r, v) for r, v in self.val_parts if v != OK]
+        self.train_samples = self.train_samples + [s for s in self.val_samples if part_key(s.key) in moved]
+        self.val_samples = [s for s in self.val_samples if part_key(s.key) not in moved]
+
     def _held_out_records(self) -> list[tuple]:
         """(record, verdict) of parts the model never learns from, judged after export.
 
-        Supervised: the validation split. Good-only: validation OK parts plus every
-        labeled defect of either split (an anomaly model never sees defects).
+        Supervised: the validation split. Good-only: every labeled defect (an anomaly
+        model never sees defects) and the OK parts the production model and the baseline
+        are compared on (`compare_ok`); the new model scores those, like every OK part it
+        learned from, out-of-fold (`_fit_good_only`).
         """
         held = list(self.val_parts)
         self.measured_on = "validation split"
@@ -324,9 +342,10 @@ class _Run:
                 raise NotEnoughDataError(
                     "The validation split needs both OK and defective parts: label a few more of each.")
             return held
-        self.measured_on = "validation OK parts and every labeled defect (none trained on)"
-        return ([(r, v) for r, v in held if v == OK] + [(r, v) for r, v in self.train_parts if v != OK]
-                + [(r, v) for r, v in held if v != OK])
+        # The validation OK parts are compared on (production model, baseline) but, for the
+        # new model, join its bank and are scored out-of-fold like the rest (`_fit_good_only`).
+        self.measured_on = "every labeled defect (none trained on) and every OK part, scored out-of-fold"
+        return self.compare_ok + [(r, v) for r, v in self.train_parts if v != OK] + held
 
     def _fit_supervised(self) -> dict:
         cfg = TrainConfig(input_size=self.size, class_names=self.class_names, device=self.device, seed=self.seed,
@@ -374,7 +393,6 @@ class _Run:
         def export(path: Path, metadata: dict) -> float:
             return export_anomaly(fit.net, path, self.size, metadata, ok_parity)
 
-        n_val_ok = sum(v == OK for _, v in self.held_out)
         oof = _per_part_max(ok_inputs, fit.oof_ok_scores) if fit.oof_indices is None else {}
         records = {r.sha256: r for r, _ in self.train_parts}
         return {"net": fit.net, "export": export, "fit": fit, "ok_parity": ok_parity,
@@ -386,8 +404,8 @@ class _Run:
                 "epochs_run": 0, "stopped_early": False,
                 "bank": {"entries": int(fit.bank_entries), "bytes": int(fit.bank_bytes),
                          "part_statistics": fit.part_shrinkage is not None, "part_shrinkage": fit.part_shrinkage},
-                "threshold_source": (f"{len(ok_parts)} training OK parts scored out-of-fold "
-                                     f"+ {n_val_ok} validation OK parts")}
+                "ok_out_of_fold": not half_of_combined,
+                "threshold_source": f"{len(ok_parts)} OK parts, each scored out-of-fold by a bank without it"}
 
     def _combine(self, supervised: dict) -> dict:
         """Fit the anomaly model on the same training OK parts, judge both exported models
@@ -548,18 +566,22 @@ class _Run:
             on_event({"event": "progress", "phase": "evaluate", "step": 0, "steps": 1, "eta_s": None})
             images = [project.load_image(r.id) for r, _ in self.held_out]
             truth = [v for _, v in self.held_out]
-            verdicts = fitted.get("held_out_verdicts") or judge(partial / "model.onnx", images)
-            scores = np.array([v.score for v in verdicts], np.float64)
-            defect = np.array([t != OK for t in truth])
-            ok_scores = np.concatenate([scores[~defect], np.asarray(fitted["extra_ok_scores"], np.float64)])
-            point = operating_point(ok_scores, scores[defect], self.target, fitted["threshold_source"])
-            predicted = _predicted(verdicts, self.class_names, point.threshold)
-            measured_on = self.measured_on
-            ok_records = [r for r, v in self.held_out if v == OK] + list(fitted.get("extra_ok_records", []))
-            metrics = {**line_metrics(scores, truth, predicted, point, self.class_names, measured_on),
+            # Held-out parts the file judges; OK parts in a good-only bank come out-of-fold.
+            own = [i for i, v in enumerate(truth) if v != OK or not fitted.get("ok_out_of_fold")]
+            verdicts = fitted.get("held_out_verdicts") or judge(partial / "model.onnx", [images[i] for i in own])
+            extra = np.asarray(fitted["extra_ok_scores"], np.float64)
+            scores = np.concatenate([[v.score for v in verdicts], extra]).astype(np.float64)
+            scored_truth = [truth[i] for i in own] + [OK] * extra.size
+            defect = np.array([t != OK for t in scored_truth])
+            point = operating_point(scores[~defect], scores[defect], self.target, fitted["threshold_source"])
+            predicted = (_predicted(verdicts, self.class_names, point.threshold)
+                         + [None if s < point.threshold else "defect" for s in extra])
+            ok_records = ([self.held_out[i][0] for i in own if truth[i] == OK]
+                          + list(fitted.get("extra_ok_records", [])))
+            metrics = {**line_metrics(scores, scored_truth, predicted, point, self.class_names, self.measured_on),
                        "mode": self.mode, "mode_reason": self.mode_reason,
                        "highest_ok_parts": highest_ok_parts([r.id for r in ok_records],
-                                                            [r.filename for r in ok_records], ok_scores,
+                                                            [r.filename for r in ok_records], scores[~defect],
                                                             point.threshold)}
             train_stats, train_features = self._train_part_statistics()
             reference = build_reference(train_stats, [float(s) for s in scores[~defect]])
@@ -589,14 +611,17 @@ class _Run:
 
     def _train_part_statistics(self) -> tuple[list, list]:
         """One pass over the training parts, one image in memory at a time: the drift
-        monitor's image statistics and the baseline's features of each."""
+        monitor's image statistics and the baseline's features of each (not of the parts
+        the baseline is compared on, `compare_ok`)."""
         from training.baseline import image_features
 
+        compared = {r.sha256 for r, _ in self.compare_ok}
         stats, features = [], []
         for record, verdict in self.train_parts:
             image = self.project.load_image(record.id)
             stats.append(image_stats(image))
-            features.append((image_features(image), verdict != OK))
+            if record.sha256 not in compared:
+                features.append((image_features(image), verdict != OK))
         return stats, features
 
     def _report(self, fitted: dict, truth: list[str], images: list[np.ndarray], parity_diff: float,

@@ -851,8 +851,10 @@ class _Report:
             if tf is not None and vf is not None and vf - tf > GAP_WARNING:
                 warnings.append(f"it rejects {vf:.0%} of validation OK parts but {tf:.0%} of training ones")
         if (self.report.get("mode") or "") == "good-only":
-            self.add("<p class='small'>A good-only model keeps its training OK parts in memory: they score low by "
-                     "construction; its threshold was set on parts scored out-of-fold.</p>")
+            self.add("<p class='small'>A good-only model keeps every OK part it learned from in memory (the "
+                     "validation split's too): they score low here by construction. Its threshold and the "
+                     "false-reject figures above come from each of them scored out-of-fold, by a bank fitted "
+                     "without it.</p>")
         if warnings:
             self.add("<p class='warn'>Warning: the model does much better on what it learned from than on new "
                      "parts (" + "; ".join(_e(w) for w in warnings) + "). It may have memorised its training parts: "
