@@ -415,7 +415,10 @@ def _set_metadata(path: Path, metadata: dict) -> None:
 
 def held_out_parts(project: Project, model: ModelVersion) -> list[tuple]:
     """(record, verdict) of the parts the gate judges: the validation split, and for a
-    good-only model also every labeled defect (it never learned from any)."""
+    good-only model also every labeled defect (it never learned from any). A good-only
+    model's bank holds the validation OK parts (ADR 0007): there the gate compares INT8
+    with float on parts the model knows, which is what it checks (the two files agree),
+    while the model's own false-reject figures come from its out-of-fold scores."""
     held = [(r, lab.verdict) for r, lab in project.labeled(split="val")]
     if str(model.metrics.get("mode") or model.report.get("mode")) == "good-only":
         seen = {r.id for r, _ in held}
