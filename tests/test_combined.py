@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from app.cli import main as cli
-from app.core.evaluation import auroc
 from app.core.project import Project
 from app.core.runtime import Inspector
 from tests.training_fixtures import TINY_INPUT_SIZE, make_spot_project
@@ -113,7 +112,8 @@ def test_the_shared_backbone_pass_gives_what_two_separate_passes_give(combined_m
 def test_auto_keeps_the_anomaly_model_it_fitted_when_that_catches_most(tmp_path, monkeypatch):
     """The real retrain with the comparison's verdict forced to "good-only" (which
     candidate wins on generated parts is not what this checks): the model saved is the
-    anomaly model judged in the comparison, thresholded on the same validation split."""
+    good-only model `--mode good-only` trains, every OK part in its bank, its threshold
+    on their out-of-fold scores, its catch on every labeled defect."""
     import training.combined as combined
 
     real = combined.compare
@@ -129,14 +129,19 @@ def test_auto_keeps_the_anomaly_model_it_fitted_when_that_catches_most(tmp_path,
     assert cli(["train", str(project), "--epochs", "1"]) == 0
     with Project.open(project) as p:
         model = p.models()[0]
-        val = [(p.load_image(r.id), lab.verdict != "ok") for r, lab in p.labeled(split="val")]
+        labeled = p.labeled()
+        defects = [p.load_image(r.id) for r, lab in labeled if lab.verdict != "ok"]
+    n_ok = sum(lab.verdict == "ok" for _, lab in labeled)
     assert model.metrics["mode"] == "good-only" and model.report["mode_comparison"]["kept"] == "good-only"
     assert "the anomaly model alone is kept" in model.metrics["mode_reason"]
+    assert f"all {n_ok} OK parts in its bank" in model.metrics["mode_reason"]
     assert model.report["learning_curve_note"] is None  # the supervised model's curve is not its own
     inspector = Inspector(model.onnx_path)
     assert inspector.info.mode == "good-only" and inspector.info.class_names == ["ok"]
     assert inspector.info.threshold == pytest.approx(model.threshold)
-    assert model.metrics["n_ok_heldout"] + model.metrics["n_defect_heldout"] == len(val)
-    scores = np.array([v.score for v in inspector.inspect_batch([image for image, _ in val])])
-    assert auroc(np.array([d for _, d in val], int), scores) == pytest.approx(model.metrics["auroc"])
+    assert model.report["per_class"]["ok"] == {"train": n_ok, "val": 0}
+    assert model.metrics["n_ok_heldout"] == n_ok and model.metrics["n_defect_heldout"] == len(defects)
+    # The catch it reports is the exported file's on every labeled defect at its threshold.
+    scores = np.array([v.score for v in inspector.inspect_batch(defects)])
+    assert np.mean(scores >= model.threshold) == pytest.approx(model.metrics["catch_rate"])
     assert model.report["parity_max_abs_diff"] <= 1e-4

@@ -437,8 +437,7 @@ class _Run:
             self.mode_reason += "; " + comparison.sentence() + (" (combined was asked for)" if self.mode == COMBINED
                                                                  else "")
             if comparison.kept == GOOD_ONLY and self.mode != COMBINED:
-                return self._anomaly_alone(anomaly, comparison, verdicts["anomaly"],
-                                           _exported((Path(tmp) / "anomaly.onnx").read_bytes(), parity["anomaly"]))
+                return self._anomaly_alone(comparison)
             if not keep:  # the held-out verdicts and the very file judged here, not a second export
                 return {**supervised, "comparison": comparison.to_dict(),
                         "held_out_verdicts": verdicts["supervised"],
@@ -476,17 +475,21 @@ class _Run:
         return sup_ref, anom_ref, compare(sup_scores, both, is_defect, self.target,
                                           anomaly=anom_scores if alone else None)
 
-    def _anomaly_alone(self, anomaly: dict, comparison, held_out_verdicts: list, export) -> dict:
-        """`auto` keeps the good-only model it fitted for the comparison: trained on the
-        training OK parts, its threshold on the validation OK parts (the same held-out
-        parts every candidate was judged on), no learning curve (that re-fits the
-        supervised model, which is not kept)."""
+    def _anomaly_alone(self, comparison) -> dict:
+        """`auto` found that the anomaly model alone catches most validation defects: the
+        model kept is then the one `--mode good-only` trains (every OK part in its bank,
+        the threshold on their out-of-fold scores, the catch on every labeled defect), at
+        the input size and tiling the comparison judged. The comparison's anomaly half,
+        whose bank held only the training split's OK parts (up to half of them are held
+        out for a supervised threshold), chose the kind of model, not the model. No
+        learning curve: that re-fits the supervised model, which is not kept."""
         self.mode, self.class_names = GOOD_ONLY, [OK]
         self.curve_source = None
-        n_val_ok = sum(v == OK for _, v in self.held_out)
-        return {**anomaly, "comparison": comparison.to_dict(), "held_out_verdicts": held_out_verdicts,
-                "export": export, "extra_ok_scores": [], "extra_ok_records": [],
-                "threshold_source": f"{n_val_ok} validation OK parts"}
+        self._bank_every_ok_part()
+        self.held_out = self._held_out_records()
+        self.mode_reason += (f"; it is fitted again as a good-only model with all "
+                             f"{sum(v == OK for _, v in self.train_parts)} OK parts in its bank")
+        return {**self._fit_good_only(), "comparison": comparison.to_dict()}
 
     def _smallest_bank(self, anomaly: dict, sup_scores, is_defect, full, anom_ref, judged):
         """The anomaly net to keep: the first prefix of the bank (1/8, 1/4, 1/2 of it)
