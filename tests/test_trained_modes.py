@@ -95,6 +95,9 @@ def test_good_only_with_defect_labels_banks_every_ok_part_and_compares_on_unseen
     baseline = model.report["baseline_on_same_val"]
     assert baseline is not None and 0.0 <= baseline["auroc"] <= 1.0
     assert len(baseline["roc"]) >= 2
+    # Beside it, the model on the same parts: the validation OK parts out-of-fold, every defect.
+    own = model.report["model_on_same_val"]
+    assert own is not None and 0.0 <= own["auroc"] <= 1.0 and 0.0 <= own["catch_at_1pct_false_reject"] <= 1.0
 
 
 def _long_part(rng, defect: bool) -> tuple[np.ndarray, np.ndarray]:

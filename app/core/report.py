@@ -650,8 +650,11 @@ class _Report:
         self.add("<h2>Is it better than simple?</h2>")
         base = self.report.get("baseline_on_same_val")
         prod = self.report.get("production_on_same_val")
-        rows = [[f"<b>{_e(self.model.version)}</b> (this model)", _num(self.metrics.get("auroc")),
-                 _pct(self.metrics.get("catch_at_1pct_false_reject"))]]
+        # A good-only model's own figures span every OK part (out-of-fold); the row beside the
+        # baseline is on the baseline's parts where the trainer stored that.
+        own = self.report.get("model_on_same_val") or self.metrics
+        rows = [[f"<b>{_e(self.model.version)}</b> (this model)", _num(own.get("auroc")),
+                 _pct(own.get("catch_at_1pct_false_reject"))]]
         if base:
             rows.append([f"baseline: {_e(base.get('method', ''))}", _num(base.get("auroc")),
                          _pct(base.get("catch_at_1pct_false_reject"))])
