@@ -11,8 +11,10 @@ from app.core.operating_point import highest_ok_text, single_part_note, threshol
 def text_event(event: dict) -> None:
     kind = event.get("event")
     if kind == "start":
-        print(f"training on {event['device']}: {event['n_train']} train / {event['n_val']} validation images, "
-              f"classes {', '.join(event['classes'])}", flush=True)
+        split = (f"{event['n_train']} train / {event['n_val']} validation images" if event.get("mode") != "good-only"
+                 else f"{event['n_train']} images (every OK part in the bank, each also scored out-of-fold "
+                      "for the threshold; labeled defects held out)")
+        print(f"training on {event['device']}: {split}, classes {', '.join(event['classes'])}", flush=True)
         if event.get("mode_reason"):
             print(f"mode: {event['mode_reason']}", flush=True)
         for line in event.get("shortfalls", []):

@@ -6,6 +6,7 @@ import pytest
 from PySide6.QtWidgets import QMessageBox
 
 from app.ui.models.models_workspace import ModelsWorkspace, changes_text, rollback_target, training_size_text
+from tests.onnx_fixtures import write_model
 from tests.ui.workspace_fixtures import answer_yes, app_context, project, register_fixture_model  # noqa: F401
 
 
@@ -135,3 +136,26 @@ def test_check_in_models_opens_a_part_that_placed_the_threshold(main_window, qtb
     QTest.mouseClick(buttons[0], Qt.MouseButton.LeftButton)
     assert window.tabs.currentWidget() is window.capture
     assert window.capture.labeling.image_id == records[2].id
+
+
+def test_a_good_only_model_says_what_it_was_checked_on(qtbot, app_context, project):
+    """A good-only model holds no validation split of OK parts: the details say what its
+    figures rest on (every OK part out-of-fold, the labeled defects), not "0 validation"."""
+    folder = project.models_dir / "v1"
+    folder.mkdir(parents=True)
+    write_model(folder / "model.onnx", version="v1", threshold=0.97)
+    project.register_model(
+        "v1", folder, 0.97,
+        {"mode": "good-only", "auroc": None, "catch_rate": None, "false_reject_rate": 0.009,
+         "false_reject_rate_ci": [0.003, 0.017], "threshold": 0.97, "n_ok_heldout": 666, "n_defect_heldout": 0,
+         "threshold_source": "666 OK parts, each scored out-of-fold by a bank without it",
+         "false_reject_target": 0.01},
+        {"mode": "good-only", "n_train": 666, "n_val": 0, "per_class": {"ok": {"train": 666, "val": 0}}},
+    )
+    app_context._set_project(project)
+    ws = ModelsWorkspace(app_context)
+    qtbot.addWidget(ws)
+    ws.select_version("v1")
+    details = ws.details.text()
+    assert "Checked on 666 OK parts, each scored out-of-fold by a bank without it, and 0 labeled defects" in details
+    assert "validation images" not in details

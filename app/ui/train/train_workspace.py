@@ -208,8 +208,10 @@ class TrainWorkspace(TrainPage):
         if self._cancelling:
             return
         classes = ", ".join(event.get("classes") or [])
+        checking = (f"checking on {event.get('n_val')}" if event.get("mode") != "good-only"
+                    else "checking every OK part out-of-fold and the labeled defects")
         self.phase_label.setText(
-            f"Training on {event.get('n_train')} images, checking on {event.get('n_val')} ({classes}), "
+            f"Training on {event.get('n_train')} images, {checking} ({classes}), "
             f"device {device_text(event.get('device'))}."
         )
 
