@@ -33,7 +33,7 @@ def test_compare_keeps_the_combination_only_when_it_catches_more():
     assert tie.caught["combined"] == tie.caught["supervised"] and not tie.keep_combined
 
 
-def test_compare_keeps_the_anomaly_model_alone_only_when_it_catches_more_than_both():
+def test_compare_keeps_the_anomaly_model_alone_when_it_catches_more_than_supervised_and_no_fewer_than_both():
     rng = np.random.default_rng(2)
     ok = rng.normal(0, 1, 300)
     is_defect = np.r_[np.zeros(300, bool), np.ones(20, bool)]
@@ -43,9 +43,14 @@ def test_compare_keeps_the_anomaly_model_alone_only_when_it_catches_more_than_bo
     assert alone.kept == "good-only" and not alone.keep_combined
     assert alone.caught["good-only"] > max(alone.caught["supervised"], alone.caught["combined"])
     assert "anomaly model alone is kept" in alone.sentence() and alone.to_dict()["kept"] == "good-only"
-    # Only strictly more than both: as many as the combination keeps the combination.
+    # As many as the combination: the simpler of the two, the anomaly model alone.
     tie = compare(weak, strong, is_defect, 0.01, anomaly=strong)
-    assert tie.kept == "combined"
+    assert tie.caught["good-only"] == tie.caught["combined"] > tie.caught["supervised"]
+    assert tie.kept == "good-only"
+    # As many as supervised alone: supervised, the simplest (and the combination must
+    # catch strictly more than it to be kept).
+    same = compare(strong, middling, is_defect, 0.01, anomaly=strong)
+    assert same.caught["good-only"] == same.caught["supervised"] and same.kept == "supervised"
     # Without the anomaly scores (combined mode asked for) there is no third candidate.
     assert "good-only" not in compare(weak, middling, is_defect, 0.01).caught
 

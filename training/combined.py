@@ -159,8 +159,10 @@ def compare(sup_scores, combined, is_defect, target: float, anomaly=None) -> Com
     """Validation defects caught at each candidate's own threshold (from validation OK
     parts). Kept: the combination when it catches strictly more than supervised alone;
     the anomaly model alone (*anomaly*, when given) when it catches strictly more than
-    both: with a handful of labeled defects a supervised half that has learned little
-    only dilutes the anomaly score it is added to."""
+    supervised alone and at least as many as the combination: with a handful of labeled
+    defects a supervised half that has learned little only dilutes the anomaly score it
+    is added to, and of two that tie the simpler is kept (the anomaly model alone is the
+    combination without its supervised half)."""
     is_defect = np.asarray(is_defect, bool)
     caught, areas = {}, {}
     candidates = [("supervised", sup_scores), ("combined", combined)]
@@ -174,6 +176,7 @@ def compare(sup_scores, combined, is_defect, target: float, anomaly=None) -> Com
     # Strictly more defects caught: an AUROC a thousandth higher on a few dozen defects is
     # not a measured help, and the simpler model is the one to keep then.
     kept = "combined" if caught["combined"] > caught["supervised"] else "supervised"
-    if anomaly is not None and caught["good-only"] > max(caught["supervised"], caught["combined"]):
+    if anomaly is not None and caught["good-only"] > caught["supervised"] \
+            and caught["good-only"] >= caught["combined"]:
         kept = "good-only"
     return Comparison(int(is_defect.sum()), caught, areas, kept)

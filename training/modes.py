@@ -45,7 +45,7 @@ def choose_mode(counts: dict[str, int], requested: str = "auto") -> tuple[str, s
         return SUPERVISED, (f"supervised: {n_def} labeled defective parts (auto picks supervised "
                             f"from {MIN_DEFECTS_SUPERVISED} on, adds the good-only anomaly score where that "
                             f"catches more validation defects, and keeps the anomaly model alone where that "
-                            f"catches more than both)")
+                            f"catches more than supervised alone and no fewer than both together)")
     return GOOD_ONLY, (f"good-only: {n_def} labeled defective parts, fewer than the "
                        f"{MIN_DEFECTS_SUPERVISED} a supervised model needs, so the model learns what "
                        f"the {n_ok} OK parts look like and flags what differs")

@@ -410,9 +410,9 @@ class _Run:
     def _combine(self, supervised: dict) -> dict:
         """Fit the anomaly model on the same training OK parts, judge both exported models
         on the validation split, and return the combined model when it catches more there
-        (always when `--mode combined` asked for it), the anomaly model alone when that
-        catches more than both (auto only); else the supervised one unchanged.
-        A kept anomaly half searches the smallest prefix of its bank that holds the
+        (always when `--mode combined` asked for it), the good-only model when the anomaly
+        model alone catches more than supervised and no fewer than both (auto only; refitted
+        by `_anomaly_alone`); else the supervised one unchanged. A kept anomaly half searches the smallest prefix of its bank that holds the
         validation figures (`_smallest_bank`)."""
         from training.combined import CombinedNet
 

@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["auto", "supervised", "good-only", "combined"], default="auto",
                    help="auto (default) picks from the labels: supervised from 10 labeled defects on (plus the "
                         "anomaly score where that catches more validation defects, or the anomaly model alone where "
-                        "that catches more than both), else good-only (learns "
+                        "that catches more than supervised and no fewer than both together), else good-only (learns "
                         "what OK parts look like); combined = supervised + anomaly score")
     p.add_argument("--false-reject-target", type=_rate, default=None, metavar="RATE",
                    help="share of OK parts the line may reject, e.g. 0.01 (default: the project's setting, else 0.01)")

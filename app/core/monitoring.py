@@ -187,7 +187,7 @@ class DriftMonitor:
     def _reason(name: str, cmp: dict) -> str:
         if name == SCORE:
             return (
-                f"scores higher than on the validation OK parts (median {cmp['current']:.3f} "
+                f"scores higher than on the held-out OK parts (median {cmp['current']:.3f} "
                 f"vs {cmp['reference']:.3f})"
             )
         direction = "above" if cmp["change"] > 0 else "below"
@@ -229,8 +229,8 @@ class DriftMonitor:
         since = self._onset(name, direction == "below")
         beyond_range = cmp["current"] < ref["q05"] if direction == "below" else cmp["current"] > ref["q95"]
         if name == SCORE:
-            what = "parts score more like defects than the validation OK parts did"
-            figures = f"median score {cmp['current']:.3f}, validation OK {cmp['reference']:.3f}"
+            what = "parts score more like defects than the held-out OK parts did"
+            figures = f"median score {cmp['current']:.3f}, held-out OK {cmp['reference']:.3f}"
         else:
             words = _WORDS[(name, direction)]
             what = f"{words} than {'95 % of the training images' if beyond_range else 'usual in training'}"
