@@ -412,8 +412,9 @@ class _Run:
         on the validation split, and return the combined model when it catches more there
         (always when `--mode combined` asked for it), the good-only model when the anomaly
         model alone catches more than supervised and no fewer than both (auto only; refitted
-        by `_anomaly_alone`); else the supervised one unchanged. A kept anomaly half searches the smallest prefix of its bank that holds the
-        validation figures (`_smallest_bank`)."""
+        by `_anomaly_alone`); else the supervised one unchanged. A kept anomaly half
+        searches the smallest prefix of its bank that holds the validation figures
+        (`_smallest_bank`)."""
         from training.combined import CombinedNet
 
         anomaly = self._fit_good_only(half_of_combined=True)
