@@ -275,8 +275,10 @@ class ModelsWorkspace(QWidget):
             lines.append(f"Large parts are judged in {tiling['tile']}-px tiles at {tiling['scale']:.0%} of full "
                          "resolution; the heatmap is stitched over the whole part.")
         if m.report.get("mode") == "good-only" and m.metrics.get("n_ok_heldout") is not None:
+            n_defects = m.metrics.get("n_defect_heldout") or 0
             lines.append(f"Checked on {m.metrics['n_ok_heldout']} OK parts, each scored out-of-fold by a bank "
-                         f"without it, and {m.metrics.get('n_defect_heldout', 0)} labeled defects it never saw.")
+                         "without it, " + (f"and {n_defects} labeled defects it never saw." if n_defects else
+                                           "and no labeled defects yet to measure its catch on."))
         elif m.report.get("n_val") is not None:
             lines.append(f"Checked on {training_size_text(m.report, 'val')} validation images.")
         for key, text in (("device", "Device"), ("elapsed_s", "Training time (s)"), ("epochs_run", "Epochs")):
