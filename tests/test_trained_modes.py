@@ -144,6 +144,12 @@ def test_a_long_part_is_trained_and_judged_in_tiles(tmp_path):
     saved = Inspector(model.onnx_path)
     assert saved.info.version == model.version and saved.info.threshold == pytest.approx(model.threshold)
     with Project.open(project) as p:
-        held_out = [(p.load_image(r.id), lab.verdict != "ok") for r, lab in p.labeled(split="val")]
-    scores = [v.score for v in saved.inspect_batch([image for image, _ in held_out])]
-    assert auroc(np.array([d for _, d in held_out], int), np.array(scores)) == pytest.approx(model.metrics["auroc"])
+        if model.metrics["mode"] == "good-only":  # every defect held out; its OK side is out-of-fold
+            held_out = [(p.load_image(r.id), True) for r, lab in p.labeled() if lab.verdict != "ok"]
+        else:
+            held_out = [(p.load_image(r.id), lab.verdict != "ok") for r, lab in p.labeled(split="val")]
+    scores = np.array([v.score for v in saved.inspect_batch([image for image, _ in held_out])])
+    is_defect = np.array([d for _, d in held_out])
+    assert np.mean(scores[is_defect] >= model.threshold) == pytest.approx(model.metrics["catch_rate"])
+    if model.metrics["mode"] != "good-only":
+        assert auroc(is_defect.astype(int), scores) == pytest.approx(model.metrics["auroc"])
