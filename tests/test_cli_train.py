@@ -81,3 +81,16 @@ def test_the_done_line_names_the_ok_parts_that_placed_the_threshold(capsys):
     assert "at the stored threshold 0.9176" in out
     assert "so that one part decides it" in out
     assert "Highest-scoring held-out OK parts: kos21_Part5.jpg (0.772). They place the threshold" in out
+
+
+def test_the_start_line_says_what_a_good_only_model_is_checked_on(capsys):
+    from app.cli.train_events import text_event
+
+    start = {"event": "start", "device": "CPU (2 cores)", "n_train": 666, "n_val": 0, "classes": ["ok"],
+             "mode": "good-only", "mode_reason": "good-only (asked for)", "shortfalls": []}
+    text_event(start)
+    out = capsys.readouterr().out
+    assert "666 images (every OK part in the bank, each also scored out-of-fold for the threshold" in out
+    assert "0 validation" not in out
+    text_event({**start, "mode": "supervised", "n_train": 585, "n_val": 355, "classes": ["ok", "crack"]})
+    assert "585 train / 355 validation images, classes ok, crack" in capsys.readouterr().out

@@ -285,3 +285,14 @@ def test_check_opens_a_threshold_placing_ok_part_where_it_is_labeled(main_window
     train.summary.show_result({"version": "v3", "metrics": {}})
     assert train.summary.review_strip.buttons == [] and train.summary.review_strip.row.count() == 0
 
+
+
+def test_the_start_of_a_good_only_run_says_what_it_is_checked_on(qtbot, app_context, project):
+    app_context._set_project(project)
+    ws = TrainWorkspace(app_context)
+    qtbot.addWidget(ws)
+    ws._on_start({"event": "start", "device": "CPU (2 cores)", "n_train": 666, "n_val": 0, "classes": ["ok"],
+                  "mode": "good-only"})
+    text = ws.phase_label.text()
+    assert "Training on 666 images, checking every OK part out-of-fold and the labeled defects (ok)" in text
+    assert "checking on 0" not in text
