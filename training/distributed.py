@@ -215,6 +215,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from app.cli.signals import SignalStop
     from app.cli.train_events import json_event, text_event
     from app.core.errors import LinesideError
 
@@ -230,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         emit = json_event if args.progress == "json" else text_event
         cancel = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: cancel.set())
+        SignalStop(cancel, (signal.SIGINT, signal.SIGTERM)).start()  # for the life of this process
         try:
             model, seen = train_project_distributed(
                 args.project, replicas, epochs=args.epochs, time_budget_s=args.time_budget, device=replicas.device,

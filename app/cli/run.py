@@ -34,12 +34,12 @@ import argparse
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
+from app.cli.signals import SignalStop
 from app.core.errors import LinesideError, printable
 
 log = logging.getLogger("lineside.station")
@@ -303,14 +303,8 @@ def run_station(args: argparse.Namespace) -> int:
     log_path = setup_logging(LOG_NAME)
     sources = make_sources(args)
     stop = threading.Event()
-
-    def on_signal(signum, _frame) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    # SIGBREAK: Ctrl+Break in a Windows console (SIGTERM does not reach a Windows process).
-    stop_signals = [signal.SIGTERM, signal.SIGINT] + [s for s in [getattr(signal, "SIGBREAK", None)] if s]
-    previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals}
+    # SIGTERM, Ctrl+C, and Ctrl+Break in a Windows console (SIGTERM does not reach a Windows process).
+    stopper = SignalStop(stop, on_signal=lambda signum: log.info("signal %d: stopping", signum)).start()
     agent = project = None
     servers: list = []
     link = None
@@ -355,8 +349,7 @@ def run_station(args: argparse.Namespace) -> int:
         left = agent.stop() if agent is not None else 0  # sends what the outbox holds, if it can
         if project is not None:
             project.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stopper.stop()
     c = session.counters
     yield_ = f"{c.yield_:.1%}" if c.yield_ is not None else "n/a"
     summary = (f"{c.parts} parts: {c.passed} PASS, {c.failed} FAIL (yield {yield_}), {c.missed} missed triggers, "

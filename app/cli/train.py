@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import threading
 from pathlib import Path
 
+from app.cli.signals import SignalStop
 from app.core.errors import LinesideError
 
 EXIT_CANCELLED = 3
@@ -104,14 +104,12 @@ def run_train(args) -> int:
     from app.cli.train_events import json_event, text_event
 
     emit = json_event if args.progress == "json" else text_event
-    cancel = threading.Event()
+    cancel = threading.Event()  # checked every batch; the loop unwinds cleanly
+    with SignalStop(cancel):
+        return _train(args, emit, cancel)
 
-    def on_signal(signum, frame):  # checked every batch; the loop unwinds cleanly
-        cancel.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, on_signal)
+def _train(args, emit, cancel: threading.Event) -> int:
     try:
         pipeline = _import_trainer()
         from training.loop import Cancelled

@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from app.cli.signals import SignalStop
 from app.core import train_jobs
 from app.core.errors import LinesideError
 
@@ -407,10 +408,7 @@ def run_worker(args) -> int:
 
     _import_trainer()  # before any job is taken: a worker that cannot train must not fail them all
     shutdown = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: shutdown.set())
-    with Project.open(args.project) as project:
+    with SignalStop(shutdown), Project.open(args.project) as project:
         print(f"worker {args.name} serves {project.path}" + (f" on {args.processes} processes" if args.processes > 1
                                                              else ""), flush=True)
         serve(project, args.name, device=args.device, processes=args.processes, once=args.once, poll_s=args.poll,
