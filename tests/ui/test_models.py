@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from app.ui.models.models_workspace import ModelsWorkspace, changes_text, rollback_target, training_size_text
+from datetime import datetime, timedelta, timezone
+
+from PySide6.QtCore import Qt
+
+from app.ui.models.models_workspace import (
+    ModelsWorkspace,
+    changes_text,
+    rollback_target,
+    trained_text,
+    training_size_text,
+)
 from tests.onnx_fixtures import write_model
 from tests.ui.workspace_fixtures import answer_yes, app_context, project, register_fixture_model  # noqa: F401
 
@@ -30,9 +40,12 @@ def test_table_lists_versions_with_metrics_and_data(models_ws):
     assert texts[0][1] == "Candidate" and texts[2][1] == "Retired"
     assert texts[0][2] == "supervised"
     # The line's figures at the stored threshold lead, each with its 95 % interval.
-    assert texts[0][5] == "80.0 % (60.0-90.0 %)" and texts[0][6] == "5.0 % (1.0-10.0 %)"
+    assert texts[0][5] == "80.0 % (60.0-90.0)" and texts[0][6] == "5.0 % (1.0-10.0)"
+    assert "95 % interval" in model.headerData(5, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
     assert texts[0][4] == "0.450" and texts[0][7] == "0.900"
-    assert texts[0][8] == "40 (ok 30, scratch 10)"
+    assert texts[0][3].startswith("today ")  # registered just now
+    assert texts[0][8] == "40"  # the classes are in the tooltip and the details
+    assert model.index(0, 8).data(Qt.ItemDataRole.ToolTipRole) == "Trained on 40 (ok 30, scratch 10) images"
     details = models_ws.details.text()
     assert "first model" in details and "20 validation OK parts" in details
 
@@ -55,6 +68,38 @@ def test_roll_back_to_previous_retired(models_ws, project, answer_yes):
     assert models_ws.roll_back()
     assert project.production_model().version == "v1"
     assert {m.version: m.status for m in project.models()} == {"v3": "candidate", "v2": "retired", "v1": "production"}
+
+
+def test_trained_shows_the_time_for_today_and_the_date_before():
+    now = datetime(2026, 12, 1, 15, 0).astimezone()
+    assert trained_text(now - timedelta(hours=2), now) == f"today {now - timedelta(hours=2):%H:%M}"
+    assert trained_text(now - timedelta(days=3), now) == f"{now - timedelta(days=3):%Y-%m-%d}"
+    utc = datetime(2026, 11, 20, 8, 30, tzinfo=timezone.utc)  # as the store gives it
+    assert trained_text(utc, now) == f"{utc.astimezone():%Y-%m-%d}"
+
+
+def test_the_table_fits_a_1024_px_screen_with_six_classes(main_window, qtbot):
+    """Every column of a supervised six-class model is visible at 1024 x 768 with the
+    app's stylesheet: no cut-off header and no sideways scrolling."""
+    window = main_window(size=(1024, 768))
+    project = window.context.project
+    per_class = {name: {"train": n, "val": n // 4} for name, n in
+                 [("ok", 367), ("blowhole", 65), ("break", 47), ("crack", 32), ("fray", 17), ("uneven", 57)]}
+    register_fixture_model(project, "v1", deploy=False)
+    project.register_model("v2", project.models_dir / "v1", 0.41, {
+        "mode": "supervised", "auroc": 0.9856, "catch_rate": 0.875, "catch_rate_ci": [0.759, 0.948],
+        "false_reject_rate": 0.01, "false_reject_rate_ci": [0.002, 0.024], "threshold": 0.41},
+        {"n_train": 585, "per_class": per_class})
+    window.context.models_changed.emit()
+    window.show_workspace("models")
+    models = next(w for w in window.workspaces if isinstance(w, ModelsWorkspace))
+    qtbot.waitUntil(lambda: models.table.isVisible())
+    table, header = models.table, models.table.horizontalHeader()
+    qtbot.waitUntil(lambda: header.length() > 0)
+    assert header.length() <= table.viewport().width()
+    assert not table.horizontalScrollBar().isVisible()
+    for column in range(header.count()):
+        assert header.sectionSize(column) >= header.sectionSizeFromContents(column).width(), column
 
 
 def test_report_texts():

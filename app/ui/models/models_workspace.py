@@ -7,6 +7,8 @@ project has roles, their buttons are greyed out for anyone the core would refuse
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
@@ -31,8 +33,11 @@ from app.ui.trust.gate_dialog import GoldenSetStrip
 from app.ui.trust.model_actions import confirm_and_deploy
 from app.ui.trust.people_dialogs import refuse_tooltip
 
+# The last column shows how many images a version learned from; their classes are in
+# its tooltip and the details (with six classes they pushed the table off a 1024 px screen).
 COLUMNS = ("Version", "Status", "Mode", "Trained", "Threshold", "Defects caught", "Good rejected", "AUROC",
-           "Training images")
+           "Images")
+IMAGES_COLUMN, TRAINED_COLUMN = COLUMNS.index("Images"), COLUMNS.index("Trained")
 STATUS_TEXT = {"production": "In production", "candidate": "Candidate", "retired": "Retired"}
 
 
@@ -54,6 +59,25 @@ def training_size_text(report: dict, split: str = "train") -> str:
         if counts:
             text += " (" + ", ".join(counts) + ")"
     return text
+
+
+def trained_text(created_at: datetime, now: datetime | None = None) -> str:
+    """"today 14:05" for today's versions (several a day are told apart by the time),
+    the date for older ones: short enough that the table fits a 1024 px screen."""
+    local, today = created_at.astimezone(), (now or datetime.now().astimezone()).astimezone().date()
+    return f"today {local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d}"
+
+
+def _rate_cell(value: object, interval: object) -> str:
+    """"81.4 % (73.1-87.9)": the headline form without the interval's own '%', which
+    took the room the table needs on a 1024 px screen (the header's tooltip says what
+    the brackets are)."""
+    text = with_interval(value, interval)
+    return text[:-3] + ")" if text.endswith(" %)") else text
+
+
+def _count_text(n) -> str:
+    return str(n) if isinstance(n, int) else "–"
 
 
 def speed_text(m: ModelVersion, settings: dict) -> str:
@@ -105,6 +129,11 @@ def rollback_target(models: list[ModelVersion]) -> ModelVersion | None:
 
 class ModelsTableModel(ListTableModel):
     columns = COLUMNS
+    header_tips = {
+        "Defects caught": "Share of held-out defective parts caught at the stored threshold; 95 % interval in brackets",
+        "Good rejected": "Share of held-out OK parts rejected at the stored threshold; 95 % interval in brackets",
+        "Images": "How many images the version learned from (their classes in each cell's tooltip)",
+    }
 
     @property
     def versions(self) -> list[ModelVersion]:
@@ -117,14 +146,18 @@ class ModelsTableModel(ListTableModel):
                 m.version,
                 STATUS_TEXT.get(m.status, m.status),
                 m.metrics.get("mode", "supervised"),
-                m.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+                trained_text(m.created_at),
                 threshold_text(m.threshold),
                 # At the stored threshold, with 95 % intervals: what the line gets.
-                with_interval(m.metrics.get("catch_rate"), m.metrics.get("catch_rate_ci")),
-                with_interval(m.metrics.get("false_reject_rate"), m.metrics.get("false_reject_rate_ci")),
+                _rate_cell(m.metrics.get("catch_rate"), m.metrics.get("catch_rate_ci")),
+                _rate_cell(m.metrics.get("false_reject_rate"), m.metrics.get("false_reject_rate_ci")),
                 f"{auroc:.3f}" if isinstance(auroc, (int, float)) else "–",
-                training_size_text(m.report),
+                _count_text(m.report.get("n_train")),
             )[column]
+        if role == Qt.ItemDataRole.ToolTipRole and column == IMAGES_COLUMN:
+            return f"Trained on {training_size_text(m.report)} images"
+        if role == Qt.ItemDataRole.ToolTipRole and column == TRAINED_COLUMN:
+            return f"{m.created_at.astimezone():%Y-%m-%d %H:%M}"
         if m.status == "production":
             if role == Qt.ItemDataRole.FontRole:
                 font = QFont()

@@ -11,6 +11,7 @@ class ListTableModel(QAbstractTableModel):
     """Rows are items of `self.rows`; subclasses say what each cell shows in `cell()`."""
 
     columns: Sequence[str] = ()
+    header_tips: dict[str, str] = {}  # column title -> what its cells mean
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -30,6 +31,8 @@ class ListTableModel(QAbstractTableModel):
     def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.columns[section]
+        if role == Qt.ItemDataRole.ToolTipRole and orientation == Qt.Orientation.Horizontal:
+            return self.header_tips.get(self.columns[section])
         return None
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
