@@ -43,7 +43,7 @@ def test_table_lists_versions_with_metrics_and_data(models_ws):
     assert texts[0][5] == "80.0 % (60.0-90.0)" and texts[0][6] == "5.0 % (1.0-10.0)"
     assert "95 % interval" in model.headerData(5, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
     assert texts[0][4] == "0.450" and texts[0][7] == "0.900"
-    assert texts[0][3].startswith("today ")  # registered just now
+    assert texts[0][3] == f"{model.versions[0].created_at.astimezone():%H:%M}"  # registered just now
     assert texts[0][8] == "40"  # the classes are in the tooltip and the details
     assert model.index(0, 8).data(Qt.ItemDataRole.ToolTipRole) == "Trained on 40 (ok 30, scratch 10) images"
     details = models_ws.details.text()
@@ -72,7 +72,7 @@ def test_roll_back_to_previous_retired(models_ws, project, answer_yes):
 
 def test_trained_shows_the_time_for_today_and_the_date_before():
     now = datetime(2026, 12, 1, 15, 0).astimezone()
-    assert trained_text(now - timedelta(hours=2), now) == f"today {now - timedelta(hours=2):%H:%M}"
+    assert trained_text(now - timedelta(hours=2), now) == f"{now - timedelta(hours=2):%H:%M}"
     assert trained_text(now - timedelta(days=3), now) == f"{now - timedelta(days=3):%Y-%m-%d}"
     utc = datetime(2026, 11, 20, 8, 30, tzinfo=timezone.utc)  # as the store gives it
     assert trained_text(utc, now) == f"{utc.astimezone():%Y-%m-%d}"
@@ -86,10 +86,11 @@ def test_the_table_fits_a_1024_px_screen_with_six_classes(main_window, qtbot):
     per_class = {name: {"train": n, "val": n // 4} for name, n in
                  [("ok", 367), ("blowhole", 65), ("break", 47), ("crack", 32), ("fray", 17), ("uneven", 57)]}
     register_fixture_model(project, "v1", deploy=False)
-    project.register_model("v2", project.models_dir / "v1", 0.41, {
-        "mode": "supervised", "auroc": 0.9856, "catch_rate": 0.875, "catch_rate_ci": [0.759, 0.948],
-        "false_reject_rate": 0.01, "false_reject_rate_ci": [0.002, 0.024], "threshold": 0.41},
-        {"n_train": 585, "per_class": per_class})
+    project.register_model("v2", project.models_dir / "v1", 0.41, {  # the widest figures there are
+        "mode": "supervised", "auroc": 0.9856, "catch_rate": 1.0, "catch_rate_ci": [0.815, 1.0],
+        "false_reject_rate": 0.016, "false_reject_rate_ci": [0.0, 0.06], "threshold": 0.41},
+        {"n_train": 1585, "per_class": per_class})
+    project.deploy("v2")  # its row is the one in bold
     window.context.models_changed.emit()
     window.show_workspace("models")
     models = next(w for w in window.workspaces if isinstance(w, ModelsWorkspace))

@@ -62,10 +62,11 @@ def training_size_text(report: dict, split: str = "train") -> str:
 
 
 def trained_text(created_at: datetime, now: datetime | None = None) -> str:
-    """"today 14:05" for today's versions (several a day are told apart by the time),
-    the date for older ones: short enough that the table fits a 1024 px screen."""
+    """"14:05" for today's versions (several a day are told apart by the time), the date
+    for older ones (the cell's tooltip has both): short enough that the table fits a
+    1024 px screen."""
     local, today = created_at.astimezone(), (now or datetime.now().astimezone()).astimezone().date()
-    return f"today {local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d}"
+    return f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d}"
 
 
 def _rate_cell(value: object, interval: object) -> str:
@@ -159,7 +160,8 @@ class ModelsTableModel(ListTableModel):
         if role == Qt.ItemDataRole.ToolTipRole and column == TRAINED_COLUMN:
             return f"{m.created_at.astimezone():%Y-%m-%d %H:%M}"
         if m.status == "production":
-            if role == Qt.ItemDataRole.FontRole:
+            # Bold where the eye looks for it: a whole bold row no longer fit a 1024 px screen.
+            if role == Qt.ItemDataRole.FontRole and column <= 1:
                 font = QFont()
                 font.setBold(True)
                 return font
