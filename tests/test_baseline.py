@@ -39,3 +39,12 @@ def test_the_baseline_tells_holes_from_clean_parts_from_images_or_their_features
     tx = np.stack([image_features(img) for img, _ in train])
     ty = np.array([d for _, d in train])
     assert fit_selected(tx, ty, tx, ty).scores(tx).shape == (60,)
+
+
+def test_a_models_ranking_figures_read_like_the_baselines():
+    from training.comparisons import ranking_figures
+
+    ok = np.linspace(0.0, 0.5, 200)
+    assert ranking_figures(ok, np.array([0.9, 0.95, 0.3])) == {
+        "auroc": pytest.approx((2 * 200 + 120) / 600), "catch_at_1pct_false_reject": pytest.approx(2 / 3)}
+    assert ranking_figures(ok, np.array([])) is None and ranking_figures(np.array([]), np.array([0.9])) is None

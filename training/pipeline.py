@@ -32,7 +32,7 @@ from app.core.preprocess import TILE_MARGIN, TilePlan, choose_tile_plan, defect_
 from app.core.project import Project
 from app.core.records import ModelVersion
 from training.candidate import claim_version_folder, judge, line_metrics, set_onnx_metadata
-from training.comparisons import baseline_on, changes_since, per_class_counts, production_on
+from training.comparisons import baseline_on, changes_since, per_class_counts, production_on, ranking_figures
 from training.data import OK, load_sample, load_tiled_samples, part_key
 from training.export import export_checked
 from training.loop import Cancelled, TrainConfig, config_dict, learning_curve, train
@@ -593,7 +593,7 @@ class _Run:
             if self.compare_ok:  # the model's own figures on the very parts the baseline was judged on
                 compared = {r.sha256 for r, _ in self.compare_ok}
                 same = [s for r, s in zip(ok_records, scores[~defect]) if r.sha256 in compared]
-                report["model_on_same_val"] = _ranking_figures(np.asarray(same), scores[defect])
+                report["model_on_same_val"] = ranking_figures(np.asarray(same), scores[defect])
             version, final = claim_version_folder(project, partial)
             metadata.update(threshold=point.threshold, version=version, reference=reference)
             set_onnx_metadata(final / "model.onnx", metadata)
@@ -657,17 +657,6 @@ class _Run:
                 "labeled_data_sha256": self.labeled_fingerprint,
                 "training_set_sha256": hashlib.sha256(
                     "".join(sorted(r.sha256 for r, _ in self.train_parts)).encode()).hexdigest()}
-
-
-def _ranking_figures(ok_scores: np.ndarray, defect_scores: np.ndarray) -> dict | None:
-    """AUROC and the best-case catch at 1 % false reject, as the baseline reports them."""
-    from app.core.evaluation import auroc, catch_at_false_reject
-
-    if not ok_scores.size or not defect_scores.size:
-        return None
-    truth = np.r_[np.zeros(ok_scores.size), np.ones(defect_scores.size)].astype(int)
-    return {"auroc": auroc(truth, np.r_[ok_scores, defect_scores]),
-            "catch_at_1pct_false_reject": catch_at_false_reject(ok_scores, defect_scores, 0.01)}
 
 
 def _latest_model(project: Project) -> ModelVersion | None:
