@@ -4,14 +4,15 @@ A Python signal handler runs in the main thread between two bytecodes, so it can
 while the main thread is inside `Event.wait()` holding the event's internal lock. A
 handler that calls `event.set()` then waits for that lock forever: the worker or the
 station hangs on SIGTERM (seen about once in a few thousand signals). The handler here
-only writes a byte to a pipe, which takes no lock; a small thread reads it and sets
-the event.
+only sends a byte over a local socket pair, which takes no lock; a small thread reads it
+and sets the event. A socket pair, not a pipe: a pipe cannot be made non-blocking on
+Windows before Python 3.12, and a handler must never block.
 """
 
 from __future__ import annotations
 
-import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterable
 
@@ -32,7 +33,8 @@ class SignalStop:
         self.event, self.on_signal = event, on_signal
         self.signals = list(signals) if signals is not None else stop_signals()
         self._previous: dict[int, object] = {}
-        self._read = self._write = -1
+        self._read: socket.socket | None = None
+        self._write: socket.socket | None = None
         self._watcher: threading.Thread | None = None
 
     def __enter__(self) -> "SignalStop":
@@ -44,8 +46,8 @@ class SignalStop:
     def start(self) -> "SignalStop":
         if threading.current_thread() is not threading.main_thread():
             return self
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)  # a flood of signals must never block the handler
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)  # a flood of signals must never block the handler
         self._watcher = threading.Thread(target=self._watch, name="signal-stop", daemon=True)
         self._watcher.start()
         self._previous = {sig: signal.signal(sig, self._handler) for sig in self.signals}
@@ -57,20 +59,23 @@ class SignalStop:
             return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-        os.close(self._write)  # the watcher reads end-of-file and ends
+        self._write.close()  # the watcher reads end-of-file and ends
         self._watcher.join()
-        os.close(self._read)
+        self._read.close()
         self._watcher = None
 
     def _handler(self, signum: int, _frame) -> None:
         try:
-            os.write(self._write, bytes([signum & 0xFF]))
-        except OSError:  # the pipe is full: a stop is already on its way
+            self._write.send(bytes([signum & 0xFF]))
+        except OSError:  # the buffer is full: a stop is already on its way
             pass
 
     def _watch(self) -> None:
         while True:
-            data = os.read(self._read, 64)
+            try:
+                data = self._read.recv(64)
+            except OSError:
+                return
             if not data:
                 return
             self.event.set()
