@@ -6,7 +6,9 @@ handler that calls `event.set()` then waits for that lock forever: the worker or
 station hangs on SIGTERM (seen about once in a few thousand signals). The handler here
 only sends a byte over a local socket pair, which takes no lock; a small thread reads it
 and sets the event. A socket pair, not a pipe: a pipe cannot be made non-blocking on
-Windows before Python 3.12, and a handler must never block.
+Windows before Python 3.12, and a handler must never block. (On Windows Python makes
+the pair over 127.0.0.1: a listening socket exists only while the pair is made, on the
+loopback interface, for that one connection.)
 """
 
 from __future__ import annotations
