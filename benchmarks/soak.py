@@ -88,10 +88,14 @@ def run_soak(project: Path, parts: int, every: int = 5000, warmup: int = 2000, s
         next_at = min(warmup, parts)
         while True:
             finished = session.wait(0.2)
+            # Committed first: a part is counted when judged and committed after, so read in
+            # this order the sample can never show more committed than judged (read the
+            # other way round, parts judged and committed in between made it look so).
+            committed = session.committed
             judged = session.counters.parts
             if judged >= next_at or finished:
                 rss, _ = memory_mib()
-                sample = {"parts": judged, "committed": session.committed,
+                sample = {"parts": judged, "committed": committed,
                           "s": round(time.perf_counter() - started, 1), "rss_mib": rss}  # fmt: skip
                 samples.append(sample)
                 if on_sample is not None:
