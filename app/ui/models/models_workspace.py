@@ -69,14 +69,6 @@ def trained_text(created_at: datetime, now: datetime | None = None) -> str:
     return f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d}"
 
 
-def _rate_cell(value: object, interval: object) -> str:
-    """"81.4 % (73.1-87.9)": the headline form without the interval's own '%', which
-    took the room the table needs on a 1024 px screen (the header's tooltip says what
-    the brackets are)."""
-    text = with_interval(value, interval)
-    return text[:-3] + ")" if text.endswith(" %)") else text
-
-
 def _count_text(n) -> str:
     return str(n) if isinstance(n, int) else "–"
 
@@ -149,9 +141,11 @@ class ModelsTableModel(ListTableModel):
                 m.metrics.get("mode", "supervised"),
                 trained_text(m.created_at),
                 threshold_text(m.threshold),
-                # At the stored threshold, with 95 % intervals: what the line gets.
-                _rate_cell(m.metrics.get("catch_rate"), m.metrics.get("catch_rate_ci")),
-                _rate_cell(m.metrics.get("false_reject_rate"), m.metrics.get("false_reject_rate_ci")),
+                # At the stored threshold, with 95 % intervals: what the line gets. The
+                # brackets drop their '%' for room at 1024 px (the header tooltip says what they are).
+                with_interval(m.metrics.get("catch_rate"), m.metrics.get("catch_rate_ci"), unit_in_brackets=False),
+                with_interval(m.metrics.get("false_reject_rate"), m.metrics.get("false_reject_rate_ci"),
+                              unit_in_brackets=False),
                 f"{auroc:.3f}" if isinstance(auroc, (int, float)) else "–",
                 _count_text(m.report.get("n_train")),
             )[column]

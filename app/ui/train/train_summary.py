@@ -17,12 +17,14 @@ def percent(value: object) -> str:
     return f"{float(value) * 100:.1f} %" if isinstance(value, (int, float)) else "–"
 
 
-def with_interval(value: object, interval: object) -> str:
-    """"81.4 % (73.1-87.9 %)": a rate and its 95 % interval, as every headline shows it."""
+def with_interval(value: object, interval: object, unit_in_brackets: bool = True) -> str:
+    """"81.4 % (73.1-87.9 %)": a rate and its 95 % interval, as every headline shows it;
+    "81.4 % (73.1-87.9)" without *unit_in_brackets* (a table short of room)."""
     if not isinstance(value, (int, float)):
         return "–"
     if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval):
-        return f"{value * 100:.1f} % ({interval[0] * 100:.1f}-{interval[1] * 100:.1f} %)"
+        unit = " %" if unit_in_brackets else ""
+        return f"{value * 100:.1f} % ({interval[0] * 100:.1f}-{interval[1] * 100:.1f}{unit})"
     return percent(value)
 
 
