@@ -242,6 +242,12 @@ def test_a_passing_model_gets_its_int8_file_and_gate_record(quantized):
     assert record["passed"] and record["agreement"] >= quantize.MIN_AGREEMENT
     assert record["auroc_drop"] <= quantize.MAX_AUROC_DROP
     assert record["recipe"]["format"] == "QDQ" and record["recipe"]["weights"] == "int8 per channel"
+    # Every convolution fed a quantised tensor had its bias corrected: the blob model's
+    # middle one, and its last one, which stays float but reads the INT8 residual sum.
+    written = onnx.load(str(folder / INT8_FILENAME))
+    producer = {o: n.op_type for n in written.graph.node for o in n.output}
+    fed_int8 = [n for n in written.graph.node if n.op_type == "Conv" and producer.get(n.input[0]) == "DequantizeLinear"]
+    assert record["recipe"]["bias_correction"]["layers"] == len(fed_int8) == 2
     int8 = Inspector(folder / INT8_FILENAME)
     assert int8.precision == INT8 and int8.threshold == pytest.approx(record["threshold"])
     assert int8.metadata["source_sha256"] == record["source_sha256"]
@@ -279,6 +285,40 @@ def test_the_trained_network_quantises_and_reports_every_plan(project_dir):
     assert [t["plan"] for t in record["plans_tried"]] == [n for n, _ in quantize.PLANS][:len(record["plans_tried"])]
     assert record["recipe"]["channel_flip_folded"] is True
     assert (project_dir / "models" / "v1" / INT8_FILENAME).exists() == written == record["passed"]
+
+
+def test_bias_correction_brings_int8_convolutions_back_to_float_on_parts_it_never_saw(project_dir, tmp_path):
+    """The trained network, full plan: corrected on the calibration (training) parts, the
+    quantised convolutions' mean outputs on the validation parts are nearer float's than
+    without the correction."""
+    from training import bias_correction
+
+    folder = project_dir / "models" / "v1"
+    prepared, model, _ = quantize.prepare(folder / "model.onnx", tmp_path)
+    (_, keep), = quantize.applicable_plans(model, ("full",))
+    inspector = Inspector(folder / "model.onnx")
+    with Project.open(project_dir) as project:
+        calibration = quantize.calibration_inputs(project, inspector)
+        held_out = [x for record, _ in project.labeled(split="val")
+                    for x in inspector.model_inputs(project.load_image(record.id))]
+    plain, corrected = tmp_path / "plain.onnx", tmp_path / "corrected.onnx"
+    assert quantize.quantize_file(prepared, plain, calibration, keep, correct=False) == {"layers": 0}
+    summary = quantize.quantize_file(prepared, corrected, calibration, keep)
+    layers = bias_correction.correctable_convs(onnx.load(str(plain)), model)
+    assert summary["layers"] == len(layers) > 10 and summary["inputs"] == len(calibration)
+    float_names, int8_names = [layer[1] for layer in layers], [layer[2] for layer in layers]
+    reference = bias_correction.channel_means(
+        bias_correction.session_with_outputs(model, float_names, 1), float_names, held_out)
+
+    def shifts(path: Path) -> np.ndarray:
+        session = bias_correction.session_with_outputs(onnx.load(str(path)), int8_names, 1)
+        means = bias_correction.channel_means(session, int8_names, held_out)
+        return np.array([np.abs(m - r).mean() for m, r in zip(means, reference)])
+
+    before, after = shifts(plain), shifts(corrected)
+    # Measured: 0.071 before, 0.0097 after, every convolution nearer float.
+    assert after.mean() < 0.5 * before.mean()
+    assert (after < before).mean() >= 0.8
 
 
 def test_each_plan_keeps_more_of_the_trained_network_in_float_down_to_the_stride_32_stage(project_dir, tmp_path):

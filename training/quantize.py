@@ -10,6 +10,11 @@ How:
 - QDQ format, per-channel INT8 weights, UINT8 activations (the u8s8 kernels of x86 with
   VNNI), MinMax calibration on the project's own TRAIN parts, OK and defective, cut
   exactly as the line cuts them (letterbox or tiles: `Inspector.model_inputs`).
+- Then each quantised convolution's bias is corrected for the mean shift that rounding
+  its weights put into its output, one convolution at a time, on the same calibration
+  inputs (`training.bias_correction`). On magnetic tile this turned the float-to-stride-2
+  plan from refused (98.59 % agreement) to passed (99.72 %), 34 % faster per part than the
+  float-to-stride-16 plan it passed before.
 - Convolutions, their ReLU6 (Clip) and residual additions only. The stem convolution (3 input channels:
   slower in INT8 than in float) and the last convolution (the patch classifier that
   writes the logits, or the anomaly model's last feature layer) stay float, as does
@@ -69,6 +74,7 @@ from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, _logit, _sigmo
 from app.core.project import Project
 from app.core.records import OK, ModelVersion
 from app.core.runtime import INT8, INT8_FILENAME, METADATA_KEY, Inspector, file_sha256
+from training.bias_correction import correct_biases
 
 # The gate (see the module docstring).
 MIN_AGREEMENT = 0.995
@@ -388,9 +394,12 @@ def applicable_plans(model, wanted: tuple[str, ...] | None = None) -> list[tuple
     return out
 
 
-def quantize_file(prepared: Path, out_path: Path, inputs: list[np.ndarray], keep_float: list[str]) -> None:
+def quantize_file(prepared: Path, out_path: Path, inputs: list[np.ndarray], keep_float: list[str],
+                  correct: bool = True) -> dict:
     """Write the QDQ INT8 version of the *prepared* float model to *out_path* (metadata
-    copied), calibrated on *inputs* (uint8 S x S x 3 network inputs), *keep_float* in float."""
+    copied), calibrated on *inputs* (uint8 S x S x 3 network inputs), *keep_float* in float,
+    its convolutions' biases corrected on the same inputs unless *correct* is False
+    (`training.bias_correction`). Returns the bias correction's summary."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(
@@ -399,6 +408,7 @@ def quantize_file(prepared: Path, out_path: Path, inputs: list[np.ndarray], keep
         op_types_to_quantize=list(OP_TYPES), nodes_to_exclude=list(keep_float),
         calibrate_method=CalibrationMethod.MinMax,
     )
+    return correct_biases(prepared, out_path, inputs, threads=os.cpu_count() or 1) if correct else {"layers": 0}
 
 
 def _set_metadata(path: Path, metadata: dict) -> None:
@@ -559,12 +569,14 @@ def quantize_model(project: Project, version: str, gate: Gate = Gate(),
             raise LinesideError(f"Model {version} has nothing an INT8 plan would quantise; it stays float.")
         for plan, keep_float in candidates:
             candidate = work / f"{plan}.onnx"
-            on_progress(f"plan {plan}: quantising with {len(calibration)} calibration inputs")
+            on_progress(f"plan {plan}: quantising with {len(calibration)} calibration inputs "
+                        "and correcting its convolutions' biases on them")
             t0 = time.perf_counter()
-            quantize_file(prepared, candidate, calibration, keep_float)
+            corrected = quantize_file(prepared, candidate, calibration, keep_float)
             quantise_s = time.perf_counter() - t0
             recipe = {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8",
-                      "calibration_method": "minmax", "op_types": list(OP_TYPES), "plan": plan,
+                      "calibration_method": "minmax", "bias_correction": corrected,
+                      "op_types": list(OP_TYPES), "plan": plan,
                       "kept_float": keep_float, "channel_flip_folded": flipped}
             int8 = Inspector(candidate, threads=threads, threshold=1.0)
             int8_scores = scores_of(int8, images)
