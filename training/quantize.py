@@ -82,7 +82,11 @@ MAX_AUROC_DROP = 0.002
 CHANGE_FLOOR = 1e-6  # score units; a smaller INT8 change is float32 round-off (expected_disagreement)
 NEAR_PARTS = 20  # at least this many parts nearest the threshold lend their INT8 changes
 # Calibration: this many train parts at most (every class represented), fed in batches.
-CALIBRATION_PARTS = 64
+# The bias correction is a mean per channel: more parts, a steadier mean. On magnetic
+# tile (float-to-stride-2 plan) 256 parts against 64 took INT8's typical change to a
+# validation part's logit from 0.138 to 0.114 (90th percentile 0.50 to 0.38) and the
+# expected disagreement from 0.14 % to 0.11 %, for 58 s of correction against 17 s.
+CALIBRATION_PARTS = 256
 CALIBRATION_MAX_INPUTS = 256  # tiles of tiled parts count one each
 CALIBRATION_BATCH = 8
 JUDGE_BATCH = 8
