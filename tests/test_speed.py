@@ -442,6 +442,34 @@ def test_bench_auto_stores_a_choice_and_prints_expected_speed(quantized, capsys,
         assert inspector.precision == project.get_setting("precision")
 
 
+def test_bench_times_lanes_for_several_views_and_the_line_loads_the_choice(quantized, capsys, tmp_path):
+    import os
+
+    copy = tmp_path / "project"
+    shutil.copytree(quantized, copy)
+    assert main(["bench", str(copy), "--views", "2", "--parts", "3", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    cores = os.cpu_count() or 1
+    assert "as 3 parts of 2 views" in out
+    # Two inputs per part: lanes are timed where there is more than one core to share them.
+    assert (f"float, {cores} lanes of 1 thread" in out) == (f"int8, {cores} lanes of 1 thread" in out) == (cores > 1)
+    with Project.open(copy) as project:
+        lanes, threads = project.get_setting("lanes"), project.get_setting("threads")
+        assert lanes in (1, cores) and project.get_setting("bench")["views"] == 2
+        inspector, _ = load_inspector_for_project(project)
+        assert inspector.lanes == lanes and inspector.threads == threads
+        # A thread count given to the line (`--threads`) wins and means one session.
+        assert load_inspector_for_project(project, threads=1)[0].lanes == 1
+    # One view of an untiled part is one input: nothing to share, no lanes timed.
+    assert main(["bench", str(copy), "--parts", "3", "--rounds", "1", "--dry-run"]) == 0
+    assert "lanes" not in capsys.readouterr().out
+
+
+def test_bench_refuses_an_impossible_view_count(quantized, capsys):
+    assert main(["bench", str(quantized), "--views", "5", "--dry-run"]) == 2
+    assert "--views is 1 to 4" in capsys.readouterr().err
+
+
 def test_bench_without_int8_keeps_float(blob_project, tmp_path, capsys):
     project_dir = tmp_path / "project"
     shutil.copytree(blob_project, project_dir)

@@ -231,10 +231,16 @@ def test_local_copies_are_checked_kept_and_pruned(project: Project, tmp_path: Pa
     assert models.prune(keep=["v1"]) == ["v2"]  # the current one and the two newest stay
     assert sorted(p.name for p in models.models_dir.iterdir()) == ["v1", "v3", "v4"]
 
-    model = LocalModel("v4", sha, 0.3, "float", 1, models.models_dir / "v4")
+    model = LocalModel("v4", sha, 0.3, "float", 2, models.models_dir / "v4", lanes=2)
     models.remember(model)
     assert models.current() == model
-    assert models.load(model).threshold == 0.3
+    loaded = models.load(model)
+    assert loaded.threshold == 0.3 and loaded.threads == 2 and loaded.lanes == 2
+    # A record written before lanes existed loads with one lane.
+    record = json.loads(models.current_file.read_text())
+    del record["lanes"]
+    models.current_file.write_text(json.dumps(record))
+    assert models.current() == LocalModel("v4", sha, 0.3, "float", 2, models.models_dir / "v4")
     (models.models_dir / "v4" / "model.onnx").write_bytes(b"damaged")
     assert models.current() is None  # a damaged local copy is not started from
 

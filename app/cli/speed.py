@@ -2,11 +2,14 @@
 
 - `quantize PROJECT VERSION` writes `models/VERSION/model.int8.onnx` if the INT8 model
   passes its gate (training/quantize.py; a workstation feature: it needs `onnx`).
-- `bench PROJECT [--model VERSION]` times the model on this machine's CPU, float and
-  INT8 (if there is a valid INT8 file), on 1 and on all cores, on the project's own
-  images, and stores the choice in the project settings: `precision` (float|int8),
-  `threads`, `parts_per_second`. `load_inspector_for_project` then loads what was
-  chosen. Needs only ONNX Runtime: it runs on a station.
+- `bench PROJECT [--model VERSION] [--views N]` times the model on this machine's CPU,
+  float and INT8 (if there is a valid INT8 file), on 1 and on all cores, on the
+  project's own images (N of them per part for an N-view station), and stores the choice
+  in the project settings: `precision` (float|int8), `threads`, `lanes`,
+  `parts_per_second`. Where a part is several network inputs (tiles, views) it also
+  times lanes: one one-thread session per core, the inputs shared out between them
+  (`Inspector(lanes=...)`). `load_inspector_for_project` then loads what was chosen.
+  Needs only ONNX Runtime: it runs on a station.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def register(sub) -> None:
     b.add_argument("--model", metavar="VERSION", help="model to time (default: production, else newest)")
     b.add_argument("--parts", type=int, default=BENCH_PARTS, help=f"project images to time (default {BENCH_PARTS})")
     b.add_argument("--rounds", type=int, default=BENCH_ROUNDS, help=f"passes over them (default {BENCH_ROUNDS})")
+    b.add_argument("--views", type=int, default=1,
+                   help="views per part at this station (1-4, default 1): each timed part is that many images")
     b.add_argument("--precision", choices=["auto", "float", "int8"], default="auto",
                    help="auto (default): the fastest that passes; float/int8: only that one")
     b.add_argument("--dry-run", action="store_true", help="measure and print, store nothing")
@@ -97,6 +102,7 @@ class Candidate:
     threads: int
     inspector: "Inspector"
     ms: list[float] = field(default_factory=list)
+    lanes: int = 1
 
     @property
     def ms_per_part(self) -> float:
@@ -108,6 +114,8 @@ class Candidate:
 
     @property
     def name(self) -> str:
+        if self.lanes > 1:
+            return f"{self.precision}, {self.lanes} lanes of 1 thread"
         return f"{self.precision}, {self.threads} thread{'s' if self.threads > 1 else ''}"
 
 
@@ -139,18 +147,28 @@ def bench_images(project: "Project", n: int) -> list[np.ndarray]:
     return images
 
 
-def time_candidates(candidates: list[Candidate], images: list[np.ndarray], rounds: int) -> None:
-    """Per-part wall time, one part at a time as the line judges them; the candidates take
-    turns on every part (order alternating) so a busy neighbour slows all alike."""
+def as_parts(images: list[np.ndarray], views: int) -> list[list[np.ndarray]]:
+    """*images* grouped *views* at a time: what one trigger of an N-view station judges."""
+    views = max(1, views)
+    parts = [images[i:i + views] for i in range(0, len(images) - views + 1, views)]
+    if not parts:
+        raise LinesideError(f"{len(images)} readable images are too few to time {views}-view parts.")
+    return parts
+
+
+def time_candidates(candidates: list[Candidate], parts: list[list[np.ndarray]], rounds: int) -> None:
+    """Per-part wall time (all its views), one part at a time as the line judges them; the
+    candidates take turns on every part (order alternating) so a busy neighbour slows all
+    alike."""
     for c in candidates:
         c.inspector.warmup()
-        c.inspector.inspect(images[0])
+        c.inspector.inspect_batch(parts[0])
     for r in range(rounds):
-        for i, image in enumerate(images):
+        for i, part in enumerate(parts):
             order = candidates if (i + r) % 2 == 0 else candidates[::-1]
             for c in order:
                 start = time.perf_counter()
-                c.inspector.inspect(image)
+                c.inspector.inspect_batch(part)
                 c.ms.append((time.perf_counter() - start) * 1000.0)
 
 
@@ -209,13 +227,23 @@ def run_bench(args: argparse.Namespace) -> int:
 
     cores = os.cpu_count() or 1
     thread_counts = sorted({1, cores})
+    if not 1 <= args.views <= 4:
+        raise LinesideError(f"--views is 1 to 4 (a station has 1 to 4 views of a part), not {args.views}.")
     with Project.open(args.project) as project:
         model = _model_to_bench(project, args.model)
-        images = bench_images(project, args.parts)
+        images = bench_images(project, args.parts * args.views)
+        parts = as_parts(images, args.views)
         candidates: list[Candidate] = []
+        float_first = Inspector(model.onnx_path, threads=1, threshold=model.threshold)
+        # Lanes only pay where one part is several network inputs (tiles or views).
+        lanes = cores if cores > 1 and sum(len(float_first.model_inputs(im)) for im in parts[0]) > 1 else 0
         if args.precision in ("auto", "float"):
+            candidates += [Candidate(FLOAT, 1, float_first)]
             candidates += [Candidate(FLOAT, t, Inspector(model.onnx_path, threads=t, threshold=model.threshold))
-                           for t in thread_counts]
+                           for t in thread_counts[1:]]
+            if lanes:
+                candidates.append(Candidate(FLOAT, cores, Inspector(model.onnx_path, threads=cores, lanes=lanes,
+                                                                    threshold=model.threshold), lanes=lanes))
         notes: list[str] = []
         int8_ok = False
         if args.precision in ("auto", "int8"):
@@ -229,6 +257,8 @@ def run_bench(args: argparse.Namespace) -> int:
             else:
                 int8s = [Candidate(INT8, thread_counts[0], first)]
                 int8s += [Candidate(INT8, t, int8_inspector_for(model, t)) for t in thread_counts[1:]]
+                if lanes:
+                    int8s.append(Candidate(INT8, cores, int8_inspector_for(model, cores, lanes), lanes=lanes))
                 reference = Inspector(model.onnx_path, threads=cores, threshold=model.threshold)
                 agreement = int8_agreement(reference, first, gate_images(project, images))
                 int8_ok = agreement >= MIN_AGREEMENT
@@ -238,22 +268,25 @@ def run_bench(args: argparse.Namespace) -> int:
                     if args.precision == "int8":
                         raise LinesideError(notes[-1])
                 candidates += int8s
-        time_candidates(candidates, images, max(1, args.rounds))
+        time_candidates(candidates, parts, max(1, args.rounds))
         chosen, why = choose(candidates, int8_ok)
         notes += why
         rows = [[c.name, f"{c.ms_per_part:.2f}", f"{c.parts_per_second:.0f}", "<-" if c is chosen else ""]
                 for c in candidates]
-        print(f"model {model.version} on {len(images)} of the project's images, {cores} logical cores, "
-              f"load average {_load()}")
+        views = "" if args.views == 1 else f" as {len(parts)} parts of {args.views} views"
+        print(f"model {model.version} on {len(parts) * args.views} of the project's images{views}, "
+              f"{cores} logical cores, load average {_load()}")
         print(format_table(["configuration", "ms per part (p50)", "parts/s", "chosen"], rows))
         for note in notes:
             print(f"note: {note}")
         if not args.dry_run:
             project.set_setting("precision", chosen.precision)
             project.set_setting("threads", chosen.threads)
+            project.set_setting("lanes", chosen.lanes)
             project.set_setting("parts_per_second", round(chosen.parts_per_second, 1))
             project.set_setting("bench", {
                 "model": model.version, "at": datetime.now(timezone.utc).isoformat(), "cores": cores,
+                "views": args.views,
                 "results": {c.name: round(c.ms_per_part, 3) for c in candidates}, "notes": notes})
     stored = "" if args.dry_run else " (stored in the project settings)"
     print(f"expected: {chosen.parts_per_second:.0f} parts per second, {chosen.ms_per_part:.1f} ms per part, "

@@ -284,9 +284,9 @@ class StationAgent:
         from app.core.runtime import runtime_settings
 
         model = self.project.model(target.version)
-        precision, threads = runtime_settings(self.project, self.threads)
+        precision, threads, lanes = runtime_settings(self.project, self.threads)
         folder = self.models.fetch(model.path, target.version, target.sha256)
-        return LocalModel(target.version, target.sha256, model.threshold, precision, threads, folder)
+        return LocalModel(target.version, target.sha256, model.threshold, precision, threads, folder, lanes)
 
     def _now_running(self, model: LocalModel) -> None:
         self.running = model

@@ -50,6 +50,7 @@ class LocalModel:
     precision: str
     threads: int
     folder: Path
+    lanes: int = 1
 
     def model_version(self) -> ModelVersion:
         return ModelVersion(self.version, "production", datetime.now(timezone.utc), self.folder, self.threshold,
@@ -97,7 +98,7 @@ class StationModels:
 
     def load(self, model: LocalModel) -> Inspector:
         """An Inspector on the local copy, loaded the way the project loads its models."""
-        return inspector_for_model(model.model_version(), model.precision, model.threads)
+        return inspector_for_model(model.model_version(), model.precision, model.threads, model.lanes)
 
     def remember(self, model: LocalModel) -> None:
         """Record *model* as the one this station runs (current.json)."""
@@ -110,7 +111,8 @@ class StationModels:
         try:
             data = json.loads(self.current_file.read_text(encoding="utf-8"))
             model = LocalModel(str(data["version"]), str(data["sha256"]), float(data["threshold"]),
-                               str(data["precision"]), int(data["threads"]), self.models_dir / data["folder"])
+                               str(data["precision"]), int(data["threads"]), self.models_dir / data["folder"],
+                               int(data.get("lanes", 1)))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         path = model.folder / MODEL_FILE

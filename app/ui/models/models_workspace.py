@@ -91,8 +91,12 @@ def speed_text(m: ModelVersion, settings: dict) -> str:
                      f"{ms.get('int8', float('nan')):.1f} ms vs {ms.get('float', float('nan')):.1f} ms float.")
     bench = settings.get("bench") or {}
     if bench.get("model") == m.version and settings.get("parts_per_second"):
-        parts.append(f"At the line: {settings.get('precision', 'float')}, {settings.get('threads', 1)} thread(s), "
-                     f"about {settings['parts_per_second']:.0f} parts per second on this PC (lineside bench).")
+        lanes = int(settings.get("lanes") or 1)
+        how = f"{lanes} lanes of 1 thread" if lanes > 1 else f"{settings.get('threads', 1)} thread(s)"
+        views = int(bench.get("views") or 1)
+        per = "parts" if views == 1 else f"parts of {views} views"
+        parts.append(f"At the line: {settings.get('precision', 'float')}, {how}, "
+                     f"about {settings['parts_per_second']:.0f} {per} per second on this PC (lineside bench).")
     elif not int8:
         parts.append("At the line: float (no INT8 version; `lineside quantize` makes one if it passes its gate).")
     return " ".join(parts)
@@ -297,7 +301,7 @@ class ModelsWorkspace(QWidget):
             lines.append(point)
         project = self.context.project
         if project is not None:
-            settings = {k: project.get_setting(k) for k in ("bench", "precision", "threads", "parts_per_second")}
+            settings = {k: project.get_setting(k) for k in ("bench", "precision", "threads", "lanes", "parts_per_second")}
             lines.append(speed_text(m, settings))
         if m.report.get("tiling"):
             tiling = m.report["tiling"]
