@@ -307,29 +307,36 @@ def test_tiled_batch_runs_in_chunks_and_matches_single_parts(tiled, monkeypatch)
         assert many.heatmap_on_image().shape == part.shape[:2]
 
 
-def test_lanes_share_out_a_parts_inputs_and_give_the_same_verdicts(tiled, tmp_path, monkeypatch):
-    """Inspector(lanes=2): a run of several inputs is split over two one-thread sessions
-    side by side, a single input keeps the main session; the verdicts are those of one
-    session, in the same order."""
+def test_lanes_share_out_parts_and_tiles_and_give_the_same_verdicts(tiled, monkeypatch):
+    """Inspector(lanes=2): a batch of parts is shared out between two one-thread sessions
+    side by side (each cuts its own parts), one part's several tiles likewise, and a
+    single input keeps the main session; the verdicts are those of one session, in order."""
     laned = Inspector(tiled.model_path, threads=2, lanes=2)
     assert laned.lanes == 2 and len(laned._lanes) == 2
     laned.warmup()
-    rng = np.random.default_rng(4)
-    parts = [rng.integers(0, 256, (64, w, 3), dtype=np.uint8) for w in (400, 64, 900, 30, 150)]
-    calls = {"main": [], "lane0": [], "lane1": []}
+    calls: dict[str, list[int]] = {"main": [], "lane0": [], "lane1": []}
     for name, session in (("main", laned._session), ("lane0", laned._lanes[0]), ("lane1", laned._lanes[1])):
         def counting(names, feeds, _real=session.run, _name=name):
             calls[_name].append(feeds["image"].shape[0])
             return _real(names, feeds)
         monkeypatch.setattr(session, "run", counting)
-    total = sum(len(tiled.info.tiling.layout(*p.shape[:2])) for p in parts)
-    expected = tiled.inspect_batch(parts)
-    got = laned.inspect_batch(parts)
-    assert calls["main"] == [] and sum(calls["lane0"]) + sum(calls["lane1"]) == total
-    assert abs(sum(calls["lane0"]) - sum(calls["lane1"])) <= 1  # shared out evenly
+    tiles = lambda part: len(tiled.info.tiling.layout(*part.shape[:2]))  # noqa: E731
+    rng = np.random.default_rng(4)
+    parts = [rng.integers(0, 256, (64, w, 3), dtype=np.uint8) for w in (400, 64, 900, 30, 150)]
+    expected, got = tiled.inspect_batch(parts), laned.inspect_batch(parts)
+    # Parts 0-2 to the first lane, 3-4 to the second, all their tiles with them.
+    assert calls["main"] == [] and sum(calls["lane0"]) == sum(tiles(p) for p in parts[:3])
+    assert sum(calls["lane1"]) == sum(tiles(p) for p in parts[3:])
     for one, two in zip(expected, got):
         assert two.score == pytest.approx(one.score, abs=1e-6) and two.label == one.label
         assert np.allclose(two.heatmap_on_image(), one.heatmap_on_image(), atol=1e-6)
+    # One part of several tiles: its tiles are shared out evenly.
+    for name in calls:
+        calls[name].clear()
+    wide = parts[2]
+    assert laned.inspect(wide).score == pytest.approx(tiled.inspect(wide).score, abs=1e-6)
+    assert calls["main"] == [] and abs(sum(calls["lane0"]) - sum(calls["lane1"])) <= 1
+    assert sum(calls["lane0"]) + sum(calls["lane1"]) == tiles(wide) > 2
     single = np.full((64, 64, 3), 200, np.uint8)  # one tile: nothing to share
     assert laned.inspect(single).score == pytest.approx(tiled.inspect(single).score, abs=1e-6)
     assert calls["main"] == [1]

@@ -351,9 +351,10 @@ class Inspector:
         """*inputs* cut into contiguous near-equal shares, one per lane, the shares run at
         once (ONNX Runtime releases the GIL), the results put back in order. One session
         with two threads splits every convolution in two and meets at each of the
-        network's ~60 layers; two one-thread sessions meet once. Measured on an INT8
-        magnetic-tile model: 176-189 parts/s against 139-142 in batches of 16; but 13.8-14.6
-        against 12.8-13.1 ms for three tiles, which split 2 + 1. `lineside bench` decides."""
+        network's ~60 layers; two one-thread sessions meet once. On this project's 2-core
+        machine (benchmarks/results/latency.md, INT8 magnetic-tile model) a part of two
+        views took 8.2 ms against 9.9 ms; but three kolektorsdd tiles split 2 + 1 and one
+        two-thread session was faster (`lineside bench` times both on the station)."""
         shares = [s for s in np.array_split(np.arange(len(inputs)), min(self.lanes, len(inputs))) if s.size]
         jobs = [(self._lanes[i], [inputs[j] for j in share]) for i, share in enumerate(shares)]
         assert self._pool is not None
@@ -403,10 +404,34 @@ class Inspector:
 
     def inspect_batch(self, images: list[np.ndarray]) -> list[Verdict]:
         """Inspect several parts in one go (all their tiles together, in chunks);
-        latency_ms is the batch time per part."""
+        latency_ms is the batch time per part. With lanes, the parts are shared out
+        between them and each lane letterboxes or tiles its own: the cutting then runs
+        side by side too (OpenCV and NumPy release the GIL)."""
         if not images:
             return []
         start = time.perf_counter()
+        if self._lanes and len(images) > 1:
+            shares = [s for s in np.array_split(np.arange(len(images)), min(self.lanes, len(images))) if s.size]
+            jobs = [(self._lanes[i], [images[j] for j in share]) for i, share in enumerate(shares)]
+            assert self._pool is not None
+            futures = [self._pool.submit(self._cut_and_run, part_images, session) for session, part_images in jobs[1:]]
+            results = [self._cut_and_run(jobs[0][1], jobs[0][0])] + [f.result() for f in futures]
+        else:
+            results = [self._cut_and_run(images, None)]
+        ms = (time.perf_counter() - start) * 1000.0 / len(images)
+        verdicts = []
+        for (scores, probs, heat), spans, places in results:
+            for (a, b), place in zip(spans, places):
+                if isinstance(place, TileLayout):
+                    verdicts.append(self._pooled_verdict(scores[a:b], probs[a:b], heat[a:b], place, ms))
+                else:
+                    verdicts.append(self._verdict(float(scores[a]), probs[a], heat[a], place, ms))
+        return verdicts
+
+    def _cut_and_run(self, images: list[np.ndarray], session) -> tuple[tuple, list, list]:
+        """The network inputs of *images* (letterboxes or tiles) run on *session* (None:
+        the main session, or all lanes for one part's several inputs): (outputs, each
+        part's span of inputs, each part's letterbox or tile layout)."""
         inputs: list[np.ndarray] = []
         spans, places = [], []
         for image in images:
@@ -414,15 +439,7 @@ class Inspector:
             spans.append((len(inputs), len(inputs) + len(part_inputs)))
             inputs.extend(part_inputs)
             places.append(place)
-        scores, probs, heat = self._run_chunked(inputs)
-        ms = (time.perf_counter() - start) * 1000.0 / len(images)
-        verdicts = []
-        for (a, b), place in zip(spans, places):
-            if isinstance(place, TileLayout):
-                verdicts.append(self._pooled_verdict(scores[a:b], probs[a:b], heat[a:b], place, ms))
-            else:
-                verdicts.append(self._verdict(float(scores[a]), probs[a], heat[a], place, ms))
-        return verdicts
+        return self._run_chunked(inputs, session), spans, places
 
     def inspect_file(self, path: Path | str) -> Verdict:
         return self.inspect(read_image(path))
