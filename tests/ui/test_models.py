@@ -131,6 +131,13 @@ def test_details_say_float_or_int8_and_the_measured_speed(models_ws, project):
     text = models_ws.details.text()
     assert "INT8 version passed its gate" in text and "4.0 ms vs 6.5 ms" in text
     assert "int8, 2 thread(s), about 240 parts per second" in text
+    # A two-view station whose bench chose lanes.
+    project.set_setting("lanes", 2)
+    project.set_setting("parts_per_second", 120.0)
+    project.set_setting("bench", {"model": "v3", "views": 2})
+    models_ws.refresh()
+    models_ws.select_version("v3")
+    assert "int8, 2 lanes of 1 thread, about 120 parts of 2 views per second" in models_ws.details.text()
 
 
 def test_long_details_scroll_on_a_line_side_screen(models_ws, qtbot):
