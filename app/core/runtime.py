@@ -12,7 +12,8 @@ comes from the strongest tile and its heatmap is stitched over the whole part.
 Speed (benchmarks/results/latency.md): one session per model with all graph
 optimisations, sequential execution, intra-op threads as chosen per machine by
 `lineside bench` (project settings "precision", "threads" and "lanes": one-thread
-sessions side by side for parts of several inputs), pool threads not spinning by default. A project may run `model.int8.onnx` (static INT8, written by `lineside
+sessions side by side for parts of several inputs), pool threads not spinning by
+default. A project may run `model.int8.onnx` (static INT8, written by `lineside
 quantize` only when it passed its accuracy gate; it carries its own threshold).
 """
 
@@ -348,20 +349,25 @@ class Inspector:
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
 
     def _run_in_lanes(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """*inputs* cut into contiguous near-equal shares, one per lane, the shares run at
-        once (ONNX Runtime releases the GIL), the results put back in order. One session
-        with two threads splits every convolution in two and meets at each of the
-        network's ~60 layers; two one-thread sessions meet once. On this project's 2-core
-        machine (benchmarks/results/latency.md, INT8 magnetic-tile model) a part of two
-        views took 8.2 ms against 9.9 ms; but three kolektorsdd tiles split 2 + 1 and one
-        two-thread session was faster (`lineside bench` times both on the station)."""
-        shares = [s for s in np.array_split(np.arange(len(inputs)), min(self.lanes, len(inputs))) if s.size]
-        jobs = [(self._lanes[i], [inputs[j] for j in share]) for i, share in enumerate(shares)]
-        assert self._pool is not None
-        futures = [self._pool.submit(self._run_chunked, chunk, session) for session, chunk in jobs[1:]]
-        first = self._run_chunked(jobs[0][1], jobs[0][0])
-        results = [first] + [f.result() for f in futures]
+        """One part's several inputs (or a batch of inputs) shared out between the lanes,
+        the results put back in order."""
+        results = self._share_out(inputs, self._run_chunked)
         return tuple(np.concatenate([r[k] for r in results]) for k in range(3))  # type: ignore[return-value]
+
+    def _share_out(self, items: list, work) -> list:
+        """*items* cut into contiguous near-equal shares, one per lane, `work(share,
+        session)` run on all shares at once (ONNX Runtime, OpenCV and NumPy release the
+        GIL); the results in the shares' order. One session with two threads splits every
+        convolution in two and meets at each of the network's ~60 layers; two one-thread
+        sessions meet once. On this project's 2-core machine (benchmarks/results/latency.md,
+        INT8 magnetic-tile model) a part of two views took 7.9 ms against 10.3 ms, a batch
+        of 16 ran at 263 parts/s against 223; but three kolektorsdd tiles split 2 + 1 and
+        one two-thread session was faster (`lineside bench` times both on the station)."""
+        shares = [s for s in np.array_split(np.arange(len(items)), min(self.lanes, len(items))) if s.size]
+        jobs = [(self._lanes[i], [items[j] for j in share]) for i, share in enumerate(shares)]
+        assert self._pool is not None
+        futures = [self._pool.submit(work, share, session) for session, share in jobs[1:]]
+        return [work(jobs[0][1], jobs[0][0])] + [f.result() for f in futures]
 
     def _class_of(self, probs: np.ndarray) -> str:
         names = self.info.class_names
@@ -405,17 +411,13 @@ class Inspector:
     def inspect_batch(self, images: list[np.ndarray]) -> list[Verdict]:
         """Inspect several parts in one go (all their tiles together, in chunks);
         latency_ms is the batch time per part. With lanes, the parts are shared out
-        between them and each lane letterboxes or tiles its own: the cutting then runs
-        side by side too (OpenCV and NumPy release the GIL)."""
+        between them and each lane letterboxes or tiles its own, so the cutting runs side
+        by side too (264-280 against 246-268 parts/s when the calling thread cut them all)."""
         if not images:
             return []
         start = time.perf_counter()
         if self._lanes and len(images) > 1:
-            shares = [s for s in np.array_split(np.arange(len(images)), min(self.lanes, len(images))) if s.size]
-            jobs = [(self._lanes[i], [images[j] for j in share]) for i, share in enumerate(shares)]
-            assert self._pool is not None
-            futures = [self._pool.submit(self._cut_and_run, part_images, session) for session, part_images in jobs[1:]]
-            results = [self._cut_and_run(jobs[0][1], jobs[0][0])] + [f.result() for f in futures]
+            results = self._share_out(images, self._cut_and_run)
         else:
             results = [self._cut_and_run(images, None)]
         ms = (time.perf_counter() - start) * 1000.0 / len(images)
