@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -275,14 +276,19 @@ def test_float_and_int8_agree_on_generated_parts(quantized):
 def test_the_trained_network_quantises_and_reports_every_plan(project_dir):
     """The real (tiny, one-epoch) network through the quantiser: each plan tried is
     recorded; whatever the outcome, a written file passed and a refusal wrote nothing."""
+    messages: list[str] = []
     with Project.open(project_dir) as project:
         try:
-            result = quantize.quantize_model(project, "v1")
+            result = quantize.quantize_model(project, "v1", on_progress=messages.append)
         except quantize.QuantizeRefused as refused:
             record, written = refused.record, False
         else:
             record, written = result.record, True
     assert [t["plan"] for t in record["plans_tried"]] == [n for n, _ in quantize.PLANS][:len(record["plans_tried"])]
+    # The bias correction (a minute on a real project) reports a quarter at a time, per plan.
+    for tried in record["plans_tried"]:
+        steps = [m for m in messages if m.startswith(f"plan {tried['plan']}: biases of")]
+        assert len(steps) == 4 and re.fullmatch(r"plan \S+: biases of (\d+) of \1 convolutions corrected", steps[-1])
     assert record["recipe"]["channel_flip_folded"] is True
     assert (project_dir / "models" / "v1" / INT8_FILENAME).exists() == written == record["passed"]
 

@@ -399,11 +399,12 @@ def applicable_plans(model, wanted: tuple[str, ...] | None = None) -> list[tuple
 
 
 def quantize_file(prepared: Path, out_path: Path, inputs: list[np.ndarray], keep_float: list[str],
-                  correct: bool = True) -> dict:
+                  correct: bool = True, on_layer: Callable[[int, int], None] = lambda done, total: None) -> dict:
     """Write the QDQ INT8 version of the *prepared* float model to *out_path* (metadata
     copied), calibrated on *inputs* (uint8 S x S x 3 network inputs), *keep_float* in float,
     its convolutions' biases corrected on the same inputs unless *correct* is False
-    (`training.bias_correction`). Returns the bias correction's summary."""
+    (`training.bias_correction`; *on_layer(done, total)* after each convolution). Returns
+    the bias correction's summary."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(
@@ -412,7 +413,18 @@ def quantize_file(prepared: Path, out_path: Path, inputs: list[np.ndarray], keep
         op_types_to_quantize=list(OP_TYPES), nodes_to_exclude=list(keep_float),
         calibrate_method=CalibrationMethod.MinMax,
     )
-    return correct_biases(prepared, out_path, inputs, threads=os.cpu_count() or 1) if correct else {"layers": 0}
+    if not correct:
+        return {"layers": 0}
+    return correct_biases(prepared, out_path, inputs, threads=os.cpu_count() or 1, on_layer=on_layer)
+
+
+def _quarterly(report: Callable[[int, int], None]) -> Callable[[int, int], None]:
+    """*report* at a quarter, half, three quarters and all of the work: a minute of bias
+    correction says it is moving without a line per convolution."""
+    def on_step(done: int, total: int) -> None:
+        if any(done == -(-total * q // 4) for q in (1, 2, 3, 4)):
+            report(done, total)
+    return on_step
 
 
 def _set_metadata(path: Path, metadata: dict) -> None:
@@ -576,7 +588,9 @@ def quantize_model(project: Project, version: str, gate: Gate = Gate(),
             on_progress(f"plan {plan}: quantising with {len(calibration)} calibration inputs "
                         "and correcting its convolutions' biases on them")
             t0 = time.perf_counter()
-            corrected = quantize_file(prepared, candidate, calibration, keep_float)
+            corrected = quantize_file(prepared, candidate, calibration, keep_float,
+                                      on_layer=_quarterly(lambda done, total, plan=plan: on_progress(
+                                          f"plan {plan}: biases of {done} of {total} convolutions corrected")))
             quantise_s = time.perf_counter() - t0
             recipe = {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8",
                       "calibration_method": "minmax", "bias_correction": corrected,
