@@ -142,21 +142,14 @@ def batch_throughput(model_path: Path, images: list[np.ndarray], min_images: int
 def views_latency(model_path: Path, images: list[np.ndarray], views: int, settings: list[tuple[int, int]],
                   rounds: int = 3) -> dict[tuple[int, int], float]:
     """p50 ms per part of *views* images (one inspect_batch call, as the line judges an
-    N-view part), for each (threads, lanes) in *settings*, the settings taking turns."""
-    inspectors = {s: Inspector(model_path, threads=s[0], lanes=s[1]) for s in settings}
-    parts = [images[i:i + views] for i in range(0, len(images) - views + 1, views)]
-    times: dict[tuple[int, int], list[float]] = defaultdict(list)
-    for inspector in inspectors.values():
-        inspector.warmup()
-        inspector.inspect_batch(parts[0])
-    for r in range(rounds):
-        for i, part in enumerate(parts):
-            order = list(inspectors.items())
-            for key, inspector in (order if (i + r) % 2 == 0 else order[::-1]):
-                start = time.perf_counter()
-                inspector.inspect_batch(part)
-                times[key].append((time.perf_counter() - start) * 1000.0)
-    return {key: float(np.median(v)) for key, v in times.items()}
+    N-view part), for each (threads, lanes) in *settings*, timed the way `lineside bench`
+    times its candidates (taking turns on every part)."""
+    from app.cli.speed import Candidate, as_parts, time_candidates
+
+    candidates = {s: Candidate("", s[0], Inspector(model_path, threads=s[0], lanes=s[1]), lanes=s[1])
+                  for s in settings}
+    time_candidates(list(candidates.values()), as_parts(images, views), rounds)
+    return {key: c.ms_per_part for key, c in candidates.items()}
 
 
 def model_at_size(model_dir: Path, size: int, dest: Path) -> Path:

@@ -27,6 +27,8 @@ from typing import Callable
 
 import numpy as np
 
+from app.core.runtime import session_options
+
 INT32 = np.iinfo(np.int32)
 
 
@@ -44,13 +46,10 @@ def session_with_outputs(model, outputs: list[str], threads: int):
     """An ONNX Runtime session of *model* that also returns the tensors *outputs*. A
     quantised convolution whose output is returned is not fused with its QDQ nodes: it is
     computed in float from the dequantised input and weights, the same arithmetic the
-    integer kernel does up to its output's rounding."""
+    integer kernel does up to its output's rounding. The line's session options."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(_with_outputs(model, outputs).SerializeToString(), options,
+    return ort.InferenceSession(_with_outputs(model, outputs).SerializeToString(), session_options(threads),
                                 providers=["CPUExecutionProvider"])
 
 

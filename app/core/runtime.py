@@ -459,11 +459,11 @@ def load_inspector_for_project(
 ) -> tuple[Inspector, "ModelVersion"]:
     """The project's production model (or *version*) ready to inspect.
 
-    Precision, threads and lanes are what `lineside bench` chose for this machine (project
-    settings "precision", "threads" and "lanes"); *threads* given here wins (one lane). An INT8 choice uses
-    `model.int8.onnx` with the threshold re-chosen for it at quantisation; when that file
-    is missing or was made from another model.onnx, the float model is used and a
-    warning logged.
+    Precision, threads and lanes are what `lineside bench` chose for this machine
+    (project settings "precision", "threads" and "lanes"); *threads* given here wins,
+    with one lane. An INT8 choice uses `model.int8.onnx` with the threshold re-chosen for
+    it at quantisation; when that file is missing or was made from another model.onnx,
+    the float model is used and a warning logged.
     """
     if version is None:
         model = project.production_model()
