@@ -125,18 +125,3 @@ def test_the_parts_that_place_the_threshold_are_named_highest_first():
     assert text.startswith("Highest-scoring held-out OK parts: b.png (0.770), d.png (0.500), a.png (0.200).")
     assert highest_ok_text([]) is None
 
-
-
-def test_placed_on_names_the_one_ok_score_the_threshold_sits_above():
-    from app.core.operating_point import placed_on
-
-    rng = np.random.default_rng(5)
-    ok = rng.uniform(0.0, 0.6, 300)
-    threshold, k = choose_threshold(ok, 0.01)
-    placed = placed_on(ok, threshold)
-    assert placed.sum() == 1 and ok[placed][0] == np.sort(ok)[::-1][k]
-    # A threshold set elsewhere (by hand, or on other parts' scores) was placed on none.
-    assert not placed_on(ok, 0.35).any()
-    # Many parts on one saturated score are where parts fall: none is left out.
-    tied = np.full(50, 0.1192)
-    assert not placed_on(tied, choose_threshold(tied, 0.01)[0]).any()

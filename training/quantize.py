@@ -33,12 +33,11 @@ defect, as its trainer holds them out):
 - the INT8 threshold is the float threshold moved by the median change INT8 made to the
   scores of the judged parts nearest it (in logits), so the INT8 model keeps the float model's operating
   point. Not re-chosen from the INT8 scores with the trainer's rule: that rule puts the
-  threshold just above one held-out OK score, and that part's INT8 error moves it. On kolektorsdd one part moved from logit -3.1 to -1.1 and the re-chosen threshold
+  threshold in the gap above the highest OK scores, and one OK part's INT8 error moves
+  it. On kolektorsdd one part moved from logit -3.1 to -1.1 and the re-chosen threshold
   by 3 logits, which the held-out parts did not see (they all agreed) and 3.6 % of the
   test parts did;
-- PASS/FAIL verdicts, each model at its own threshold, agree on >= 99.5 % of the parts
-  (less the held-out OK part the threshold was placed on: it sits just below it by
-  construction, so its verdict flips with any change however rarely parts fall there),
+- PASS/FAIL verdicts, each model at its own threshold, agree on >= 99.5 % of the parts,
   and also on >= 99.5 % of the training parts: agreement between two versions of one
   network is numerical fidelity and needs no held-out data, while a validation split of
   a few dozen parts cannot resolve 99.5 % at all (10 parts that all agree are consistent
@@ -71,7 +70,7 @@ import numpy as np
 from app.core.atomic import atomic_path, write_text
 from app.core.errors import LinesideError, NotEnoughDataError
 from app.core.evaluation import auroc
-from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, _logit, _sigmoid, operating_point, placed_on
+from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, _logit, _sigmoid, operating_point
 from app.core.project import Project
 from app.core.records import OK, ModelVersion
 from app.core.runtime import INT8, INT8_FILENAME, METADATA_KEY, Inspector, file_sha256
@@ -499,13 +498,6 @@ def gate_figures(float_scores: np.ndarray, int8_scores: np.ndarray, defect: np.n
     if not defect.any() or defect.all():
         raise NotEnoughDataError("The INT8 gate needs OK and defective parts in the validation split: "
                                  "label a few more of each.")
-    # The held-out OK part the threshold was placed on sits just below it by construction
-    # (app.core.operating_point.placed_on): its verdict flips with any change, however
-    # rarely new parts fall that close. Left out of the held-out figures; the training
-    # parts never placed it.
-    placed = placed_on(float_scores, float_threshold) & ~defect
-    if placed.any():
-        float_scores, int8_scores, defect = float_scores[~placed], int8_scores[~placed], defect[~placed]
     every_float, every_int8 = float_scores, int8_scores
     if train_scores is not None and len(train_scores[0]):
         every_float = np.concatenate([float_scores, train_scores[0]])
@@ -529,7 +521,6 @@ def gate_figures(float_scores: np.ndarray, int8_scores: np.ndarray, defect: np.n
         "n_train_parts": 0 if train_agree is None else int(train_agree.size),
         "passed": not failures, "failures": failures, "gate": asdict(gate),
         "n_parts": int(defect.size), "n_ok": int((~defect).sum()), "n_defect": int(defect.sum()),
-        "threshold_parts_left_out": int(placed.sum()),
         "agreement": float(agree.mean()), "disagreements": int((~agree).sum()),
         "expected_disagreement": expected,
         "auroc_float": float(a_float), "auroc_int8": float(a_int8), "auroc_drop": float(a_float - a_int8),

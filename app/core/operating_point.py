@@ -119,23 +119,6 @@ def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET) -> 
     return threshold, int(np.sum(ok >= threshold))
 
 
-def placed_on(scores, threshold: float) -> np.ndarray:
-    """Mask of the scores *threshold* was placed on by `choose_threshold`: just below it,
-    within its margin. Such a part sits at the threshold because the rule put it there,
-    not because parts fall there: a check of how often verdicts flip near the threshold
-    (the INT8 gate) leaves it out."""
-    s = np.asarray(scores, np.float64)
-    below = s < threshold
-    if not below.any():
-        return np.zeros(s.shape, bool)
-    top = s[below].max()  # the rule places it above one score
-    near = ((_logit(threshold) - _logit(top)) <= 2 * LOGIT_MARGIN
-            or (threshold - top) <= (FLOAT32_STEPS + 1) * float(np.spacing(np.float32(threshold))))
-    # Several parts on exactly that score are a place where parts do fall (a saturated
-    # model scores many alike), not the rule's doing: none is left out then.
-    return (s == top) if near and np.sum(s == top) == 1 else np.zeros(s.shape, bool)
-
-
 @dataclass
 class OperatingPoint:
     threshold: float
