@@ -36,30 +36,26 @@ def test_a_single_top_score_gets_a_margin_above_it():
     assert k == 0 and threshold > 0.9 + 1e-6
 
 
-def test_the_threshold_spends_the_target_however_wide_the_gap_above():
-    # One unusual OK part far above the rest (k = 0 at 109 parts): the threshold sits just
-    # above it, not up the wide gap, where defects scored between would pass.
+def test_a_held_out_defect_in_the_gap_pulls_the_threshold_down_to_catch_it():
+    # One unusual OK part far above the rest: the threshold must stay above it (k = 0 at
+    # 109 parts), but not by half of that wide top gap when a defect lies in between.
     ok = np.concatenate([np.linspace(0.01, 0.04, 108), [0.77]])
-    threshold, k = choose_threshold(ok, 0.01)
-    assert k == 0 and 0.77 < threshold < 0.7702
-    # With k > 0: just above the (k+1)-th highest, the k highest at or above it.
+    alone, k = choose_threshold(ok, 0.01)
+    assert k == 0 and alone > 0.96  # half the gap from 0.04 to 0.77, above 0.77
+    threshold, k = choose_threshold(ok, 0.01, defect_scores=[0.2, 0.93, 0.99])
+    assert k == 0 and 0.77 < threshold < 0.93  # halfway between the OK part and the defect
+    z = np.log(threshold / (1 - threshold))
+    assert z == pytest.approx(0.5 * (np.log(0.77 / 0.23) + np.log(0.93 / 0.07)))
+    # With k > 0 a defect between the (k+1)-th and k-th OK scores moves it the same way;
+    # the count of held-out OK parts above, and so the promise, stays.
     ok = np.linspace(0.0, 0.5, 300)
-    threshold, k = choose_threshold(ok, 0.01)
-    assert k == 2 and ok[-3] < threshold < ok[-3] + 0.001 < ok[-2]
-
-
-def test_scores_crowded_near_1_keep_a_margin_of_float32_steps():
-    # A good-only model's scores: 1e-3 in logit is less than one float32 step up here.
-    ok = np.float32([0.2, 0.5, 0.9999997])
-    threshold, k = choose_threshold(ok, 0.01)
-    assert k == 0 and threshold >= float(ok[-1]) + 3 * float(np.spacing(np.float32(ok[-1])))
-    assert threshold < 1.0 or ok[-1] == 1.0
-
-
-def test_ok_scores_closer_than_the_margin_pass_together():
-    ok = np.concatenate([np.linspace(0.0, 0.4, 297), [0.5, 0.5000001, 0.9]])
-    threshold, k = choose_threshold(ok, 0.01)  # two may fail, but the 2nd and 3rd tie
-    assert k == 1 and np.sum(ok >= threshold) == 1
+    plain, k = choose_threshold(ok, 0.01)
+    pulled, k2 = choose_threshold(ok, 0.01, defect_scores=[ok[-3] + 0.0006])
+    assert k == k2 == 2 and ok[-3] < pulled < ok[-3] + 0.0006 < plain
+    assert np.sum(ok >= pulled) == np.sum(ok >= plain) == 2
+    # Defects below the OK part that must pass, or far above, change nothing.
+    assert choose_threshold(ok, 0.01, defect_scores=[0.1, 0.99])[0] == plain
+    assert choose_threshold(ok, 0.01, defect_scores=[float("nan")])[0] == plain  # an invalid score places nothing
 
 
 def test_delivered_false_reject_on_new_parts_falls_in_the_interval_most_of_the_time():

@@ -12,13 +12,14 @@ is known in advance:
   within the target, and report the Beta interval as the false-reject interval.
 - The catch rate is counted on held-out defective parts (Clopper-Pearson interval).
 
-The threshold sits just above the (k+1)-th highest OK score, by a margin no float
-difference between runtimes or CPUs can cross (1e-3 in logit; a part scored 3e-8 higher
-by another build must not flip from PASS to FAIL), not higher up the gap to the next
-score. Only there is the promise exact: a new OK part fails with probability
-(k+1)/(n+1) on average, the rate that is reported. Higher up the gap the line would get
-fewer false rejects than it asked for and miss the defects that score in between, and
-the target is what the engineer chose to spend on catching them (docs/adr/0006).
+Any threshold above the (k+1)-th highest OK score keeps that promise; where in the gap
+it sits decides the margin on either side. It sits halfway (in logit space) between the
+highest OK score that must pass and the next held-out score above it, OK or defective:
+a held-out defect scored in the gap pulls the threshold down towards it, so parts like
+it are caught at the same promised false-reject rate. With nothing above (k = 0 and
+no defect scored above every OK part) it sits above the top OK score by half the gap
+to the second. Never one float step above a score: a part scored 3e-8 higher by
+another runtime or CPU must not flip from PASS to FAIL.
 """
 
 from __future__ import annotations
@@ -31,11 +32,9 @@ import numpy as np
 from app.core.errors import NotEnoughDataError
 
 DEFAULT_FALSE_REJECT_TARGET = 0.01
-# Above the highest OK score that must pass by this much: far above any float difference
-# between PyTorch, ONNX Runtime builds and CPUs (about 1e-6 in logit), far below the
-# spread of OK scores.
-LOGIT_MARGIN = 1e-3
-FLOAT32_STEPS = 4  # ... and at least this many float32 steps (scores leave the model as float32)
+# Half the logit gap to the next score, but at least this: far above any float
+# difference between PyTorch, ONNX Runtime builds and CPUs (about 1e-6 in logit).
+MIN_LOGIT_MARGIN = 1e-3
 _CLIP = 1e-7
 
 
@@ -100,23 +99,31 @@ def highest_ok_text(parts: list[dict]) -> str | None:
             "in fact defective, relabel it and retrain.")
 
 
-def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET) -> tuple[float, int]:
-    """(threshold, k): k held-out OK parts score at or above the returned threshold, which
-    sits `LOGIT_MARGIN` above the highest OK score that must pass."""
+def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET,
+                     defect_scores=()) -> tuple[float, int]:
+    """(threshold, k): k held-out OK parts score at or above the returned threshold.
+
+    *defect_scores* (held-out defective parts) only place the threshold within the gap
+    the OK scores allow (see the module text); they never change k or the promise.
+    """
     ok = np.sort(np.asarray(ok_scores, np.float64).ravel())[::-1]
     if ok.size == 0:
         raise NotEnoughDataError("No held-out OK parts to set a threshold from: label more OK parts.")
     if not np.all(np.isfinite(ok)):
         raise NotEnoughDataError("The model gave invalid (NaN) scores on held-out OK parts; retrain.")
     k = min(allowed_rejects(ok.size, target), ok.size - 1)
-    below = _logit(ok[k : k + 1])[0]  # the highest score that must PASS
-    # Near 1 (a good-only model's scores crowd there) float32 scores are 6e-8 apart, which
-    # is more than 1e-3 in logit: the margin is then a few of those steps.
-    top = float(ok[k])
-    threshold = min(1.0, max(_sigmoid(below + LOGIT_MARGIN), top + FLOAT32_STEPS * float(np.spacing(np.float32(top)))))
-    # Counted, not assumed: an OK score within the margin above the one that must pass
-    # passes with it (fewer rejected than allowed, never more).
-    return threshold, int(np.sum(ok >= threshold))
+    logits = _logit(ok)
+    below = logits[k]  # the highest score that must PASS
+    above = [logits[k - 1]] if k > 0 else []  # the lowest OK score that may FAIL
+    bad = _logit(np.asarray(defect_scores, np.float64).ravel())
+    above += list(bad[np.isfinite(bad) & (bad > below)])
+    if above:
+        gap = min(above) - below
+    elif ok.size > 1:
+        gap = below - logits[1]  # nothing above: extrapolate by the top gap
+    else:
+        gap = 0.0
+    return _sigmoid(below + max(MIN_LOGIT_MARGIN, 0.5 * gap)), k
 
 
 @dataclass
@@ -157,7 +164,7 @@ def operating_point(ok_scores, defect_scores, target: float = DEFAULT_FALSE_REJE
     ok = np.asarray(ok_scores, np.float64).ravel()
     bad = np.asarray(defect_scores, np.float64).ravel()
     if threshold is None:
-        threshold, k = choose_threshold(ok, target)
+        threshold, k = choose_threshold(ok, target, bad)
     else:
         k = int(np.sum(ok >= threshold))
     forecast = threshold_false_reject_interval(ok.size, k, confidence)
