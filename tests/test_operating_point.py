@@ -36,6 +36,15 @@ def test_a_single_top_score_gets_a_margin_above_it():
     assert k == 0 and threshold > 0.9 + 1e-6
 
 
+def test_scores_crowded_near_1_keep_a_margin_of_float32_steps():
+    # A good-only model's top OK scores can tie near 1, where 1e-3 in logit is less than
+    # one float32 step: a score one step higher in another runtime must still pass.
+    ok = np.float32([0.2, 0.5, 0.9999997, 0.9999997])
+    threshold, k = choose_threshold(ok, 0.01)
+    assert k == 0 and threshold >= float(ok[-1]) + 3 * float(np.spacing(np.float32(ok[-1])))
+    assert np.float32(ok[-1] + np.spacing(np.float32(ok[-1]))) < threshold
+
+
 def test_a_held_out_defect_in_the_gap_pulls_the_threshold_down_to_catch_it():
     # One unusual OK part far above the rest: the threshold must stay above it (k = 0 at
     # 109 parts), but not by half of that wide top gap when a defect lies in between.

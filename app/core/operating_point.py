@@ -35,6 +35,7 @@ DEFAULT_FALSE_REJECT_TARGET = 0.01
 # Half the logit gap to the next score, but at least this: far above any float
 # difference between PyTorch, ONNX Runtime builds and CPUs (about 1e-6 in logit).
 MIN_LOGIT_MARGIN = 1e-3
+FLOAT32_STEPS = 4  # ... and at least this many float32 steps (scores leave the model as float32)
 _CLIP = 1e-7
 
 
@@ -123,7 +124,12 @@ def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET,
         gap = below - logits[1]  # nothing above: extrapolate by the top gap
     else:
         gap = 0.0
-    return _sigmoid(below + max(MIN_LOGIT_MARGIN, 0.5 * gap)), k
+    threshold = _sigmoid(below + max(MIN_LOGIT_MARGIN, 0.5 * gap))
+    # Near 1 (a good-only model's scores crowd there) float32 scores are 6e-8 apart, more
+    # than a small logit margin: then at least a few of those steps above the score.
+    top = float(ok[k])
+    threshold = min(1.0, max(threshold, top + FLOAT32_STEPS * float(np.spacing(np.float32(top)))))
+    return threshold, int(np.sum(ok >= threshold))
 
 
 @dataclass
