@@ -327,9 +327,12 @@ def test_lanes_share_out_parts_and_tiles_and_give_the_same_verdicts(tiled, monke
     # Parts 0-2 to the first lane, 3-4 to the second, all their tiles with them.
     assert calls["main"] == [] and sum(calls["lane0"]) == sum(tiles(p) for p in parts[:3])
     assert sum(calls["lane1"]) == sum(tiles(p) for p in parts[3:])
+    # A one-thread lane runs its inputs one at a time (runtime.LANE_RUN_INPUTS).
+    assert set(calls["lane0"]) == set(calls["lane1"]) == {1}
+    # Runs of another size take other kernels: float32 round-off apart, not more.
     for one, two in zip(expected, got):
-        assert two.score == pytest.approx(one.score, abs=1e-6) and two.label == one.label
-        assert np.allclose(two.heatmap_on_image(), one.heatmap_on_image(), atol=1e-6)
+        assert two.score == pytest.approx(one.score, abs=1e-5) and two.label == one.label
+        assert np.allclose(two.heatmap_on_image(), one.heatmap_on_image(), atol=1e-5)
     # One part of several tiles: its tiles are shared out evenly.
     for name in calls:
         calls[name].clear()
