@@ -10,10 +10,16 @@ from benchmarks import tile_data
 from benchmarks.machine import machine_lines
 
 # The targets the product set itself (test split, 2-core CPU, default settings).
+# kolektorsdd's catch target was set as a count, 17 of the 18 defective test images: at
+# most one miss. One of the 18 is a byte-for-byte copy of a training image and is left out
+# of every test figure, so the count is judged on the 17 distinct ones ("max_misses"); the
+# share 17/18 is shown beside it.
 TARGETS = {
     "magnetic-tile": {"supervised": {"auroc": 0.995, "catch": 0.97, "fr": 0.015, "pixel": 0.95, "train_s": 120},
                       "good-only": {"auroc": 0.98, "catch": 0.85, "fr": 0.015, "pixel": 0.90, "train_s": 60}},
-    "kolektorsdd": {"supervised": {"auroc": 0.99, "catch": 17 / 18, "fr": 0.015, "pixel": 0.95, "train_s": 180},
+    "kolektorsdd": {"supervised": {"auroc": 0.99, "catch": 17 / 18, "fr": 0.015, "pixel": 0.95, "train_s": 180,
+                                   "max_misses": 1, "as_set": "17 of 18 test defects; one of the 18 is a copy "
+                                                              "of a training image, left out"},
                     "good-only": {"auroc": 0.95, "catch": None, "fr": None, "pixel": 0.90, "train_s": 60}},
 }
 
@@ -45,6 +51,19 @@ def _met(value, target, higher=True) -> str:
         return "report"
     ok = value >= target if higher else value <= target
     return "yes" if ok else "**no**"
+
+
+def _catch_row(mode: str, t: dict, target: dict) -> list[str]:
+    """The catch target's row: a share, or (where the target was set as a count) the misses
+    with the share beside them."""
+    if target.get("max_misses") is None:
+        return [f"{mode}: catch at stored threshold >= {pct(target['catch']) if target['catch'] else 'report'}",
+                pct(t["catch_rate"]), _met(t["catch_rate"], target["catch"])]
+    misses = t["n_defect"] - t["caught"]
+    share = "yes" if t["catch_rate"] >= target["catch"] else "no"
+    return [f"{mode}: defects missed at stored threshold <= {target['max_misses']} (set as {target['as_set']})",
+            f"{misses} of {t['n_defect']} ({pct(t['catch_rate'])} caught)",
+            f"{_met(-misses, -target['max_misses'])} (as a share, >= {pct(target['catch'])}: {share})"]
 
 
 def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, load_at_start, curve_png,
@@ -110,8 +129,7 @@ def render(*, dataset, citation, runs, baseline, curve, items, import_s, quick, 
             continue
         t = r.test
         rows += [[f"{r.mode}: AUROC >= {target['auroc']}", num(t["auroc"]), _met(t["auroc"], target["auroc"])],
-                 [f"{r.mode}: catch at stored threshold >= {pct(target['catch']) if target['catch'] else 'report'}",
-                  pct(t["catch_rate"]), _met(t["catch_rate"], target["catch"])],
+                 _catch_row(r.mode, t, target),
                  [f"{r.mode}: false reject at stored threshold <= {pct(target['fr']) if target['fr'] else 'report'}",
                   pct(t["false_reject_rate"]), _met(t["false_reject_rate"], target["fr"], higher=False)],
                  [f"{r.mode}: pixel AUROC >= {target['pixel']}", num(t["pixel_auroc"]),

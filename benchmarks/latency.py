@@ -120,6 +120,83 @@ def single_image_latency(model_dir: Path, images: list[np.ndarray], onnx_path: P
     return LatencyResult(len(images), ort_ms, torch_ms, diff)
 
 
+YARDSTICK_FILED_MS = 5.0  # the plain network's session time when the targets were set ("under 5 ms")
+
+
+def yardstick_onnx(size: int = 224) -> bytes:
+    """The targets' yardstick: the plain ImageNet EfficientNet-Lite0 classifier (float input,
+    no preprocessing, no heatmap) as one ONNX graph."""
+    import io
+
+    import torch
+
+    from training.network import load_pretrained_backbone
+
+    class Classifier(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            x = self.net.stem(x)
+            for block in self.net._blocks:
+                x = block(x)
+            return self.net._fc(self.net.head(x).mean((2, 3)))
+
+    import warnings
+
+    from training.export import OPSET
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice (training/export.py)
+        torch.onnx.export(Classifier(load_pretrained_backbone().eval()), torch.zeros(1, 3, size, size), buffer,
+                          input_names=["x"], dynamo=False, opset_version=OPSET)
+    return buffer.getvalue()
+
+
+def yardstick_latency(line_models: dict[str, Path], images: list[np.ndarray], rounds: int = 3) -> dict[str, dict]:
+    """p50 and min ms per part of the yardstick's bare session and of each line model's
+    Inspector (decoded image to verdict + heatmap on the image), all on one thread, taking
+    turns part by part: the machine's speed at this moment divides out of the ratios."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    bare = ort.InferenceSession(yardstick_onnx(), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    inspectors = {name: Inspector(path, threads=1) for name, path in line_models.items()}
+    times: dict[str, list[float]] = {"yardstick": [], **{name: [] for name in inspectors}}
+    sequence = [images[i % len(images)] for i in range(WARMUP)] + list(images) * rounds
+    for i, image in enumerate(sequence):
+        start = time.perf_counter()
+        bare.run(None, {"x": x})
+        stamps = [("yardstick", time.perf_counter() - start)]
+        for name, inspector in inspectors.items():
+            start = time.perf_counter()
+            inspector.inspect(image).heatmap_on_image()
+            stamps.append((name, time.perf_counter() - start))
+        if i >= WARMUP:
+            for name, seconds in stamps:
+                times[name].append(seconds * 1000.0)
+    return {name: {"p50": float(np.median(ms)), "min": float(np.min(ms))} for name, ms in times.items()}
+
+
+def yardstick_lines(yard: dict[str, dict]) -> list[str]:
+    base = yard["yardstick"]["p50"]
+    rows = [[name, f"{r['p50']:.2f}", f"{r['min']:.2f}", "1.00" if name == "yardstick" else f"{r['p50'] / base:.2f}",
+             f"{YARDSTICK_FILED_MS * r['p50'] / base:.2f}"] for name, r in yard.items()]
+    return [*_md(["Configuration (1 thread)", "p50 ms", "min ms", "x yardstick", f"at a {YARDSTICK_FILED_MS:.0f}-ms yardstick"],
+                 rows), "",
+            "The yardstick is the plain ImageNet EfficientNet-Lite0 classifier at 224 px, a bare float session "
+            "(no letterbox, no heatmap): the network the line-speed targets were measured against when they were "
+            f"set, when it ran in under {YARDSTICK_FILED_MS:.0f} ms on this machine. Each magnetic-tile row is the "
+            "whole line path (decoded image to verdict + heatmap on the image); all take turns part by part. The "
+            "last column scales a row to a machine on which the yardstick takes 5 ms: an estimate of what the "
+            "targets' machine would measure, not a measurement."]
+
+
 def batch_throughput(model_path: Path, images: list[np.ndarray], min_images: int = 256,
                      threads: int | None = None, spinning: bool | None = None, lanes: int = 1) -> dict:
     """Parts per second through Inspector.inspect_batch at batch 16 on all cores (or in
@@ -505,6 +582,13 @@ def main(argv: list[str] | None = None) -> int:
         profiles.append(profile)
         print(f"  {name}: p50 {profile.total_p50():.2f} ms ({profile.inputs_per_part:.1f} inputs/part)", flush=True)
 
+    print("[3b] the yardstick: a plain EfficientNet-Lite0 at 224 px, taking turns with the line's models", flush=True)
+    yard = yardstick_latency({"magnetic-tile 288 px, float": mt.onnx_path,
+                              f"magnetic-tile 288 px, INT8 ({int8_files['magnetic-tile'][1]})":
+                                  int8_files["magnetic-tile"][0]},
+                             [decode_image(e) for e in mt_enc], rounds=1 if args.quick else 2)
+    print("  " + ", ".join(f"{k}: {v['p50']:.2f} ms" for k, v in yard.items()), flush=True)
+
     print("[4] session options at 288 px", flush=True)
     first = read_image(mt_items[0].path)
     mt_input = np.stack(Inspector(mt.onnx_path).model_inputs(first))
@@ -537,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     text = render_report(profiles, variants_float, variants_int8, eager_float, eager_int8, throughput, views, gates,
-                         accuracy, int8_files, mt, ko, machine_lines("benchmarks/latency.py", ("onnxruntime", "torch", "cv2", "numpy"), load_at_start), args.quick)
+                         accuracy, int8_files, mt, ko, yard, machine_lines("benchmarks/latency.py", ("onnxruntime", "torch", "cv2", "numpy"), load_at_start), args.quick)
     out = write_table(args.out, text)
     print(text)
     print(f"wrote {out}")
@@ -545,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render_report(profiles, variants_float, variants_int8, eager_float, eager_int8, throughput, views, gates, accuracy,
-                  int8_files, mt, ko, machine, quick) -> str:
+                  int8_files, mt, ko, yard, machine, quick) -> str:
     by_name = {p.name: p for p in profiles}
     mt_float = next(p for n, p in by_name.items() if n.startswith("magnetic-tile 288 px, float"))
     mt_int8 = next(p for n, p in by_name.items() if n.startswith("magnetic-tile 288 px, INT8"))
@@ -595,6 +679,7 @@ def render_report(profiles, variants_float, variants_int8, eager_float, eager_in
                      "averages above: several times the 2 cores); ratios are measured in one process, the "
                      "configurations taking turns. The 'min' column of the stage table is the fastest part of "
                      "each configuration: the closest this run gets to an idle machine."]),
+        ("The machine's speed: the targets' yardstick in the same process", yardstick_lines(yard)),
         ("Where one part's time goes (1 thread, ms per part, p50 per stage)", [
             *stage_table(profiles), "",
             "Decode is reported but not counted in the line latency (the camera or hot folder decodes once "

@@ -597,3 +597,28 @@ def test_the_profile_table_writer(tmp_path):
     assert written.startswith("# Latency") and "## Stages" in written and "## Node types" in written
     assert "fixture, float, 1 thread" in written and "| ReduceMean |" in written
     assert "session run" in written and "heatmap on image" in written
+
+
+def test_the_yardstick_is_the_plain_pretrained_classifier_and_rows_are_scaled_by_it(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from training.network import load_pretrained_backbone
+
+    x = np.random.default_rng(3).random((1, 3, 224, 224), dtype=np.float32)
+    net = load_pretrained_backbone().eval()
+    with torch.no_grad():
+        h = net.stem(torch.from_numpy(x))
+        for block in net._blocks:
+            h = block(h)
+        expected = net._fc(net.head(h).mean((2, 3))).numpy()
+    session = ort.InferenceSession(latency.yardstick_onnx(), providers=["CPUExecutionProvider"])
+    assert np.allclose(session.run(None, {"x": x})[0], expected, atol=1e-3)
+
+    yard = latency.yardstick_latency({"fixture": write_model(tmp_path / "m.onnx")}, generated_parts(2), rounds=1)
+    assert set(yard) == {"yardstick", "fixture"}
+    assert all(r["p50"] >= r["min"] > 0 for r in yard.values())
+    ratio = yard["fixture"]["p50"] / yard["yardstick"]["p50"]
+    text = "\n".join(latency.yardstick_lines(yard))
+    assert f"| {ratio:.2f} | {latency.YARDSTICK_FILED_MS * ratio:.2f} |" in text
+    assert "| yardstick |" in text and "not a measurement" in text
