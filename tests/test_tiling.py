@@ -1,10 +1,13 @@
 """Tiled inspection: the tile plan rule, the tile/stitch geometry, tiled training samples
-and the runtime pooling tiles into one verdict. Generated images only, tiny ONNX models."""
+and the runtime pooling tiles into one verdict. Generated images and tiny ONNX models (one
+test also reads kolektorsdd's parts where the dataset is present)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -469,3 +472,73 @@ def test_an_explicit_input_size_is_the_tile_and_tiling_is_judged_against_it():
     assert choose_tile_plan([(96, 96)], [15.0], 96 - 2 * TILE_MARGIN, whole_size=96) is None
     # Judged against a 64-px letterbox instead, native 96-px tiles would be a 1.5x gain.
     assert choose_tile_plan([(96, 96)], [15.0], 96 - 2 * TILE_MARGIN) == TilePlan(96, 1.0, 0.125, TILE_MARGIN)
+
+
+# -- grey parts are cut on their one channel ----------------------------------------------
+
+def _grey_bgr(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    grey = rng.integers(0, 256, shape, dtype=np.uint8)
+    grey = cv2.GaussianBlur(grey, (0, 0), 2.0)  # texture, not noise: resampling differs more
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def _cut_both_ways(cut, image: np.ndarray):
+    from app.core.preprocess import as_bgr, grey_channel
+
+    grey = grey_channel(image)
+    assert grey is not None and grey.ndim == 2
+    return cut(image), [as_bgr(t) for t in cut(grey)]
+
+
+@pytest.mark.parametrize("scale", [0.31, 0.576, 1.0, 1.7])
+def test_a_grey_parts_tiles_cut_from_its_channel_are_the_same_bytes(scale):
+    rng = np.random.default_rng(int(scale * 100))
+    plan = TilePlan(64, scale, 0.125, 8)
+    for shape in [(157, 61), (300, 90), (41, 233)]:
+        three, one = _cut_both_ways(lambda im: plan.tiles(im)[0], _grey_bgr(rng, shape))
+        assert len(three) == len(one) and all(np.array_equal(a, b) for a, b in zip(three, one))
+
+
+@pytest.mark.parametrize("shape", [(373, 248), (180, 90), (50, 70), (288, 288)])
+def test_a_grey_parts_letterbox_cut_from_its_channel_is_the_same_bytes(shape):
+    from app.core.preprocess import letterbox
+
+    three, one = _cut_both_ways(lambda im: [letterbox(im, 96)[0]], _grey_bgr(np.random.default_rng(1), shape))
+    assert np.array_equal(three[0], one[0])
+
+
+def test_colour_and_odd_parts_are_not_taken_for_grey():
+    from app.core.preprocess import grey_channel
+
+    part = _grey_bgr(np.random.default_rng(2), (120, 80))
+    channel = part[..., 0]
+    assert np.array_equal(grey_channel(part), channel) and grey_channel(channel) is channel
+    for y, x, c in [(0, 0, 1), (119, 79, 2), (61, 33, 0)]:  # one pixel off, rows the probe skips too
+        coloured = part.copy()
+        coloured[y, x, c] ^= 1
+        assert grey_channel(coloured) is None
+    assert grey_channel(part.astype(np.uint16)) is None
+    assert grey_channel(np.dstack([part, part[..., :1]])) is None
+
+
+def test_the_inspector_gives_a_grey_part_the_verdict_of_its_bgr_copy(tiled):
+    part = _grey_bgr(np.random.default_rng(4), (70, 300))
+    part[30:40, 200:210] = 255
+    as_bgr, as_grey = tiled.inspect(part), tiled.inspect(part[..., 0].copy())
+    assert as_bgr.score == as_grey.score and np.array_equal(as_bgr.heatmap_on_image(), as_grey.heatmap_on_image())
+    assert all(np.array_equal(a, b) for a, b in zip(tiled.model_inputs(part), tiled.model_inputs(part[..., 0])))
+
+
+KOLEKTOR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "kolektorsdd"
+
+
+@pytest.mark.skipif(not KOLEKTOR.is_dir(), reason="the kolektorsdd dataset is not present")
+def test_real_grey_parts_cut_from_their_channel_are_the_same_bytes():
+    from app.core.imageio import read_image
+
+    plan = TilePlan(320, 0.576, 0.125, 16)
+    files = sorted((KOLEKTOR / "images").rglob("*.jpg"))[:12]
+    assert files
+    for path in files:
+        three, one = _cut_both_ways(lambda im: plan.tiles(im)[0], read_image(path))
+        assert all(np.array_equal(a, b) for a, b in zip(three, one))

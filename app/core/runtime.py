@@ -38,6 +38,8 @@ from app.core.preprocess import (
     Letterbox,
     TileLayout,
     TilePlan,
+    as_bgr,
+    grey_channel,
     letterbox,
     stitch_grid,
     stitch_scaled,
@@ -411,12 +413,15 @@ class Inspector:
         return self._model_inputs(image)[0]
 
     def _model_inputs(self, image: np.ndarray) -> tuple[list[np.ndarray], Letterbox | TileLayout]:
-        """The model inputs for one part: its tiles, or its single letterbox."""
-        image = to_bgr8(image)
+        """The model inputs for one part: its tiles, or its single letterbox. A grey part
+        is cut on its one channel (`grey_channel`: the same inputs, a third of the work)."""
+        grey = grey_channel(image)
+        source = grey if grey is not None else to_bgr8(image)
         if self.info.tiling is not None:
-            return self.info.tiling.tiles(image)
-        square, box = letterbox(image, self.info.input_size)
-        return [square], box
+            tiles, layout = self.info.tiling.tiles(source)
+            return [as_bgr(t) for t in tiles], layout
+        square, box = letterbox(source, self.info.input_size)
+        return [as_bgr(square)], box
 
     def inspect_batch(self, images: list[np.ndarray]) -> list[Verdict]:
         """Inspect several parts in one go (all their tiles together, in chunks);
