@@ -372,8 +372,8 @@ class Inspector:
         GIL); the results in the shares' order. One session with two threads splits every
         convolution in two and meets at each of the network's ~60 layers; two one-thread
         sessions meet once. On this project's 2-core machine (benchmarks/results/latency.md,
-        INT8 magnetic-tile model) a part of two views took 8.5 ms against 11.1 ms, a batch
-        of 16 ran at 263 parts/s against 203; but three kolektorsdd tiles split 2 + 1 and
+        INT8 magnetic-tile model) a part of two views took 6.8 ms against 8.7 ms, a batch
+        of 16 ran at 290 parts/s against 223; but three kolektorsdd tiles split 2 + 1 and
         one two-thread session was faster (`lineside bench` times both on the station)."""
         shares = [s for s in np.array_split(np.arange(len(items)), min(self.lanes, len(items))) if s.size]
         jobs = [(self._lanes[i], [items[j] for j in share]) for i, share in enumerate(shares)]
