@@ -14,14 +14,16 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from app.core.errors import ModelFileError
-from app.core.imageio import encode_png
+from app.core.imageio import encode_png, read_image, to_bgr8
 from app.core.preprocess import (
     PAD_VALUE,
     TilePlan,
     TILE_MARGIN,
     choose_tile_plan,
     defect_extent,
+    grey_channel,
     heatmap_to_image,
+    letterbox,
     stitch,
     stitch_grid,
 )
@@ -483,11 +485,9 @@ def _grey_bgr(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _cut_both_ways(cut, image: np.ndarray):
-    from app.core.preprocess import as_bgr, grey_channel
-
     grey = grey_channel(image)
     assert grey is not None and grey.ndim == 2
-    return cut(image), [as_bgr(t) for t in cut(grey)]
+    return cut(image), [to_bgr8(t) for t in cut(grey)]
 
 
 @pytest.mark.parametrize("scale", [0.31, 0.576, 1.0, 1.7])
@@ -501,15 +501,11 @@ def test_a_grey_parts_tiles_cut_from_its_channel_are_the_same_bytes(scale):
 
 @pytest.mark.parametrize("shape", [(373, 248), (180, 90), (50, 70), (288, 288)])
 def test_a_grey_parts_letterbox_cut_from_its_channel_is_the_same_bytes(shape):
-    from app.core.preprocess import letterbox
-
     three, one = _cut_both_ways(lambda im: [letterbox(im, 96)[0]], _grey_bgr(np.random.default_rng(1), shape))
     assert np.array_equal(three[0], one[0])
 
 
 def test_colour_and_odd_parts_are_not_taken_for_grey():
-    from app.core.preprocess import grey_channel
-
     part = _grey_bgr(np.random.default_rng(2), (120, 80))
     channel = part[..., 0]
     assert np.array_equal(grey_channel(part), channel) and grey_channel(channel) is channel
@@ -534,8 +530,6 @@ KOLEKTOR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "kolekt
 
 @pytest.mark.skipif(not KOLEKTOR.is_dir(), reason="the kolektorsdd dataset is not present")
 def test_real_grey_parts_cut_from_their_channel_are_the_same_bytes():
-    from app.core.imageio import read_image
-
     plan = TilePlan(320, 0.576, 0.125, 16)
     files = sorted((KOLEKTOR / "images").rglob("*.jpg"))[:12]
     assert files

@@ -38,7 +38,6 @@ from app.core.preprocess import (
     Letterbox,
     TileLayout,
     TilePlan,
-    as_bgr,
     grey_channel,
     letterbox,
     stitch_grid,
@@ -419,9 +418,9 @@ class Inspector:
         source = grey if grey is not None else to_bgr8(image)
         if self.info.tiling is not None:
             tiles, layout = self.info.tiling.tiles(source)
-            return [as_bgr(t) for t in tiles], layout
+            return [to_bgr8(t) for t in tiles], layout
         square, box = letterbox(source, self.info.input_size)
-        return [as_bgr(square)], box
+        return [to_bgr8(square)], box
 
     def inspect_batch(self, images: list[np.ndarray]) -> list[Verdict]:
         """Inspect several parts in one go (all their tiles together, in chunks);
