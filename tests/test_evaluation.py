@@ -461,3 +461,13 @@ def test_evaluate_missing_or_empty_folder(tmp_path: Path):
 def test_class_folders_of_the_magnetic_tile_dataset():
     names = {name for name, _ in labeled_files(DATASET)[0]}
     assert "ok" in names and "blowhole" in names and "masks" not in names
+
+
+def test_training_set_of_reads_the_models_images_and_tolerates_none(tmp_path: Path):
+    from app.core.evaluation import training_set_of
+
+    (tmp_path / "training_set.json").write_text('{"train": ["aa", "bb"], "val": ["cc"]}')
+    assert training_set_of(tmp_path) == {"aa": "train", "bb": "train", "cc": "val"}
+    (tmp_path / "training_set.json").write_text("not json")
+    assert training_set_of(tmp_path) == {}
+    assert training_set_of(tmp_path / "missing") == {}

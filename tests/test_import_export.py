@@ -13,7 +13,7 @@ import pytest
 from app.core import atomic
 from app.core.errors import DiskFullError, LinesideError
 from app.core.exporter import export_data
-from app.core.importer import import_folder
+from app.core.importer import import_folder, labeled_files_with_masks
 from app.core.project import OK, Project
 from tests.store_fixtures import defect_mask, part_image, write_image
 
@@ -122,6 +122,15 @@ def test_mvtec_layout(project: Project, tmp_path: Path):
     assert tags == [("broken_large", "test")] * 2 + [("good", "test"), ("good", "train"), ("good", "train")]
     masked = [lab for _, lab in project.labeled() if lab.mask_path is not None]
     assert len(masked) == 1 and np.array_equal(project.load_mask(masked[0]), defect_mask())
+    # The dataset's test images are held out; the one already imported from train/ stays there.
+    splits = sorted((r.tags["mvtec_split"], r.split) for r in project.images())
+    assert splits == [("test", "test")] * 3 + [("train", None)] * 2 and report.held_out == 3
+    assert project.label_counts(for_training=True) == {OK: 2, "unlabeled": 0}
+    # Read on its own, the test folder finds its masks in the dataset's ground_truth/.
+    files = sorted((verdict, path.name, mask) for verdict, path, mask in labeled_files_with_masks(source / "test")[0])
+    truth = (source / "ground_truth" / "broken_large" / "000_mask.png").absolute()
+    assert files == [("broken_large", "000.png", truth), ("broken_large", "001.png", None),
+                     (OK, "000.png", None), (OK, "001.png", None)]
 
 
 def test_missing_or_unusable_source_names_it(project: Project, tmp_path: Path):

@@ -262,6 +262,25 @@ def test_splits_are_stratified_and_never_move(project: Project):
         project.set_split(1, "holdout")
 
 
+def test_held_out_splits_are_not_counted_for_training(project: Project):
+    """Test and golden parts keep their labels but are not what a training learns from:
+    neither in the counts that choose the mode nor in the data fingerprint."""
+    for i in range(4):
+        add(project, i, OK)
+    dent = add(project, 10, "dent")
+    add(project, 11)  # unlabeled
+    fingerprint = project.labeled_fingerprint()
+    project.set_split(dent.id, "test")
+    assert project.label_counts() == {OK: 4, "dent": 1, "unlabeled": 1}
+    assert project.label_counts(for_training=True) == {OK: 4, "unlabeled": 1}
+    assert project.labeled_fingerprint() != fingerprint  # the dent left the training data
+    project.set_split(dent.id, "golden")
+    assert project.label_counts(for_training=True) == {OK: 4, "unlabeled": 1}
+    held = project.labeled_fingerprint()
+    project.set_label(dent.id, "scratch")  # relabeling a held-out part changes nothing trained on
+    assert project.labeled_fingerprint() == held
+
+
 def test_splits_do_not_depend_on_import_order(tmp_path: Path):
     seeds = list(range(30))
     results = []

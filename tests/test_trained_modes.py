@@ -5,6 +5,8 @@ Real training, real export, real ONNX Runtime; small inputs so each run takes se
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -153,3 +155,59 @@ def test_a_long_part_is_trained_and_judged_in_tiles(tmp_path):
     assert np.mean(scores[is_defect] >= model.threshold) == pytest.approx(model.metrics["catch_rate"])
     if model.metrics["mode"] != "good-only":
         assert auroc(is_defect.astype(int), scores) == pytest.approx(model.metrics["auroc"])
+
+
+def _mvtec_folder(root, seed: int):
+    """The MVTec AD layout from generated parts: train/good (OK parts only), test/good and
+    test/<kind> with ground_truth/<kind>/<stem>_mask.png."""
+    import shutil
+
+    flat = root / "flat"
+    write_demo_dataset(flat, n_ok=45, n_per_defect=4, seed=seed)
+    mvtec = root / "mvtec"
+    for i, path in enumerate(sorted((flat / "good").iterdir())):
+        dest = mvtec / ("train" if i < 35 else "test") / "good" / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dest)
+    for kind in (p.name for p in flat.iterdir() if p.name not in ("good", "masks")):
+        shutil.copytree(flat / kind, mvtec / "test" / kind)
+        (mvtec / "ground_truth" / kind).mkdir(parents=True)
+        for mask in (flat / "masks" / kind).iterdir():
+            shutil.copy(mask, mvtec / "ground_truth" / kind / f"{mask.stem}_mask.png")
+    return mvtec
+
+
+def test_an_mvtec_folder_imported_whole_is_trained_on_train_good_and_measured_on_its_test_split(tmp_path, capsys):
+    """The dataset's own held-out images stay held out: the trainer learns from train/good
+    alone (a good-only model, as the dataset intends), `evaluate` on test/ sees none of
+    its training set, and `evaluate` on images it was built from says so."""
+    mvtec = _mvtec_folder(tmp_path, seed=21)
+    project = tmp_path / "project"
+    with Project.create(project, name="mvtec") as p:
+        p.set_setting("input_size", 192)
+    assert cli(["import", str(project), str(mvtec)]) == 0
+    out = capsys.readouterr().out
+    n_test = sum(1 for f in (mvtec / "test").rglob("*.png"))
+    assert f"{n_test} of them are in a held-out split" in out and "lineside evaluate" in out
+    with Project.open(project) as p:
+        assert p.label_counts(for_training=True) == {"ok": 35, "unlabeled": 0}
+        assert sum(v for k, v in p.label_counts().items() if k != "unlabeled") == 35 + n_test
+    assert cli(["train", str(project)]) == 0
+    capsys.readouterr()
+    with Project.open(project) as p:
+        model = p.models()[0]
+        test_shas = {r.sha256 for r in p.images() if r.split == "test"}
+    assert model.metrics["mode"] == "good-only"  # no labeled defect outside the test split
+    chosen = json.loads((model.path / "training_set.json").read_text())
+    assert len(chosen["train"]) == 35 and not test_shas & {*chosen["train"], *chosen["val"]}
+
+    assert cli(["evaluate", str(project), str(mvtec / "test"), "--model", "v1", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["seen_in_training"] == {"n": 0, "train": 0, "val": 0, "examples": []}
+    assert result["n_images"] == n_test and result["n_masks"] > 0 and "WARNING" not in captured.err
+
+    assert cli(["evaluate", str(project), str(mvtec / "train"), "--model", "v1"]) == 0
+    captured = capsys.readouterr()
+    assert "35 of the 35 images were in model v1's training set (35 in its training split" in captured.err
+    assert "WARNING: 35 of the 35 images" in captured.out

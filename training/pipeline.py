@@ -29,7 +29,7 @@ from app.core.errors import NotEnoughDataError
 from app.core.monitoring import build_reference, image_stats
 from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, highest_ok_parts, operating_point
 from app.core.preprocess import TILE_MARGIN, TilePlan, choose_tile_plan, defect_extent
-from app.core.project import Project
+from app.core.project import HELD_OUT_SPLITS, Project
 from app.core.records import ModelVersion
 from training.candidate import claim_version_folder, judge, line_metrics, set_onnx_metadata
 from training.comparisons import baseline_on, changes_since, per_class_counts, production_on, ranking_figures
@@ -262,7 +262,7 @@ class _Run:
         project = self.project
         # 1. Which model, and is there enough data for it? Say exactly what is missing
         # before spending minutes.
-        counts = project.label_counts()
+        counts = project.label_counts(for_training=True)
         self.labeled_fingerprint = project.labeled_fingerprint()
         self.class_names = class_names_for(project, counts)
         self.mode, self.mode_reason = choose_mode(counts, self.requested_mode)
@@ -281,7 +281,9 @@ class _Run:
         # 2. Stable splits: an image keeps its split across versions, so validation stays honest.
         project.assign_splits(0.2, {OK: ok_val_fraction(counts.get(OK, 0), self.target)}
                               if self.mode != GOOD_ONLY else None)
-        labeled = project.labeled()
+        # Held-out splits (a dataset's test images, golden parts) do not even choose the
+        # input size or the tiles: their defect sizes are not the trainer's to see.
+        labeled = [(r, lab) for r, lab in project.labeled() if r.split not in HELD_OUT_SPLITS]
         self.size, self.plan = choose_size_and_tiling(project, labeled, self.mode)
         self.on_event({"event": "progress", "phase": "prepare", "step": 0, "steps": 1, "eta_s": None})
         self.train_samples, self.train_parts, unused = load_split(project, "train", self.size, self.plan,

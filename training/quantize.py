@@ -71,7 +71,7 @@ from app.core.atomic import atomic_path, write_text
 from app.core.errors import LinesideError, NotEnoughDataError
 from app.core.evaluation import auroc
 from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, _logit, _sigmoid, operating_point
-from app.core.project import Project
+from app.core.project import HELD_OUT_SPLITS, Project
 from app.core.records import OK, ModelVersion
 from app.core.runtime import INT8, INT8_FILENAME, METADATA_KEY, Inspector, file_sha256
 from training.bias_correction import correct_biases
@@ -448,7 +448,8 @@ def held_out_parts(project: Project, model: ModelVersion) -> list[tuple]:
     held = [(r, lab.verdict) for r, lab in project.labeled(split="val")]
     if str(model.metrics.get("mode") or model.report.get("mode")) == "good-only":
         seen = {r.id for r, _ in held}
-        held += [(r, lab.verdict) for r, lab in project.labeled() if lab.verdict != OK and r.id not in seen]
+        held += [(r, lab.verdict) for r, lab in project.labeled()
+                 if lab.verdict != OK and r.id not in seen and r.split not in HELD_OUT_SPLITS]
     return held
 
 

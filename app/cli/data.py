@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="import a folder of labeled images (class folders, MVTec AD layout or another project)",
         description="Import images into a project. Sub-folders are classes ('good', 'ok' or 'pass' "
         "hold good parts); optional masks in masks/<class>/<image stem>.png. The MVTec AD layout "
-        "(train/good, test/<class>, ground_truth/) is recognised too, and so is another Lineside "
+        "(train/good, test/<class>, ground_truth/) is recognised too, its test images kept for "
+        "evaluation and never trained on; so is another Lineside "
         "project (its images come with their current labels, masks and splits). Files that cannot "
         "be read are listed and skipped; the rest is imported. The same image under two different "
         "labels is listed as a conflict and left unlabeled; labels already in the project are kept.",
@@ -44,7 +46,7 @@ def run_new(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     from app.core.importer import import_folder
-    from app.core.project import Project
+    from app.core.project import HELD_OUT_SPLITS, Project
 
     with Project.open(args.project) as project:
         report = import_folder(project, args.source)
@@ -60,6 +62,10 @@ def run_import(args: argparse.Namespace) -> int:
         f"{len(report.skipped)} skipped) as {report.layout}; "
         f"{report.labeled} labeled, {report.masks} with masks{conflicts}"
     )
+    if report.held_out:
+        print(f"{report.held_out} of them are in a held-out split ({', '.join(HELD_OUT_SPLITS)}): kept for "
+              "evaluation, never trained on" + (f" (measure a model on them: lineside evaluate {args.project} "
+                                                f"{Path(args.source) / 'test'})" if report.layout == "mvtec" else ""))
     return 0
 
 

@@ -249,8 +249,20 @@ def _open(args: argparse.Namespace) -> tuple["Project", "Inspector", "ModelVersi
     return project, inspector, model
 
 
+def seen_warning(result: dict) -> str | None:
+    """One sentence when some evaluated images are ones the model was built from."""
+    seen = result.get("seen_in_training") or {}
+    if not seen.get("n"):
+        return None
+    return (f"{seen['n']} of the {result['n_images']} images were in model {result['model_version']}'s training "
+            f"set ({seen['train']} in its training split, {seen['val']} in its validation split, which chose its "
+            "threshold, epoch or mode), e.g. "
+            f"{seen['examples'][0]}: these figures may be better than the line gets on new parts. "
+            "Evaluate on parts the model never saw.")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    from app.core.evaluation import evaluate_folder
+    from app.core.evaluation import evaluate_folder, training_set_of
 
     project, inspector, model = _open(args)
     with project:
@@ -260,8 +272,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
             if show_progress:
                 print(f"\r{done}/{total} images", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-        result = evaluate_folder(inspector, args.source, on_progress=progress)
+        result = evaluate_folder(inspector, args.source, on_progress=progress,
+                                 training_set=training_set_of(model.path))
     result["model_version"] = model.version
+    warning = seen_warning(result)
+    if warning:
+        print(f"lineside: WARNING {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -316,6 +332,7 @@ def format_report(result: dict) -> str:
         f"Model {result['model_version']} on {result['source']}: {result['n_images']} images "
         f"({result['n_ok']} OK, {result['n_defect']} defective)",
         *_headline(result),
+        *([f"  WARNING: {seen_warning(result)}"] if seen_warning(result) else []),
         f"  latency per part             {result['latency_ms_p50']:.1f} ms (p95 {result['latency_ms_p95']:.1f} ms)",
         "  per class:",
     ]

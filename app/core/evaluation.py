@@ -12,6 +12,7 @@ too (pixel AUROC and PRO, as in MVTec AD): does the model point at the defect?
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import cv2
 import numpy as np
 
 from app.core.errors import BadImageError, LinesideError, NotEnoughDataError
-from app.core.imageio import read_image, read_mask
+from app.core.imageio import decode_image, read_file, read_mask
 
 if TYPE_CHECKING:
     from app.core.runtime import Inspector, Verdict
@@ -507,8 +508,24 @@ class _Collected:
             self.n_masks += cls != OK_CLASS
 
 
+def training_set_of(model_dir: Path | str) -> dict[str, str]:
+    """sha256 of every image a model version was built from -> its split ("train" or
+    "val"), from the `training_set.json` the trainer writes beside the model; empty when
+    there is none (a model from elsewhere)."""
+    import json
+
+    try:
+        chosen = json.loads((Path(model_dir) / "training_set.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(chosen, dict):
+        return {}
+    return {str(sha): split for split in ("val", "train") for sha in chosen.get(split, ())}
+
+
 def evaluate_folder(
-    inspector: "Inspector", source: Path, on_progress: Callable[[int, int], None] | None = None
+    inspector: "Inspector", source: Path, on_progress: Callable[[int, int], None] | None = None,
+    training_set: dict[str, str] | None = None,
 ) -> dict:
     """Inspect every image of a class-folder dataset and summarise the results.
 
@@ -517,17 +534,25 @@ def evaluate_folder(
     Besides summarize's figures: pixel_auroc and pro (localization_metrics over the parts
     with a mask, OK parts counting as all background; None when the folder has no
     masks), n_masks, and the model's mode. Only downscaled heatmaps are kept in memory.
+    *training_set* (`training_set_of` the model): the images the model was built from,
+    by content; result["seen_in_training"] counts the evaluated ones among them per split
+    (the figures are not what the line gets on those) and lists up to 20 paths.
     """
     files, unreadable = _labelled_files(Path(source))
     skipped = [{"path": path, "reason": reason} for path, reason in unreadable]
     parts = _Collected(want_pixels=any(mask is not None for _, _, mask in files))
+    seen: dict[str, list[str]] = {"train": [], "val": []}
     for done, (cls, path, mask_path) in enumerate(files, start=1):
         try:
-            verdict = inspector.inspect(read_image(path))
+            data = read_file(path)
+            verdict = inspector.inspect(decode_image(data, str(path)))
         except BadImageError as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
         else:
             parts.add(cls, verdict, mask_path, skipped)
+            split = (training_set or {}).get(hashlib.sha256(data).hexdigest())
+            if split is not None:
+                seen[split].append(str(path))
         if on_progress is not None:
             on_progress(done, len(files))
     if not parts.scores:
@@ -547,6 +572,8 @@ def evaluate_folder(
             "latency_ms_p50": float(np.percentile(parts.latencies, 50)),
             "latency_ms_p95": float(np.percentile(parts.latencies, 95)),
             "skipped": skipped,
+            "seen_in_training": {"n": len(seen["train"]) + len(seen["val"]), "train": len(seen["train"]),
+                                 "val": len(seen["val"]), "examples": (seen["train"] + seen["val"])[:20]},
         }
     )
     return result

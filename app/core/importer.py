@@ -9,6 +9,10 @@ Two layouts are understood:
   Images lying directly in the source folder are imported without a label.
 * MVTec AD: `train/good`, `test/<class>` (`test/good` is OK) and
   `ground_truth/<class>/<stem>_mask.png`; recognised by `train/good` plus `test/`.
+  The test images go into the project's test split: labeled, kept for evaluation,
+  never trained on (the dataset's authors held them out; so does the trainer). Its
+  `test/` folder read on its own (`lineside evaluate PROJECT DATASET/test`) is a class
+  folder whose masks are the dataset's ground_truth/.
 * another Lineside project (a folder with project.db): opened read-only, its images
   come over with their current labels, masks, splits, tags and original names.
 
@@ -36,7 +40,7 @@ import numpy as np
 from app.core.errors import BadImageError, LinesideError, printable
 from app.core.imageio import is_image_file, read_file, read_mask
 from app.core.project import Project, read_source_file
-from app.core.project_labels import check_class_name
+from app.core.project_labels import HELD_OUT_SPLITS, check_class_name
 from app.core.records import OK, PreparedImage
 
 OK_FOLDER_NAMES = {"good", "ok", "pass"}
@@ -75,6 +79,9 @@ class ImportReport:
     conflicts: list[ImportConflict] = field(default_factory=list)
     # Said once per import, not per file: e.g. 12-bit camera data in 16-bit files.
     warnings: list[str] = field(default_factory=list)
+    # New images put in the project's test split (MVTec AD's test folder): kept for
+    # evaluation, never trained on.
+    held_out: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,8 @@ def _class_folder_items(source: Path, report: ImportReport) -> Iterator[_Item]:
     if nested.is_dir() and _subfolders(nested, report) and not _image_files(nested, report, recursive=False):
         class_root = nested
     masks_root = source / "masks"
+    # An MVTec AD test folder on its own: its masks are in the dataset's ground_truth/.
+    mvtec_test = not masks_root.is_dir() and source.name == "test" and is_mvtec(source.parent)
     for path in _image_files(source, report, recursive=False):
         yield _Item(path, None, {"import_folder": source.name}, None)
     for folder in _subfolders(class_root, report):
@@ -160,7 +169,9 @@ def _class_folder_items(source: Path, report: ImportReport) -> Iterator[_Item]:
         if not usable:
             continue
         for path in _image_files(folder, report):
-            yield _Item(path, verdict, {"import_folder": folder.name}, masks_root / folder.name / f"{path.stem}.png")
+            mask = (source.parent / "ground_truth" / folder.name / f"{path.stem}_mask.png" if mvtec_test
+                    else masks_root / folder.name / f"{path.stem}.png")
+            yield _Item(path, verdict, {"import_folder": folder.name}, mask)
 
 
 def _mvtec_items(source: Path, report: ImportReport) -> Iterator[_Item]:
@@ -173,7 +184,9 @@ def _mvtec_items(source: Path, report: ImportReport) -> Iterator[_Item]:
         masks = source / "ground_truth" / folder.name
         for path in _image_files(folder, report):
             tags = {"import_folder": folder.name, "mvtec_split": "test"}
-            yield _Item(path, verdict, tags, masks / f"{path.stem}_mask.png")
+            # The dataset's own held-out images stay held out: a model trained on them
+            # would be measured on parts it has seen.
+            yield _Item(path, verdict, tags, masks / f"{path.stem}_mask.png", split="test")
 
 
 def _project_items(source: Path, report: ImportReport) -> Iterator[_Item]:
@@ -330,6 +343,7 @@ class _Recorder:
             report.added += 1
             if item.split is not None:
                 self.project.set_split(record.id, item.split)  # splits never move: only a new image gets one
+                report.held_out += item.split in HELD_OUT_SPLITS
         else:
             report.duplicates += 1
         current = self.project.label(record.id)

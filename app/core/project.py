@@ -27,11 +27,11 @@ import sqlalchemy as sa
 from app.core import atomic, db, plant
 from app.core.errors import BadImageError, DiskFullError, LinesideError, NotAProjectError, ReadOnlyError, printable
 from app.core.imageio import IMAGE_SUFFIXES, decode_image, encode_png, read_file, read_image, to_bgr8
-from app.core.project_labels import LabelStoreMixin, current_labels
+from app.core.project_labels import HELD_OUT_SPLITS, LabelStoreMixin, current_labels
 from app.core.project_models import ModelStoreMixin
 from app.core.records import OK, DefectClass, ImageRecord, Label, ModelVersion, PreparedImage
 
-__all__ = ["OK", "DefectClass", "ImageRecord", "Label", "ModelVersion", "PreparedImage", "Project"]
+__all__ = ["HELD_OUT_SPLITS", "OK", "DefectClass", "ImageRecord", "Label", "ModelVersion", "PreparedImage", "Project"]
 
 DB_NAME = "project.db"
 # "golden": parts set aside to judge every candidate before deploy, never trained on (app/core/golden.py).

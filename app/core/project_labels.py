@@ -31,6 +31,10 @@ _RESERVED_NAMES = {"ok", "good", "pass", "masks"}
 # A class name becomes a folder name on export, on any operating system.
 _FORBIDDEN_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+# Splits the trainer never learns from: "test" (a dataset's own held-out images, such as
+# MVTec AD's test folder) and "golden" (the parts every candidate is judged on before a
+# deploy, app/core/golden.py). Their labels stay in the project for evaluation.
+HELD_OUT_SPLITS = ("test", "golden")
 
 
 def current_labels() -> sa.Subquery:
@@ -247,27 +251,31 @@ class LabelStoreMixin:
         return [(record, by_image[record.id]) for record in records]
 
     def labeled_fingerprint(self) -> str:
-        """SHA-256 over every labeled image and its current verdict (golden parts aside).
+        """SHA-256 over every labeled image and its current verdict (held-out splits aside).
 
         The trainer stores it with each model; the app compares it before a retrain, so
         retraining on unchanged data is never a surprise duplicate."""
         import hashlib
 
         rows = sorted(f"{record.sha256}:{label.verdict}" for record, label in self.labeled()
-                      if record.split != "golden")
+                      if record.split not in HELD_OUT_SPLITS)
         return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
-    def label_counts(self) -> dict[str, int]:
-        """Verdict -> number of images currently labeled so, plus "unlabeled"."""
+    def label_counts(self, for_training: bool = False) -> dict[str, int]:
+        """Verdict -> number of images currently labeled so, plus "unlabeled".
+
+        *for_training*: only images a training may use (not in HELD_OUT_SPLITS)."""
         current = current_labels()
+        images = db.images
+        usable = sa.or_(images.c.split.is_(None), images.c.split.not_in(HELD_OUT_SPLITS))
         with self._read() as conn:
-            counts = dict(
-                conn.execute(
-                    sa.select(current.c.verdict, sa.func.count())
-                    .where(current.c.verdict.is_not(None))
-                    .group_by(current.c.verdict)
-                ).all()
-            )
-            total = conn.scalar(sa.select(sa.func.count()).select_from(db.images))
+            query = (sa.select(current.c.verdict, sa.func.count())
+                     .join(images, images.c.id == current.c.image_id)
+                     .where(current.c.verdict.is_not(None)))
+            total_query = sa.select(sa.func.count()).select_from(images)
+            if for_training:
+                query, total_query = query.where(usable), total_query.where(usable)
+            counts = dict(conn.execute(query.group_by(current.c.verdict)).all())
+            total = conn.scalar(total_query)
         counts["unlabeled"] = total - sum(counts.values())
         return counts

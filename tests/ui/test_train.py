@@ -79,6 +79,18 @@ def test_cancel_kills_a_trainer_that_ignores_sigterm(qtbot):
     assert not Path(f"/proc/{pid}").exists() or sys.platform != "linux"
 
 
+def test_the_workspace_counts_what_training_learns_from_and_what_is_held_out(qtbot, app_context, project):
+    add_labeled_parts(project, 3, {"scratch": 2})
+    scratch = [r for r, lab in project.labeled() if lab.verdict == "scratch"]
+    project.set_split(scratch[0].id, "test")  # e.g. MVTec AD's test images
+    app_context._set_project(project)
+    ws = TrainWorkspace(app_context)
+    qtbot.addWidget(ws)
+    text = ws.data_label.text()
+    assert "Trains on 4 labeled images" in text and "scratch</b>: 1" in text
+    assert "1 held out for testing (never trained on)" in text
+
+
 def test_workspace_with_protocol_trainer(qtbot, app_context, project, answer_yes):
     add_labeled_parts(project, 3, {"scratch": 2})
     app_context._set_project(project)

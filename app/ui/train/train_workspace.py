@@ -100,8 +100,10 @@ class TrainWorkspace(TrainPage):
         if project is None:
             self.data_label.setText("Open a project to train a model.")
             return
-        counts = {str(k): int(v) for k, v in dict(project.label_counts()).items()}
+        counts = {str(k): int(v) for k, v in dict(project.label_counts(for_training=True)).items()}
         labeled = {k: v for k, v in counts.items() if k not in ("unlabeled", "none", "None")}
+        everything = {str(k): int(v) for k, v in dict(project.label_counts()).items() if k != "unlabeled"}
+        held_out = sum(everything.values()) - sum(labeled.values())
         names = ["ok"] + [c.name for c in project.classes()]
         names += [k for k in labeled if k not in names]
         parts = [f"<b>{name}</b>: {labeled.get(name, 0)}" for name in names]
@@ -111,6 +113,8 @@ class TrainWorkspace(TrainPage):
             device = self.context.training_device() if hasattr(self.context, "training_device") else "CPU"
         unlabeled = counts.get("unlabeled")
         tail = f" &nbsp;·&nbsp; {unlabeled} not labeled yet" if unlabeled else ""
+        if held_out:
+            tail += f" &nbsp;·&nbsp; {held_out} held out for testing (never trained on)"
         self.data_label.setText(
             f"Trains on {sum(labeled.values())} labeled images — " + " &nbsp; ".join(parts) + tail
             + f"<br>Training runs on: <b>{device}</b>"
