@@ -133,6 +133,27 @@ def test_mvtec_layout(project: Project, tmp_path: Path):
                      (OK, "000.png", None), (OK, "001.png", None)]
 
 
+def test_a_visa_style_folder_imports_with_its_masks(project: Project, tmp_path: Path):
+    """Images/Normal, Images/Anomaly and Masks/Anomaly as some datasets spell them: the
+    good parts are OK, the capitalised folders are found, the masks attach."""
+    source = tmp_path / "Data"
+    write_image(source / "Images" / "Normal" / "0001.JPG", part_image(1))
+    write_image(source / "Images" / "Anomaly" / "0002.JPG", part_image(2, defect=True))
+    write_image(source / "Masks" / "Anomaly" / "0002.png", defect_mask())
+    report = import_folder(project, source)
+    assert (report.added, report.labeled, report.masks, report.skipped) == (2, 2, 1, [])
+    assert project.label_counts() == {OK: 1, "Anomaly": 1, "unlabeled": 0}
+
+
+@pytest.mark.parametrize("name, verdict", [("Normal", OK), ("defect-free", OK), ("Defect Free", OK),
+                                           ("NO_DEFECT", OK), ("non-defective", OK), ("NOK", "NOK"),
+                                           ("abnormal", "abnormal"), ("not ok", "not ok")])
+def test_folders_that_mean_good_parts(project: Project, tmp_path: Path, name: str, verdict: str):
+    write_image(tmp_path / "src" / name / "a.png", part_image(7))
+    import_folder(project, tmp_path / "src")
+    assert [lab.verdict for _, lab in project.labeled()] == [verdict]
+
+
 def test_missing_or_unusable_source_names_it(project: Project, tmp_path: Path):
     with pytest.raises(LinesideError, match="nowhere"):
         import_folder(project, tmp_path / "nowhere")

@@ -2,10 +2,12 @@
 
 Two layouts are understood:
 
-* class folders: every sub-folder is a class; `good`, `ok` or `pass` (any case) holds
-  good parts, any other folder a defect class of that name. Optional defect masks sit
-  in a top-level `masks/<class>/<image stem>.png` tree. A source whose class folders
-  are inside an `images/` folder (with `masks/` beside it) is read the same way.
+* class folders: every sub-folder is a class; `good`, `ok`, `pass`, `normal`,
+  `defect-free` and the like (any case; `project_labels.OK_CLASS_NAMES`) hold good
+  parts, any other folder a defect class of that name. Optional defect masks sit in a
+  top-level `masks/<class>/<image stem>.png` tree. A source whose class folders are
+  inside an `images/` folder (with `masks/` beside it; either in any case) is read the
+  same way.
   Images lying directly in the source folder are imported without a label.
 * MVTec AD: `train/good`, `test/<class>` (`test/good` is OK) and
   `ground_truth/<class>/<stem>_mask.png`; recognised by `train/good` plus `test/`.
@@ -40,10 +42,9 @@ import numpy as np
 from app.core.errors import BadImageError, LinesideError, printable
 from app.core.imageio import is_image_file, read_file, read_mask
 from app.core.project import Project, read_source_file
-from app.core.project_labels import HELD_OUT_SPLITS, check_class_name
+from app.core.project_labels import HELD_OUT_SPLITS, check_class_name, means_ok
 from app.core.records import OK, PreparedImage
 
-OK_FOLDER_NAMES = {"good", "ok", "pass"}
 # One commit per batch: an import of thousands of images takes seconds, and a failure
 # (a full disk) loses at most the batch in progress, never what was committed before.
 BATCH_SIZE = 100
@@ -134,7 +135,7 @@ def _unreadable(exc: OSError, report: ImportReport) -> None:
 
 def _folder_verdict(folder: Path, report: ImportReport) -> tuple[bool, str | None]:
     """(usable, verdict) for a class folder."""
-    if folder.name.lower() in OK_FOLDER_NAMES:
+    if means_ok(folder.name):
         return True, OK
     if printable(folder.name) != folder.name:
         # Bytes that are not UTF-8 cannot be a class name shown in the app and exported.
@@ -152,12 +153,24 @@ def is_mvtec(source: Path) -> bool:
     return (source / "train" / "good").is_dir() and (source / "test").is_dir()
 
 
+def _child_folder(source: Path, name: str) -> Path:
+    """source/name, or the sub-folder whose name is *name* in another case ("Images",
+    "Masks": datasets written on Windows); source/name when there is neither."""
+    exact = source / name
+    if exact.is_dir():
+        return exact
+    try:
+        return next((p for p in sorted(source.iterdir()) if p.name.lower() == name and p.is_dir()), exact)
+    except OSError:
+        return exact
+
+
 def _class_folder_items(source: Path, report: ImportReport) -> Iterator[_Item]:
     class_root = source
-    nested = source / "images"
+    nested = _child_folder(source, "images")
     if nested.is_dir() and _subfolders(nested, report) and not _image_files(nested, report, recursive=False):
         class_root = nested
-    masks_root = source / "masks"
+    masks_root = _child_folder(source, "masks")
     # An MVTec AD test folder on its own: its masks are in the dataset's ground_truth/.
     mvtec_test = not masks_root.is_dir() and source.name == "test" and is_mvtec(source.parent)
     for path in _image_files(source, report, recursive=False):

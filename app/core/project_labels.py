@@ -26,8 +26,18 @@ _PALETTE = (
     "#e6194b", "#f58231", "#4363d8", "#911eb4", "#ffe119",
     "#42d4f4", "#f032e6", "#9a6324", "#800000", "#000075",
 )  # fmt: skip
-# Names that would read as OK on re-import, or clash with the export's masks/ folder.
-_RESERVED_NAMES = {"ok", "good", "pass", "masks"}
+# Folder names that hold good parts, as datasets and line cameras name them (any case;
+# spaces and hyphens read as underscores). Never a defect class name: it would read as
+# OK on re-import. "nok" (not OK) is a defect.
+OK_CLASS_NAMES = frozenset({"ok", "good", "pass", "normal", "no_defect", "nodefect", "non_defective",
+                            "defect_free"})
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def means_ok(name: str) -> bool:
+    """True for a folder or class name that stands for good parts ("good", "OK", "Normal",
+    "defect-free", ...)."""
+    return _SEPARATORS.sub("_", (name or "").strip().lower()) in OK_CLASS_NAMES
 # A class name becomes a folder name on export, on any operating system.
 _FORBIDDEN_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -52,7 +62,7 @@ def check_class_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise LinesideError("A defect class needs a name.")
-    if name.lower() in _RESERVED_NAMES:
+    if means_ok(name) or name.lower() == "masks":  # "masks" would clash with the export's masks/ folder
         raise LinesideError(f"'{name}' cannot be a defect class name (it is reserved for good parts or masks).")
     if _FORBIDDEN_CHARS.search(name) or name.startswith("."):
         raise LinesideError(f"'{name}' cannot be a defect class name: leave out / \\ : * ? \" < > | and a leading dot.")

@@ -16,10 +16,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.core.importer import OK_FOLDER_NAMES, labeled_files, labeled_files_with_masks
+from app.core.importer import labeled_files, labeled_files_with_masks
+from app.core.project_labels import means_ok
 from app.core.records import OK
 
-CLASS_NAMES = ["good", "OK", "Pass", "ok", "scratch", "Dent", "chip", "bad:name", "a*b", "masks-x", "Crack 2"]
+CLASS_NAMES = ["good", "OK", "Pass", "ok", "Normal", "defect-free", "NOK", "scratch", "Dent", "chip", "bad:name",
+               "a*b", "masks-x", "Crack 2"]
 IMAGE_SUFFIXES = [".png", ".PNG", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"]
 STRAY_NAMES = ["notes.txt", "Thumbs.db", "data.csv", ".hidden.png", ".DS_Store", "README", "scan.pdf", "x.png.bak"]
 BAD_CLASS_NAMES = {"bad:name", "a*b"}
@@ -57,7 +59,7 @@ def _build(root: Path, tree: dict) -> tuple[dict[Path, str], dict[Path, Path], s
         _write(folder, spec["files"])
         for sub, names in spec["sub"].items():
             _write(folder / sub, names)
-        verdict = OK if name.lower() in OK_FOLDER_NAMES else name
+        verdict = OK if means_ok(name) else name
         if name in BAD_CLASS_NAMES:
             bad.add(str(folder))
             continue
@@ -96,7 +98,8 @@ def test_every_image_is_listed_once_or_its_folder_skipped(tree: dict):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.sampled_from(["good", "GOOD", "Ok", "pass", "PASS", "oK"]), min_size=1, max_size=3, unique=True),
+@given(st.lists(st.sampled_from(["good", "GOOD", "Ok", "pass", "PASS", "oK", "Normal", "defect-free", "No Defect"]),
+                min_size=1, max_size=3, unique=True),
        st.lists(stems, min_size=1, max_size=3, unique=True))
 def test_good_ok_and_pass_in_any_case_are_ok(folders: list[str], names: list[str]):
     with tempfile.TemporaryDirectory() as tmp:
