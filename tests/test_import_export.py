@@ -7,6 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -143,6 +144,19 @@ def test_a_visa_style_folder_imports_with_its_masks(project: Project, tmp_path: 
     report = import_folder(project, source)
     assert (report.added, report.labeled, report.masks, report.skipped) == (2, 2, 1, [])
     assert project.label_counts() == {OK: 1, "Anomaly": 1, "unlabeled": 0}
+
+
+def test_masks_named_as_other_datasets_name_them_are_found(project: Project, tmp_path: Path):
+    source = tmp_path / "src"
+    names = {"a": "a_mask.png", "b": "B.bmp", "c": "c_label.tif", "d": "d.jpg"}  # a JPEG mask is not taken
+    for i, (stem, mask_name) in enumerate(names.items()):
+        write_image(source / "dent" / f"{stem}.png", part_image(20 + i, defect=True))
+        ok, data = cv2.imencode(Path(mask_name).suffix, defect_mask())
+        (source / "masks" / "dent").mkdir(parents=True, exist_ok=True)
+        (source / "masks" / "dent" / mask_name).write_bytes(data.tobytes())
+    files = {path.stem: mask and mask.name for _, path, mask in labeled_files_with_masks(source)[0]}
+    assert files == {"a": "a_mask.png", "b": "B.bmp", "c": "c_label.tif", "d": None}
+    assert import_folder(project, source).masks == 3
 
 
 @pytest.mark.parametrize("name, verdict", [("Normal", OK), ("defect-free", OK), ("Defect Free", OK),

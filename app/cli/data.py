@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "import",
         help="import a folder of labeled images (class folders, MVTec AD layout or another project)",
         description="Import images into a project. Sub-folders are classes ('good', 'ok', 'pass', 'normal' "
-        "or 'defect-free', any case, hold good parts); optional masks in masks/<class>/<image stem>.png. The MVTec AD layout "
+        "or 'defect-free', any case, hold good parts); optional masks in masks/<class>/<image stem>.png (or <stem>_mask.png, .bmp, .tif). The MVTec AD layout "
         "(train/good, test/<class>, ground_truth/) is recognised too, its test images kept for "
         "evaluation and never trained on; so is another Lineside "
         "project (its images come with their current labels, masks and splits). Files that cannot "

@@ -5,7 +5,8 @@ Two layouts are understood:
 * class folders: every sub-folder is a class; `good`, `ok`, `pass`, `normal`,
   `defect-free` and the like (any case; `project_labels.OK_CLASS_NAMES`) hold good
   parts, any other folder a defect class of that name. Optional defect masks sit in a
-  top-level `masks/<class>/<image stem>.png` tree. A source whose class folders are
+  top-level `masks/<class>/<image stem>.png` tree (also `<stem>_mask`, `_label` or
+  `_gt`, and .bmp or .tif). A source whose class folders are
   inside an `images/` folder (with `masks/` beside it; either in any case) is read the
   same way.
   Images lying directly in the source folder are imported without a label.
@@ -181,10 +182,37 @@ def _class_folder_items(source: Path, report: ImportReport) -> Iterator[_Item]:
         usable, verdict = _folder_verdict(folder, report)
         if not usable:
             continue
+        masks = masks_root / folder.name
+        names = _file_names(masks) if verdict != OK and not mvtec_test else {}
         for path in _image_files(folder, report):
             mask = (source.parent / "ground_truth" / folder.name / f"{path.stem}_mask.png" if mvtec_test
-                    else masks_root / folder.name / f"{path.stem}.png")
+                    else _mask_file(masks, path.stem, names))
             yield _Item(path, verdict, {"import_folder": folder.name}, mask)
+
+
+# How mask files are named beside their image's stem, most expected first: the same
+# stem, or the stem with a suffix some datasets use ("_mask" in MVTec AD, "_label").
+_MASK_SUFFIXES = ("", "_mask", "_label", "_gt")
+_MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")  # lossless: a JPEG mask's noise would paint
+
+
+def _file_names(folder: Path) -> dict[str, str]:
+    """Lower-case name -> name of the files in *folder* (empty when it cannot be listed)."""
+    try:
+        return {p.name.lower(): p.name for p in folder.iterdir()}
+    except OSError:
+        return {}
+
+
+def _mask_file(masks: Path, stem: str, names: dict[str, str]) -> Path:
+    """The mask of the image *stem* in *masks*: <stem>.png, or another usual name for it;
+    <stem>.png (which may not exist) when there is none."""
+    for suffix in _MASK_SUFFIXES:
+        for ext in _MASK_EXTENSIONS:
+            found = names.get(f"{stem}{suffix}{ext}".lower())
+            if found is not None:
+                return masks / found
+    return masks / f"{stem}.png"
 
 
 def _mvtec_items(source: Path, report: ImportReport) -> Iterator[_Item]:
