@@ -1,6 +1,6 @@
 """Importing labeled image folders into a project.
 
-Two layouts are understood:
+Three layouts are understood:
 
 * class folders: every sub-folder is a class; `good`, `ok`, `pass`, `normal`,
   `defect-free` and the like (any case; `project_labels.OK_CLASS_NAMES`) hold good
@@ -81,8 +81,8 @@ class ImportReport:
     conflicts: list[ImportConflict] = field(default_factory=list)
     # Said once per import, not per file: e.g. 12-bit camera data in 16-bit files.
     warnings: list[str] = field(default_factory=list)
-    # New images put in the project's test split (MVTec AD's test folder): kept for
-    # evaluation, never trained on.
+    # New images put in a held-out split (MVTec AD's test folder; another project's test
+    # and golden parts): kept for evaluation, never trained on.
     held_out: int = 0
 
 
