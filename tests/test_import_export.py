@@ -159,6 +159,28 @@ def test_masks_named_as_other_datasets_name_them_are_found(project: Project, tmp
     assert import_folder(project, source).masks == 3
 
 
+def test_images_with_their_masks_beside_them_are_labeled_by_the_masks(project: Project, tmp_path: Path):
+    """KolektorSDD2 (train/10000.png + 10000_GT.png) and KolektorSDD (kos01/Part0.jpg +
+    Part0_label.bmp): a painted mask makes a defect, an empty one an OK part."""
+    source = tmp_path / "ksdd"
+    blank = np.zeros_like(defect_mask())
+    for i in range(4):
+        write_image(source / "kos01" / f"Part{i}.png", part_image(30 + i, defect=i == 0))
+        ok, data = cv2.imencode(".bmp", defect_mask() if i == 0 else blank)
+        (source / "kos01" / f"Part{i}_label.bmp").write_bytes(data.tobytes())
+    write_image(source / "train" / "10000.png", part_image(40, defect=True))
+    write_image(source / "train" / "10000_GT.png", defect_mask())
+    write_image(source / "train" / "10001.png", part_image(41))
+    write_image(source / "train" / "10001_GT.png", blank)
+    write_image(source / "train" / "stray.png", part_image(42))  # no mask: no label
+    files = sorted((verdict, path.name, mask and mask.name) for verdict, path, mask in labeled_files_with_masks(source)[0])
+    assert files == [("defect", "10000.png", "10000_GT.png"), ("defect", "Part0.png", "Part0_label.bmp"),
+                     (OK, "10001.png", None), (OK, "Part1.png", None), (OK, "Part2.png", None), (OK, "Part3.png", None)]
+    report = import_folder(project, source)
+    assert report.layout == "mask-pairs" and (report.added, report.labeled, report.masks) == (7, 6, 2)
+    assert project.label_counts() == {OK: 4, "defect": 2, "unlabeled": 1}
+
+
 @pytest.mark.parametrize("name, verdict", [("Normal", OK), ("defect-free", OK), ("Defect Free", OK),
                                            ("NO_DEFECT", OK), ("non-defective", OK), ("NOK", "NOK"),
                                            ("abnormal", "abnormal"), ("not ok", "not ok")])

@@ -15,14 +15,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     imp = subparsers.add_parser(
         "import",
-        help="import a folder of labeled images (class folders, MVTec AD layout or another project)",
-        description="Import images into a project. Sub-folders are classes ('good', 'ok', 'pass', 'normal' "
-        "or 'defect-free', any case, hold good parts); optional masks in masks/<class>/<image stem>.png (or <stem>_mask.png, .bmp, .tif). The MVTec AD layout "
+        help="import a folder of labeled images (class folders, MVTec AD layout, images with their masks "
+        "beside them, or another project)",
+        description="Import images into a project. Sub-folders are classes ('good', 'ok', 'pass', "
+        "'normal' or 'defect-free', any case, hold good parts); optional masks in "
+        "masks/<class>/<image stem>.png (or <stem>_mask.png, .bmp, .tif). The MVTec AD layout "
         "(train/good, test/<class>, ground_truth/) is recognised too, its test images kept for "
-        "evaluation and never trained on; so is another Lineside "
-        "project (its images come with their current labels, masks and splits). Files that cannot "
-        "be read are listed and skipped; the rest is imported. The same image under two different "
-        "labels is listed as a conflict and left unlabeled; labels already in the project are kept.",
+        "evaluation and never trained on; so are images with their masks beside them "
+        "(<stem>_GT.png, <stem>_label.bmp: a painted mask makes the part a 'defect', an empty one "
+        "OK), and another Lineside project (its images come with their current labels, masks and "
+        "splits). Files that cannot be read are listed and skipped; the rest is imported. The same "
+        "image under two different labels is listed as a conflict and left unlabeled; labels "
+        "already in the project are kept.",
     )
     imp.add_argument("project", help="project folder")
     imp.add_argument("source", help="folder to import")

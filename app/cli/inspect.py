@@ -58,13 +58,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser(
         "evaluate",
         help="measure a model on a labelled folder",
-        description="Measure a model on a folder of labelled images (good/ for OK parts, one folder "
-        "per defect class): catch rate and false rejects at the stored threshold with exact 95% "
-        "confidence intervals, AUROC, per class; with defect masks (masks/<class>/<stem>.png, or "
-        "MVTec AD's ground_truth/) also pixel AUROC and PRO of the heatmaps.",
+        description="Measure a model on a folder of labelled images, read as `import` reads it (good/ "
+        "for OK parts and one folder per defect class; an MVTec AD test folder; images with their "
+        "masks beside them): catch rate and false rejects at the stored threshold with exact 95% "
+        "confidence intervals, AUROC, per class; with defect masks (masks/<class>/<stem>.png, "
+        "MVTec AD's ground_truth/, <stem>_GT.png) also pixel AUROC and PRO of the heatmaps. Warns "
+        "when the folder holds parts the model was built from.",
     )
     _add_project_and_model(evaluate)
-    evaluate.add_argument("source", type=Path, help="folder with one sub-folder per class")
+    evaluate.add_argument("source", type=Path, help="labelled folder (one sub-folder per class, or as import reads it)")
     evaluate.add_argument("--json", action="store_true", help="print the full result as JSON")
     evaluate.set_defaults(handler=run_evaluate)
 

@@ -1,6 +1,6 @@
 """Importing labeled image folders into a project.
 
-Three layouts are understood:
+Four layouts are understood:
 
 * class folders: every sub-folder is a class; `good`, `ok`, `pass`, `normal`,
   `defect-free` and the like (any case; `project_labels.OK_CLASS_NAMES`) hold good
@@ -16,6 +16,10 @@ Three layouts are understood:
   never trained on (the dataset's authors held them out; so does the trainer). Its
   `test/` folder read on its own (`lineside evaluate PROJECT DATASET/test`) is a class
   folder whose masks are the dataset's ground_truth/.
+* mask pairs: each image with its mask beside it (`<stem>_GT.png`, `<stem>_label.bmp`,
+  `<stem>_mask.png`), as KolektorSDD and KolektorSDD2 ship; recognised when at least
+  half the images have one. The mask labels the part: painted means class `defect`,
+  empty means OK.
 * another Lineside project (a folder with project.db): opened read-only, its images
   come over with their current labels, masks, splits, tags and original names.
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,7 +77,7 @@ class ImportConflict:
 
 @dataclass
 class ImportReport:
-    layout: str  # 'class-folders' | 'mvtec' | 'lineside-project'
+    layout: str  # 'class-folders' | 'mvtec' | 'mask-pairs' | 'lineside-project'
     added: int = 0
     duplicates: int = 0
     labeled: int = 0
@@ -256,12 +261,60 @@ def _project_items(source: Path, report: ImportReport) -> Iterator[_Item]:
 def _layout(source: Path) -> str:
     if Project.is_project(source):
         return "lineside-project"
-    return "mvtec" if is_mvtec(source) else "class-folders"
+    if is_mvtec(source):
+        return "mvtec"
+    return "mask-pairs" if _mask_pairs(source, ImportReport(layout="")) is not None else "class-folders"
 
 
 def _items(source: Path, report: ImportReport) -> Iterator[_Item]:
-    readers = {"lineside-project": _project_items, "mvtec": _mvtec_items, "class-folders": _class_folder_items}
+    readers = {"lineside-project": _project_items, "mvtec": _mvtec_items, "class-folders": _class_folder_items,
+               "mask-pairs": _mask_pair_items}
     return readers[report.layout](source, report)
+
+
+# A mask file beside its image: <stem>_GT.png (KolektorSDD2), <stem>_label.bmp
+# (KolektorSDD), <stem>_mask.png. Any case, lossless formats only.
+_PAIRED_MASK = re.compile(r"^(?P<stem>.+)_(gt|label|mask)$", re.IGNORECASE)
+# The class of a part whose paired mask paints something: the layout names no classes.
+PAIRED_DEFECT_CLASS = "defect"
+
+
+def _mask_pairs(source: Path, report: ImportReport) -> tuple[list[Path], dict[Path, Path]] | None:
+    """(images, image -> its mask in the same folder) when at least half of the images
+    under *source* have a mask beside them, else None (not this layout)."""
+    images, masks = [], {}
+    for path in _image_files(source, report):
+        named = _PAIRED_MASK.match(path.stem)
+        if named and path.suffix.lower() in _MASK_EXTENSIONS:
+            masks[(path.parent, named["stem"].lower())] = path
+        else:
+            images.append(path)
+    pairs = {image: masks[(image.parent, image.stem.lower())] for image in images
+             if (image.parent, image.stem.lower()) in masks}
+    if not images or 2 * len(pairs) < len(images):
+        return None
+    return images, pairs
+
+
+def _mask_pair_items(source: Path, report: ImportReport) -> Iterator[_Item]:
+    """Images with a mask beside them, labeled by it: a mask that paints anything makes
+    the part defective (class "defect"), an empty one OK. An image without a mask is
+    OK when its folder's name says so, else unlabeled."""
+    found = _mask_pairs(source, report)
+    images, pairs = found if found is not None else ([], {})
+    for path in images:
+        tags = {"import_folder": path.parent.name}
+        mask_path = pairs.get(path)
+        if mask_path is None:
+            yield _Item(path, OK if means_ok(path.parent.name) else None, tags, None)
+            continue
+        try:
+            painted = bool(read_mask(mask_path).any())
+        except BadImageError as exc:
+            report.skipped.append((str(mask_path), f"{_reason(exc, mask_path)}; image imported without a label"))
+            yield _Item(path, None, tags, None)
+            continue
+        yield _Item(path, PAIRED_DEFECT_CLASS if painted else OK, tags, mask_path if painted else None)
 
 
 def _file_sha(path: Path) -> str | None:
