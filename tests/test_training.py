@@ -276,10 +276,59 @@ def test_validation_judges_tiled_parts_whole_when_it_picks_the_epoch(monkeypatch
     val_set = tiles("bad", ["spot", "spot"]) + tiles("good1", ["ok", "ok"]) + tiles("good2", ["ok", "ok"])
     # Scores as a network might give them: the sliver tile scores below the clean tiles.
     tile_scores = np.array([0.9, 0.1, 0.2, 0.3, 0.25, 0.15])
-    monkeypatch.setattr(loop._Fit, "val_scores", lambda self: tile_scores)
+    monkeypatch.setattr(loop._Fit, "val_outputs", lambda self: (tile_scores, np.zeros((6, 4, 4), np.float32)))
     cfg = loop.TrainConfig(input_size=64, epochs=1, batch_size=4, class_names=["ok", "spot"])
     records = []
     loop.train(train_set, val_set, cfg, on_event=lambda e: records.append(e) if e["event"] == "epoch" else None)
     assert loop.auroc(np.array([1, 1, 0, 0, 0, 0]), tile_scores) == 0.5  # per tile: a coin toss
     assert records[0]["val_auroc"] == 1.0  # per part: 0.9 above 0.3 and 0.25
     assert records[0]["val_catch_rate"] == 1.0
+
+
+def test_among_epochs_that_rank_parts_alike_the_one_whose_heatmap_points_at_the_defects_is_kept(monkeypatch):
+    """Validation AUROC often saturates (every defect above every OK part). The loss then
+    picked the most confident epoch; the patch AUROC against the painted masks now picks
+    the one whose heatmap shows where the defect is, and the retrain is no longer."""
+    from app.core.synthetic import generate_part
+    from training import loop
+    from training.data import Sample
+
+    rng = np.random.default_rng(1)
+
+    def sample(defect):
+        image, mask = generate_part(rng, defect, size=64)
+        return Sample(image, mask if defect else None, defect or "ok", key=str(rng.integers(1 << 30)))
+
+    train_set = [sample(None) for _ in range(4)] + [sample("spot") for _ in range(4)]
+    val_set = [sample(None) for _ in range(3)] + [sample("spot") for _ in range(3)]
+    confident = np.array([0.01, 0.01, 0.01, 0.99, 0.99, 0.99])
+    timid = np.array([0.3, 0.3, 0.3, 0.7, 0.7, 0.7])  # the same ranking, a higher loss
+
+    def val_outputs(self):
+        epoch = len(self.seen) + 1
+        self.seen.append(epoch)
+        self.net.classify.bias.data[0] = float(epoch)  # marks the weights of this epoch
+        targets = self.val_patch_targets()
+        pointing = np.where(targets > 0, 3.0, -3.0).astype(np.float32)
+        scores, patches = {1: (confident, -pointing), 2: (timid, pointing), 3: (timid, -pointing)}[epoch]
+        return scores, patches
+
+    monkeypatch.setattr(loop._Fit, "seen", [], raising=False)
+    monkeypatch.setattr(loop._Fit, "val_outputs", val_outputs)
+    cfg = loop.TrainConfig(input_size=64, epochs=3, batch_size=4, class_names=["ok", "spot"])
+    records = []
+    result = loop.train(train_set, val_set, cfg, on_event=lambda e: records.append(e) if e["event"] == "epoch" else None)
+    assert [r["val_auroc"] for r in records] == [1.0, 1.0, 1.0]
+    assert [r["val_patch_auroc"] for r in records] == [0.0, 1.0, 0.0]
+    assert records[0]["val_loss"] < records[1]["val_loss"]  # the loss alone would keep epoch 1
+    assert float(result.net.classify.bias.detach()[0]) == 2.0
+    assert result.epochs_run == 3
+
+
+def test_patch_auroc_counts_only_the_patches_whose_truth_is_known():
+    from training.loop import patch_auroc
+
+    targets = np.array([[1, 0, -1], [0, 1, -1]], np.float32)
+    assert patch_auroc(targets, np.array([[5, 1, 9], [2, 4, 9]])) == 1.0  # the unknown 9s do not count
+    assert patch_auroc(targets, np.array([[1, 5, 0], [4, 2, 0]])) == 0.0
+    assert patch_auroc(np.zeros((2, 2)), np.ones((2, 2))) is None  # no painted patch: nothing to judge
