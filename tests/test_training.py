@@ -231,17 +231,23 @@ def test_second_version_reports_what_changed(trained):
     assert json.loads((second.path / "model.json").read_text())["version"] == second.version
 
 
-def test_full_fine_tuning_path_runs_on_cpu():
-    """The GPU path (every layer trains on fresh augmentations) runs anywhere; CI has no GPU."""
+def _generated_sample(rng, defect: str | None):
+    """A 64-px generated part as a training Sample (with its mask when defective)."""
     from app.core.synthetic import generate_part
     from training.data import Sample
+
+    image, mask = generate_part(rng, defect, size=64)
+    return Sample(image, mask if defect else None, defect or "ok", key=str(rng.integers(1 << 30)))
+
+
+def test_full_fine_tuning_path_runs_on_cpu():
+    """The GPU path (every layer trains on fresh augmentations) runs anywhere; CI has no GPU."""
     from training.loop import TrainConfig, train
 
     rng = np.random.default_rng(0)
 
     def sample(defect):
-        image, mask = generate_part(rng, defect, size=64)
-        return Sample(image, mask if defect else None, defect or "ok", key=str(rng.integers(1 << 30)))
+        return _generated_sample(rng, defect)
 
     train_set = [sample(None) for _ in range(6)] + [sample("spot") for _ in range(4)]
     val_set = [sample(None) for _ in range(3)] + [sample("spot") for _ in range(2)]
@@ -289,15 +295,12 @@ def test_among_epochs_that_rank_parts_alike_the_one_whose_heatmap_points_at_the_
     """Validation AUROC often saturates (every defect above every OK part). The loss then
     picked the most confident epoch; the patch AUROC against the painted masks now picks
     the one whose heatmap shows where the defect is, and the retrain is no longer."""
-    from app.core.synthetic import generate_part
     from training import loop
-    from training.data import Sample
 
     rng = np.random.default_rng(1)
 
     def sample(defect):
-        image, mask = generate_part(rng, defect, size=64)
-        return Sample(image, mask if defect else None, defect or "ok", key=str(rng.integers(1 << 30)))
+        return _generated_sample(rng, defect)
 
     train_set = [sample(None) for _ in range(4)] + [sample("spot") for _ in range(4)]
     val_set = [sample(None) for _ in range(3)] + [sample("spot") for _ in range(3)]

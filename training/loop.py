@@ -301,16 +301,22 @@ def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_sto
 
 
 @torch.no_grad()
-def predict(net: InspectionNet, images: list[np.ndarray], device: str, batch: int | None = None):
-    """Scores and predicted classes with the whole network, exactly as exported."""
+def _whole_network(net: InspectionNet, images: list[np.ndarray], device: str, fields: tuple[str, ...],
+                   batch: int | None = None) -> tuple[np.ndarray, ...]:
+    """The named NetOutput fields of *images* with the whole network, exactly as exported."""
     net.eval()
     batch = batch or (1 if device == "cpu" else 32)  # see _build_cache on CPU batch size
-    scores, probs = [], []
+    out: list[list[torch.Tensor]] = [[] for _ in fields]
     for i in range(0, len(images), batch):
-        out = net(_tensor_batch(images[i:i + batch], device))
-        scores.append(out.score.cpu())
-        probs.append(out.class_probs.cpu())
-    return torch.cat(scores).numpy(), torch.cat(probs).numpy()
+        result = net(_tensor_batch(images[i:i + batch], device))
+        for kept, name in zip(out, fields):
+            kept.append(getattr(result, name).cpu())
+    return tuple(torch.cat(kept).numpy() for kept in out)
+
+
+def predict(net: InspectionNet, images: list[np.ndarray], device: str, batch: int | None = None):
+    """Scores and predicted classes with the whole network, exactly as exported."""
+    return _whole_network(net, images, device, ("score", "class_probs"), batch)
 
 
 @torch.no_grad()
@@ -321,19 +327,6 @@ def _cached_outputs(net: InspectionNet, cache: _Cache, start_block: int, device:
     for i in range(0, len(cache), 64):
         f16 = None if cache.f16 is None else cache.f16[i:i + 64].float().to(device)
         out = net.patch_head(*net.features(cache.features[i:i + 64].float().to(device), start_block, f16))
-        scores.append(out.score.cpu())
-        patches.append(out.patch_logits.cpu())
-    return torch.cat(scores).numpy(), torch.cat(patches).numpy()
-
-
-@torch.no_grad()
-def _outputs(net: InspectionNet, images: list[np.ndarray], device: str) -> tuple[np.ndarray, np.ndarray]:
-    """(part scores, patch logits [N, h, w]) with the whole network, in eval mode."""
-    net.eval()
-    batch = 1 if device == "cpu" else 32  # as predict()
-    scores, patches = [], []
-    for i in range(0, len(images), batch):
-        out = net(_tensor_batch(images[i:i + batch], device))
         scores.append(out.score.cpu())
         patches.append(out.patch_logits.cpu())
     return torch.cat(scores).numpy(), torch.cat(patches).numpy()
@@ -439,7 +432,8 @@ class _Fit:
         """(part scores, patch logits) of the validation inputs."""
         if self.val_cache is not None:
             return _cached_outputs(self.net, self.val_cache, self.start_block, self.cfg.device)
-        return _outputs(self.net, [s.image for s in self.val_samples], self.cfg.device)
+        return _whole_network(self.net, [s.image for s in self.val_samples], self.cfg.device,
+                              ("score", "patch_logits"))
 
     def val_patch_targets(self) -> np.ndarray:
         if self.val_cache is not None:
