@@ -439,6 +439,8 @@ class _Fit:
         if self.val_cache is not None:
             return self.val_cache.patches.numpy()
         grid = self.cfg.input_size // HEATMAP_STRIDE
+        if not self.val_samples:
+            return np.zeros((0, grid, grid), np.float32)
         return _targets(self.val_samples, [s.mask for s in self.val_samples], self.class_index, grid)[2].numpy()
 
     def run(self, rng, on_event: EventSink, should_stop, t_start: float) -> tuple[list[dict], int, bool]:
@@ -463,7 +465,7 @@ class _Fit:
 
         history: list[dict] = []
         best_state, best_key, best_progress, bad_epochs, step = None, None, None, 0, 0
-        val_patch_targets = self.val_patch_targets()
+        val_patch_targets: np.ndarray | None = None  # the main process's, on first validation
         epochs_run, stopped_early = 0, False
         epoch_times: list[float] = []
         for epoch in range(1, cfg.epochs + 1):
@@ -519,6 +521,8 @@ class _Fit:
                 continue
             # Validation in eval mode: what the line will see (on a CPU from the cached
             # frozen features, which the frozen layers would compute again identically).
+            if val_patch_targets is None:
+                val_patch_targets = self.val_patch_targets()
             val_scores, val_patch_logits = self.val_outputs()
             val_patches = patch_auroc(val_patch_targets, val_patch_logits)
             eps = 1e-6
