@@ -14,9 +14,10 @@ EVENTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
               frozenset({"shortfalls", "mode", "mode_reason", "false_reject_target", "tiling"})),
     "progress": (frozenset({"phase", "step", "steps", "eta_s"}),
                  frozenset({"epoch", "epochs", "loss", "elapsed_s"})),
-    # val_catch_rate: caught at 1 % false reject on the validation parts, the training's own yardstick
+    # val_catch_rate: caught at 1 % false reject on the validation parts, the training's own yardstick;
+    # val_patch_auroc: how well the heatmap points at the painted defects (None without masks)
     "epoch": (frozenset({"epoch", "epochs", "train_loss", "val_loss", "val_auroc", "val_catch_rate", "eta_s"}),
-              frozenset({"elapsed_s"})),
+              frozenset({"elapsed_s", "val_patch_auroc"})),
     "done": (frozenset({"version", "elapsed_s", "device", "metrics"}),
              frozenset({"mode", "mode_reason", "operating_point", "production", "baseline", "shortfalls",
                         "changes", "curve_follows"})),
