@@ -330,11 +330,12 @@ def _headline(result: dict) -> list[str]:
 
 def format_report(result: dict) -> str:
     """The evaluate_folder result as a short text report for the terminal."""
+    warning = seen_warning(result)
     lines = [
         f"Model {result['model_version']} on {result['source']}: {result['n_images']} images "
         f"({result['n_ok']} OK, {result['n_defect']} defective)",
         *_headline(result),
-        *([f"  WARNING: {seen_warning(result)}"] if seen_warning(result) else []),
+        *([f"  WARNING: {warning}"] if warning else []),
         f"  latency per part             {result['latency_ms_p50']:.1f} ms (p95 {result['latency_ms_p95']:.1f} ms)",
         "  per class:",
     ]

@@ -550,9 +550,10 @@ def evaluate_folder(
             skipped.append({"path": str(path), "reason": str(exc)})
         else:
             parts.add(cls, verdict, mask_path, skipped)
-            split = (training_set or {}).get(hashlib.sha256(data).hexdigest())
-            if split is not None:
-                seen[split].append(str(path))
+            if training_set:  # hashing every file is only worth it with something to look up
+                split = training_set.get(hashlib.sha256(data).hexdigest())
+                if split is not None:
+                    seen[split].append(str(path))
         if on_progress is not None:
             on_progress(done, len(files))
     if not parts.scores:
