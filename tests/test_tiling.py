@@ -536,3 +536,45 @@ def test_real_grey_parts_cut_from_their_channel_are_the_same_bytes():
     for path in files:
         three, one = _cut_both_ways(lambda im: plan.tiles(im)[0], read_image(path))
         assert all(np.array_equal(a, b) for a, b in zip(three, one))
+
+
+# -- tiles need painted defects ---------------------------------------------------------------
+
+def _long_parts_project(tmp_path, n_ok: int, n_painted: int, n_unpainted: int):
+    """A project of 120 x 600 px parts (tiling territory): OK parts, and defective parts
+    with or without a painted region."""
+    from app.core.project import Project
+
+    project = Project.create(tmp_path / "long")
+    rng = np.random.default_rng(3)
+    for i in range(n_ok + n_painted + n_unpainted):
+        image = rng.integers(80, 120, (120, 600, 3), dtype=np.uint8)
+        record, _ = project.add_image_array(image, source=f"part{i}")
+        if i < n_ok:
+            project.set_label(record.id, OK)
+            continue
+        mask = np.zeros((120, 600), np.uint8)
+        mask[50:60, 300:330] = 255
+        project.set_label(record.id, "crack", mask if i < n_ok + n_painted else None)
+    return project
+
+
+@pytest.mark.parametrize("painted, unpainted, tiles", [(12, 0, True), (12, 12, True), (12, 13, False),
+                                                       (9, 0, False), (0, 12, False)])
+def test_large_parts_tile_only_when_enough_defects_are_painted(tmp_path, painted, unpainted, tiles):
+    from training.modes import GOOD_ONLY, SUPERVISED
+    from training.pipeline import MAX_INPUT_SIZE, choose_size_and_tiling, unpainted_note
+
+    project = _long_parts_project(tmp_path, 6, painted, unpainted)
+    labeled = project.labeled()
+    size, plan = choose_size_and_tiling(project, labeled, SUPERVISED)
+    assert (plan is not None) == tiles
+    note = unpainted_note(project, labeled, SUPERVISED, size)
+    if tiles:
+        assert size == plan.tile and note is None
+    else:
+        # Judged whole, every labeled defect counts, and the trainer says why.
+        assert size == MAX_INPUT_SIZE
+        assert f"{painted} of {painted + unpainted} defective parts have a painted region" in note
+    # An anomaly model learns from OK parts alone: it tiles whatever is painted.
+    assert choose_size_and_tiling(project, labeled, GOOD_ONLY)[1] is not None

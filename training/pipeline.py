@@ -36,8 +36,8 @@ from training.comparisons import baseline_on, changes_since, per_class_counts, p
 from training.data import OK, load_sample, load_tiled_samples, part_key
 from training.export import export_checked
 from training.loop import Cancelled, TrainConfig, config_dict, learning_curve, train
-from training.modes import (COMBINED, GOOD_ONLY, SUPERVISED, check_good_only, check_supervised, choose_mode,
-                            merge_short_classes)
+from training.modes import (COMBINED, GOOD_ONLY, MIN_DEFECTS_SUPERVISED, SUPERVISED, check_good_only,
+                            check_supervised, choose_mode, merge_short_classes)
 from training.network import HEATMAP_STRIDE
 
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 224, 288  # 288: the most a CPU retrain affords (docs/adr/0005)
@@ -64,15 +64,20 @@ def choose_input_size(project: Project, labeled: list, mode: str = SUPERVISED) -
     the size at which the smaller defects (25th percentile of the painted regions'
     extent relative to their image) span about PIXELS_PER_SMALL_DEFECT pixels, never
     larger than the images themselves, rounded to a multiple of 32 within
-    [MIN_INPUT_SIZE, MAX_INPUT_SIZE].
+    [MIN_INPUT_SIZE, MAX_INPUT_SIZE]. With no painted region at all the defects' size is
+    unknown, and the largest size is taken, as for good-only (it used to be the
+    smallest: kolektorsdd by class folders without masks, judged whole, caught 14/17
+    unseen test cracks at 288 px against 13/17 at 224 px, AUROC 0.996 against 0.994,
+    no false rejects either way, trained in 36 s against 29 s).
     """
     explicit = project.get_setting("input_size")
     if explicit:
         return int(explicit)
     longest = [max(r.width, r.height) for r, _ in labeled]
+    largest = float(np.median(longest)) if longest else MAX_INPUT_SIZE
+    largest_size = int(np.clip(32 * math.floor(largest / 32), MIN_INPUT_SIZE, MAX_INPUT_SIZE))
     if mode == GOOD_ONLY:
-        wanted = float(np.median(longest)) if longest else MAX_INPUT_SIZE
-        return int(np.clip(32 * math.floor(wanted / 32), MIN_INPUT_SIZE, MAX_INPUT_SIZE))
+        return largest_size
     import cv2
 
     relative = []
@@ -83,11 +88,47 @@ def choose_input_size(project: Project, labeled: list, mode: str = SUPERVISED) -
         n, _, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8))
         extent = min(max(stats[i, 2], stats[i, 3]) for i in range(1, n))
         relative.append(extent / max(mask.shape))
-    if not relative:
-        return MIN_INPUT_SIZE
+    if not relative:  # no defect size to go by: do not shrink the part more than the CPU needs
+        return largest_size
     wanted = PIXELS_PER_SMALL_DEFECT / max(float(np.percentile(relative, 25)), 1e-3)
     wanted = min(wanted, float(np.median(longest)))  # upscaling adds no detail
     return int(np.clip(32 * round(wanted / 32), MIN_INPUT_SIZE, MAX_INPUT_SIZE))
+
+
+def painted_defects(project: Project, labeled: list) -> tuple[int, int]:
+    """(defective parts, how many of them have a painted region) among *labeled*."""
+    defective = [label for _, label in labeled if label.verdict != OK]
+    painted = 0
+    for label in defective:
+        mask = project.load_mask(label) if label.mask_path else None
+        painted += mask is not None and bool(mask.any())
+    return len(defective), painted
+
+
+def enough_painted_to_tile(project: Project, labeled: list) -> bool:
+    """Whether a model that learns from defects may tile: tiled training labels each tile
+    from the painted region, so a defective part without one is left out. Tiling is
+    worth that only when at least MIN_DEFECTS_SUPERVISED defective parts, and at least
+    half of them, are painted; otherwise the whole part is letterboxed and every
+    labeled defect counts. A project of large parts labeled by class folders alone
+    (kolektorsdd imported that way: 33 unpainted cracks) trained tiles of OK parts only
+    and judged its validation cracks at AUROC 0.36."""
+    defective, painted = painted_defects(project, labeled)
+    return defective == 0 or (painted >= MIN_DEFECTS_SUPERVISED and 2 * painted >= defective)
+
+
+def unpainted_note(project: Project, labeled: list, mode: str, size: int) -> str | None:
+    """What the trainer says when parts large enough to tile are judged whole because
+    too few defects are painted (`enough_painted_to_tile`); None otherwise."""
+    if mode == GOOD_ONLY or project.get_setting("input_size") or enough_painted_to_tile(project, labeled):
+        return None
+    if choose_tiling(project, labeled, MAX_INPUT_SIZE) is None:
+        return None
+    defective, painted = painted_defects(project, labeled)
+    return (f"judged whole at {size} px, not in tiles at full resolution: {painted} of {defective} defective "
+            f"parts have a painted region, and tiles learn only from painted parts (at least "
+            f"{MIN_DEFECTS_SUPERVISED} and half are needed). Paint the defect regions to catch small defects "
+            "on these large parts")
 
 
 def choose_size_and_tiling(project: Project, labeled: list, mode: str) -> tuple[int, TilePlan | None]:
@@ -103,6 +144,8 @@ def choose_size_and_tiling(project: Project, labeled: list, mode: str) -> tuple[
     each side (`app.core.preprocess.TILE_MARGIN`), so the model input is 320 px for 288 px
     of part. An explicit `input_size` setting is the tile side, margin included."""
     explicit = project.get_setting("input_size")
+    if mode != GOOD_ONLY and not enough_painted_to_tile(project, labeled):
+        return choose_input_size(project, labeled, mode), None
     if not explicit:
         plan = choose_tiling(project, labeled, MAX_INPUT_SIZE)
         if plan is not None:
@@ -285,6 +328,9 @@ class _Run:
         # input size or the tiles: their defect sizes are not the trainer's to see.
         labeled = [(r, lab) for r, lab in project.labeled() if r.split not in HELD_OUT_SPLITS]
         self.size, self.plan = choose_size_and_tiling(project, labeled, self.mode)
+        whole_note = unpainted_note(project, labeled, self.mode, self.size) if self.plan is None else None
+        if whole_note:
+            self.shortfalls.append(whole_note)
         self.on_event({"event": "progress", "phase": "prepare", "step": 0, "steps": 1, "eta_s": None})
         self.train_samples, self.train_parts, unused = load_split(project, "train", self.size, self.plan,
                                                                   self.verdict_map)
