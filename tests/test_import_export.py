@@ -88,6 +88,36 @@ def test_importing_again_adds_nothing_and_keeps_changed_labels(project: Project,
     assert len(project.label_history(changed.id)) == 2
 
 
+def test_mvtec_style_layouts_of_other_datasets(project: Project, tmp_path: Path):
+    # VisA converted to the MVTec layout names its masks as its images (<stem>.png);
+    # MVTec LOCO keeps more good parts in validation/good and paints each defect region
+    # in a file of its own, in a folder named after the image.
+    source = tmp_path / "breakfast_box"
+    write_image(source / "train" / "good" / "000.png", part_image(1))
+    write_image(source / "validation" / "good" / "000.png", part_image(2))
+    write_image(source / "test" / "bad" / "000.JPG", part_image(3, defect=True))
+    write_image(source / "ground_truth" / "bad" / "000.png", defect_mask())
+    write_image(source / "test" / "logical_anomalies" / "001.png", part_image(4, defect=True))
+    left, right = np.zeros((48, 64), np.uint8), np.zeros((48, 64), np.uint8)
+    left[5:10, 5:10], right[30:40, 40:60] = 255, 255
+    write_image(source / "ground_truth" / "logical_anomalies" / "001" / "000.png", left)
+    write_image(source / "ground_truth" / "logical_anomalies" / "001" / "001.png", right)
+    write_image(source / "test" / "logical_anomalies" / "002.png", part_image(5, defect=True))
+    (source / "ground_truth" / "logical_anomalies" / "002").mkdir()  # a folder with no masks in it
+
+    report = import_folder(project, source)
+    assert report.layout == "mvtec" and (report.added, report.labeled, report.masks) == (5, 5, 2)
+    assert any("no mask images" in why for _, why in report.skipped)
+    assert project.label_counts(for_training=True) == {OK: 2, "unlabeled": 0}  # train/ and validation/ good
+    masks = {r.filename: project.load_mask(project.label(r.id)) for r in project.images()
+             if project.label(r.id).mask_path is not None}
+    assert np.array_equal(masks["000.JPG"], defect_mask())
+    assert np.array_equal(masks["001.png"], np.maximum(left, right))  # the regions joined
+    # evaluate reads the test folder alone the same way.
+    files = {path.name: mask for _, path, mask in labeled_files_with_masks(source / "test")[0]}
+    assert files["000.JPG"].name == "000.png" and files["001.png"].is_dir()
+
+
 def test_class_folders_nested_in_images_folder(project: Project, tmp_path: Path):
     source = tmp_path / "dataset"
     write_image(source / "images" / "good" / "g.png", part_image(1))

@@ -153,8 +153,12 @@ def read_image(path: Path | str, notes: list[str] | None = None) -> np.ndarray:
 
 
 def read_mask(path: Path | str, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a defect mask as uint8 0/255, optionally resized (nearest) to *shape* (h, w)."""
+    """Read a defect mask as uint8 0/255, optionally resized (nearest) to *shape* (h, w).
+
+    A folder of masks (MVTec LOCO: one file per defect region) reads as their union."""
     path = Path(path)
+    if path.is_dir():
+        return _joined_masks(path, shape)
     data = read_file(path)
     if not data:
         raise BadImageError(f"{path}: the mask file is empty (0 bytes).")
@@ -167,6 +171,19 @@ def read_mask(path: Path | str, shape: tuple[int, int] | None = None) -> np.ndar
     if shape is not None and mask.shape[:2] != tuple(shape):
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return np.where(mask > 0, 255, 0).astype(np.uint8)
+
+
+def _joined_masks(folder: Path, shape: tuple[int, int] | None) -> np.ndarray:
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+    except OSError as exc:
+        raise BadImageError(f"{folder}: the mask folder cannot be read ({exc.strerror or exc}).") from exc
+    if not files:
+        raise BadImageError(f"{folder}: a mask folder with no mask images in it.")
+    masks = [read_mask(f, shape) for f in files]
+    if len({m.shape for m in masks}) > 1:
+        raise BadImageError(f"{folder}: the masks in this folder differ in size.")
+    return np.maximum.reduce(masks)
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -187,12 +187,10 @@ def _class_folder_items(source: Path, report: ImportReport) -> Iterator[_Item]:
         usable, verdict = _folder_verdict(folder, report)
         if not usable:
             continue
-        masks = masks_root / folder.name
-        names = _file_names(masks) if verdict != OK and not mvtec_test else {}
+        masks = (source.parent / "ground_truth" if mvtec_test else masks_root) / folder.name
+        names = _file_names(masks) if verdict != OK else {}
         for path in _image_files(folder, report):
-            mask = (source.parent / "ground_truth" / folder.name / f"{path.stem}_mask.png" if mvtec_test
-                    else _mask_file(masks, path.stem, names))
-            yield _Item(path, verdict, {"import_folder": folder.name}, mask)
+            yield _Item(path, verdict, {"import_folder": folder.name}, _mask_file(masks, path.stem, names))
 
 
 # How mask files are named beside their image's stem, most expected first: the same
@@ -210,29 +208,44 @@ def _file_names(folder: Path) -> dict[str, str]:
 
 
 def _mask_file(masks: Path, stem: str, names: dict[str, str]) -> Path:
-    """The mask of the image *stem* in *masks*: <stem>.png, or another usual name for it;
-    <stem>.png (which may not exist) when there is none."""
+    """The mask of the image *stem* in *masks*: <stem>.png, or another usual name for it
+    (MVTec AD's <stem>_mask.png), or a folder <stem>/ of masks to be joined (MVTec LOCO
+    paints each defect region in a file of its own); <stem>.png (which may not exist)
+    when there is none."""
     for suffix in _MASK_SUFFIXES:
         for ext in _MASK_EXTENSIONS:
             found = names.get(f"{stem}{suffix}{ext}".lower())
             if found is not None:
                 return masks / found
+    folder = names.get(stem.lower())
+    if folder is not None and (masks / folder).is_dir():
+        return masks / folder
     return masks / f"{stem}.png"
 
 
+# OK parts of an MVTec-style dataset that a model may learn from: train/good, and MVTec
+# LOCO's validation/good (good parts its authors set aside for choosing a threshold; the
+# trainer makes its own validation split).
+_MVTEC_TRAINING_FOLDERS = ("train", "validation")
+
+
 def _mvtec_items(source: Path, report: ImportReport) -> Iterator[_Item]:
-    for path in _image_files(source / "train" / "good", report):
-        yield _Item(path, OK, {"import_folder": "good", "mvtec_split": "train"}, None)
+    for split in _MVTEC_TRAINING_FOLDERS:
+        if split != "train" and not (source / split / "good").is_dir():
+            continue  # only MVTec LOCO has it
+        for path in _image_files(source / split / "good", report):
+            yield _Item(path, OK, {"import_folder": "good", "mvtec_split": split}, None)
     for folder in _subfolders(source / "test", report):
         usable, verdict = _folder_verdict(folder, report)
         if not usable:
             continue
         masks = source / "ground_truth" / folder.name
+        names = _file_names(masks) if verdict != OK else {}
         for path in _image_files(folder, report):
             tags = {"import_folder": folder.name, "mvtec_split": "test"}
             # The dataset's own held-out images stay held out: a model trained on them
             # would be measured on parts it has seen.
-            yield _Item(path, verdict, tags, masks / f"{path.stem}_mask.png", split="test")
+            yield _Item(path, verdict, tags, _mask_file(masks, path.stem, names), split="test")
 
 
 def _project_items(source: Path, report: ImportReport) -> Iterator[_Item]:
@@ -361,7 +374,8 @@ def _reason(exc: BadImageError, path: Path) -> str:
 
 def _existing_mask(item: _Item) -> Path | None:
     """The item's mask file when there is one; OK and unlabeled parts never have one."""
-    if item.verdict in (None, OK) or item.mask_path is None or not item.mask_path.is_file():
+    if item.verdict in (None, OK) or item.mask_path is None or not (
+            item.mask_path.is_file() or item.mask_path.is_dir()):
         return None
     return item.mask_path
 
@@ -490,7 +504,8 @@ def labeled_files_with_masks(
 ) -> tuple[list[tuple[str, Path, Path | None]], list[tuple[str, str]]]:
     """As labeled_files, with the defect mask `import` would attach to each image:
     (verdict, image path, mask path or None). The mask path is given only when the file
-    exists (masks/<class>/<stem>.png, or MVTec's ground_truth/<class>/<stem>_mask.png);
+    exists (masks/<class>/<stem>.png, MVTec's ground_truth/<class>/<stem>_mask.png, or
+    another usual name: `_mask_file`);
     OK parts never have one. The mask itself is not read here."""
     source = Path(source).expanduser().absolute()
     _check_source(source)
