@@ -125,10 +125,10 @@ def unpainted_note(project: Project, labeled: list, mode: str, size: int) -> str
     if choose_tiling(project, labeled, MAX_INPUT_SIZE) is None:
         return None
     defective, painted = painted_defects(project, labeled)
-    return (f"judged whole at {size} px, not in tiles at full resolution: {painted} of {defective} defective "
+    return (f"Judged whole at {size} px, not in tiles at full resolution: {painted} of {defective} defective "
             f"parts have a painted region, and tiles learn only from painted parts (at least "
-            f"{MIN_DEFECTS_SUPERVISED} and half are needed). Paint the defect regions to catch small defects "
-            "on these large parts")
+            f"{MIN_DEFECTS_SUPERVISED}, and half of the defective parts, are needed). Paint the defect regions "
+            "to catch small defects on these large parts.")
 
 
 def choose_size_and_tiling(project: Project, labeled: list, mode: str) -> tuple[int, TilePlan | None]:

@@ -165,7 +165,7 @@ class TrainSummaryCard(QFrame):
         )
         self.review_strip.show_parts(metrics.get("highest_ok_parts") or [])
         shortfalls = [str(s) for s in event.get("shortfalls") or []]
-        self.shortfalls.setText("More labeled images would help:\n• " + "\n• ".join(shortfalls) if shortfalls else "")
+        self.shortfalls.setText("About the labeled data:\n• " + "\n• ".join(shortfalls) if shortfalls else "")
         self.shortfalls.setVisible(bool(shortfalls))
         self.set_deployed(False)
 
