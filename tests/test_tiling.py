@@ -538,7 +538,7 @@ def test_real_grey_parts_cut_from_their_channel_are_the_same_bytes():
         assert all(np.array_equal(a, b) for a, b in zip(three, one))
 
 
-# -- tiles need painted defects ---------------------------------------------------------------
+# -- unpainted defects on large parts ---------------------------------------------------------
 
 def _long_parts_project(tmp_path, n_ok: int, n_painted: int, n_unpainted: int):
     """A project of 120 x 600 px parts (tiling territory): OK parts, and defective parts
@@ -559,22 +559,24 @@ def _long_parts_project(tmp_path, n_ok: int, n_painted: int, n_unpainted: int):
     return project
 
 
-@pytest.mark.parametrize("painted, unpainted, tiles", [(12, 0, True), (12, 12, True), (12, 13, False),
-                                                       (9, 0, False), (0, 12, False)])
-def test_large_parts_tile_only_when_enough_defects_are_painted(tmp_path, painted, unpainted, tiles):
-    from training.modes import GOOD_ONLY, SUPERVISED
-    from training.pipeline import MAX_INPUT_SIZE, choose_size_and_tiling, unpainted_note
+def test_large_parts_tile_whether_or_not_their_defects_are_painted(tmp_path):
+    from training.data import part_key
+    from training.modes import SUPERVISED
+    from training.pipeline import choose_size_and_tiling, load_split
+    from training.weak_tiles import is_weak
 
-    project = _long_parts_project(tmp_path, 6, painted, unpainted)
+    project = _long_parts_project(tmp_path, 4, 2, 3)
     labeled = project.labeled()
     size, plan = choose_size_and_tiling(project, labeled, SUPERVISED)
-    assert (plan is not None) == tiles
-    note = unpainted_note(project, labeled, SUPERVISED, size)
-    if tiles:
-        assert size == plan.tile and note is None
-    else:
-        # Judged whole, every labeled defect counts, and the trainer says why.
-        assert size == MAX_INPUT_SIZE
-        assert f"{painted} of {painted + unpainted} defective parts have a painted region" in note
-    # An anomaly model learns from OK parts alone: it tiles whatever is painted.
-    assert choose_size_and_tiling(project, labeled, GOOD_ONLY)[1] is not None
+    assert plan is not None and size == plan.tile
+    samples, parts, unpainted = load_split(project, None, size, plan)
+    assert len(parts) == 9 and unpainted == 3
+    # Every defective part is used: a painted one labels its tiles from the mask, an
+    # unpainted one gives a bag of tiles that all carry its class and no mask.
+    weak_parts = {part_key(s.key) for s in samples if is_weak(s)}
+    assert len(weak_parts) == 3
+    for s in samples:
+        if part_key(s.key) in weak_parts:
+            assert s.verdict == "crack" and s.mask is None
+    painted = [s for s in samples if s.verdict == "crack" and not is_weak(s)]
+    assert painted and all(s.mask is not None and s.mask.any() for s in painted)

@@ -335,3 +335,60 @@ def test_patch_auroc_counts_only_the_patches_whose_truth_is_known():
     assert patch_auroc(targets, np.array([[5, 1, 9], [2, 4, 9]])) == 1.0  # the unknown 9s do not count
     assert patch_auroc(targets, np.array([[1, 5, 0], [4, 2, 0]])) == 0.0
     assert patch_auroc(np.zeros((2, 2)), np.ones((2, 2))) is None  # no painted patch: nothing to judge
+
+
+# -- bags: the tiles of an unpainted defective part (training.weak_tiles) --------------------
+
+def _tile(key: str, verdict: str, painted: bool = False):
+    from training.data import Sample
+
+    mask = np.full((32, 32), 255, np.uint8) if painted else None
+    return Sample(np.zeros((32, 32, 3), np.uint8), mask, verdict, key)
+
+
+def test_bags_are_the_unpainted_defective_parts_tiles_per_view():
+    from training.weak_tiles import bag_ids, is_weak, part_counts
+
+    samples = [_tile("a#t0", "crack"), _tile("a#t1", "crack"), _tile("b#t0", "ok"), _tile("c#t0", "crack", True),
+               _tile("d", "crack"), _tile("e#t0", "dent"), _tile("a#t0", "crack")]
+    assert [is_weak(s) for s in samples] == [True, True, False, False, False, True, True]
+    # The last row is a second view of a#t0: a bag of its own with that view's tiles.
+    assert bag_ids(samples, [0, 0, 0, 0, 0, 0, 1]).tolist() == [0, 0, -1, -1, -1, 1, 2]
+    # A bag counts as one part of its class, for the class balance.
+    assert part_counts(samples[:6]) == {"crack": 3, "ok": 1, "dent": 1}
+
+
+def test_a_bags_weight_is_shared_then_goes_to_its_highest_tile():
+    from training.weak_tiles import even_weights, highest_weights
+
+    bags = np.array([-1, 0, 0, 0, -1, 1, 1])
+    assert even_weights(bags).tolist() == pytest.approx([1, 1 / 3, 1 / 3, 1 / 3, 1, 0.5, 0.5])
+    scores = np.array([0.9, 0.1, 0.7, 0.3, 0.0, 0.6, 0.2])
+    assert highest_weights(bags, scores).tolist() == [1, 0, 1, 0, 1, 1, 0]
+
+
+def test_weights_of_one_give_the_unweighted_loss():
+    from training.loop import TrainConfig, compute_loss
+    from training.network import NetOutput
+
+    torch.manual_seed(0)
+    n, classes, grid = 6, 3, 4
+    def output(logit, class_logits, patch_logits):
+        unused = torch.zeros(0)
+        return NetOutput(score=unused, class_probs=unused, heatmap=unused, defect_logit=logit,
+                         patch_logits=patch_logits, class_logits=class_logits)
+
+    out = output(torch.randn(n), torch.randn(n, classes), torch.randn(n, grid, grid))
+    is_defect = torch.tensor([0, 1, 1, 0, 1, 1], dtype=torch.float32)
+    cls = torch.tensor([-1, 0, 2, -1, 1, 0])
+    patches = torch.where(torch.rand(n, grid, grid) > 0.5, 1.0, 0.0)
+    patches[2] = -1
+    args = (out, is_defect, cls, patches, torch.tensor(2.0), torch.tensor([1.0, 0.5, 2.0]), TrainConfig())
+    assert float(compute_loss(*args, weights=torch.ones(n))) == pytest.approx(float(compute_loss(*args)), rel=1e-6)
+    # A row weighted 0 is as if it were not in the batch (its patches carry no target).
+    patches[1] = -1
+    keep = torch.tensor([0, 2, 3, 4, 5])
+    sub = output(out.defect_logit[keep], out.class_logits[keep], out.patch_logits[keep])
+    without = compute_loss(sub, is_defect[keep], cls[keep], patches[keep], *args[4:])
+    weights = torch.tensor([1.0, 0.0, 1, 1, 1, 1])
+    assert float(compute_loss(*args[:3], patches, *args[4:], weights=weights)) == pytest.approx(float(without), rel=1e-6)

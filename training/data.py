@@ -49,8 +49,8 @@ def load_tiled_samples(image_path: Path | str, verdict: str, plan: TilePlan, mas
     its tile mask; a tile of a defective part with no painted pixel in it is an OK tile
     (the inspector painted where the defect is, so the rest of the part is clean). A
     defective part without a mask cannot say which tiles hold the defect: it gives []
-    (the caller reports "paint the defect region to use it in tiled training") unless
-    *allow_unmasked*, where every tile carries the defect class and no mask (weak label).
+    unless *allow_unmasked*, where every tile carries the defect class and no mask: a
+    bag, which the trainer weighs as one part (training.weak_tiles).
     Keys are "<key>#t<i>" so tiles of one part stay distinguishable and traceable.
     """
     has_mask = mask is not None and bool(np.any(mask))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from app.core.evaluation import auroc, catch_at_false_reject, threshold_for_false_reject
 from training.data import OK, Sample, augment, part_key, patch_targets
 from training.network import HEATMAP_STRIDE, STRIDE16_BLOCK, InspectionNet, load_pretrained_backbone
+from training.weak_tiles import bag_ids, even_weights, highest_weights, is_weak, part_counts
 
 EventSink = Callable[[dict], None]
 
@@ -172,7 +173,11 @@ def _targets(samples: list[Sample], masks: list[np.ndarray | None], class_index:
     return is_defect, cls, patches
 
 
-def compute_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg: TrainConfig):
+def compute_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg: TrainConfig, weights=None):
+    """*weights* (per input, or None for all 1) weigh the part-level and class terms: the
+    tiles of an unpainted defective part share one part's weight (training.weak_tiles)."""
+    if weights is not None:
+        return _weighted_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg, weights)
     # 1. Part level: is it defective? pos_weight balances few defects against many OK parts.
     loss = F.binary_cross_entropy_with_logits(out.defect_logit, is_defect, pos_weight=pos_weight)
     # 2. Patch level: where is it? Only patches we know about (painted masks, OK parts).
@@ -188,14 +193,33 @@ def compute_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg: T
     return loss
 
 
+def _weighted_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg: TrainConfig, weights):
+    """compute_loss with a weight per input; all weights 1 give the same loss."""
+    part = F.binary_cross_entropy_with_logits(out.defect_logit, is_defect, pos_weight=pos_weight, reduction="none")
+    loss = (weights * part).sum() / weights.sum().clamp_min(1e-6)
+    known = patches >= 0
+    if known.any():
+        loss = loss + cfg.mask_loss_weight * F.binary_cross_entropy_with_logits(
+            out.patch_logits[known], patches[known], pos_weight=pos_weight)
+    has_cls = (cls >= 0) & (weights > 0)
+    if has_cls.any() and out.class_logits.shape[1] > 1:
+        # cross_entropy's mean divides by the class weights of the inputs; so does this.
+        per_input = F.cross_entropy(out.class_logits[has_cls], cls[has_cls], weight=class_weights, reduction="none")
+        w = weights[has_cls]
+        loss = loss + cfg.class_loss_weight * (w * per_input).sum() / (w * class_weights[cls[has_cls]]).sum()
+    return loss
+
+
 class _Cache:
     """Frozen-prefix activations of several augmented views per training image."""
 
     def __init__(self, features: torch.Tensor, f16: torch.Tensor | None, is_defect, cls, patches,
-                 owners: np.ndarray | None = None):
+                 owners: np.ndarray | None = None, bags: np.ndarray | None = None):
         self.features, self.f16 = features, f16  # f16 only when the cut is past the stride-16 block
         self.is_defect, self.cls, self.patches = is_defect, cls, patches
         self.owners = owners  # index of the sample each row is a view of
+        # The bag of each row (training.weak_tiles), -1 for an ordinary row.
+        self.bags = bags if bags is not None else np.full(len(features), -1, np.int64)
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -203,7 +227,7 @@ class _Cache:
     def subset(self, samples: set[int]) -> "_Cache":
         rows = torch.from_numpy(np.flatnonzero(np.isin(self.owners, list(samples))))
         return _Cache(self.features[rows], None if self.f16 is None else self.f16[rows], self.is_defect[rows],
-                      self.cls[rows], self.patches[rows], self.owners[rows.numpy()])
+                      self.cls[rows], self.patches[rows], self.owners[rows.numpy()], self.bags[rows.numpy()])
 
 
 class _FrozenPrefix(torch.nn.Module):
@@ -271,7 +295,7 @@ def _prefix_runner(net: InspectionNet, n_blocks: int, size: int, device: str):
 
 
 def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_stop, views: int) -> _Cache:
-    images, masks, owners, owner_index = [], [], [], []
+    images, masks, owners, owner_index, view_index = [], [], [], [], []
     for k, s in enumerate(samples):
         for view in range(views):
             img, m = (s.image, s.mask) if view == 0 else augment(s.image, s.mask, rng)
@@ -279,6 +303,7 @@ def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_sto
             masks.append(m)
             owners.append(s)
             owner_index.append(k)
+            view_index.append(view)
     feats, f16s = [], []
     step = 32
     run_prefix = _prefix_runner(net, cfg.frozen_blocks, cfg.input_size, cfg.device)
@@ -297,7 +322,7 @@ def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_sto
                   "eta_s": round(rate * (len(images) - done), 1)})
     is_defect, cls, patches = _targets(owners, masks, class_index, grid)
     return _Cache(torch.cat(feats), torch.cat(f16s) if f16s[0] is not None else None, is_defect, cls, patches,
-                  np.asarray(owner_index))
+                  np.asarray(owner_index), bag_ids(owners, view_index))
 
 
 @torch.no_grad()
@@ -320,13 +345,16 @@ def predict(net: InspectionNet, images: list[np.ndarray], device: str, batch: in
 
 
 @torch.no_grad()
-def _cached_outputs(net: InspectionNet, cache: _Cache, start_block: int, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """(part scores, patch logits [N, h, w]) of the cached rows, in eval mode."""
+def _cached_outputs(net: InspectionNet, cache: _Cache, start_block: int, device: str,
+                    rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(part scores, patch logits [N, h, w]) of the cached rows (all, or *rows*), in eval mode."""
     net.eval()
+    rows = np.arange(len(cache)) if rows is None else rows
     scores, patches = [], []
-    for i in range(0, len(cache), 64):
-        f16 = None if cache.f16 is None else cache.f16[i:i + 64].float().to(device)
-        out = net.patch_head(*net.features(cache.features[i:i + 64].float().to(device), start_block, f16))
+    for i in range(0, len(rows), 64):
+        take = torch.from_numpy(rows[i:i + 64])
+        f16 = None if cache.f16 is None else cache.f16[take].float().to(device)
+        out = net.patch_head(*net.features(cache.features[take].float().to(device), start_block, f16))
         scores.append(out.score.cpu())
         patches.append(out.patch_logits.cpu())
     return torch.cat(scores).numpy(), torch.cat(patches).numpy()
@@ -412,11 +440,14 @@ class _Fit:
         self.step_samples = self.replicas.shard(train_samples) if cache is None else train_samples
         device = cfg.device
         # Class balance over the whole training set (every process weighs alike): defects
-        # are rare on a line; weight them up to count as much as OK.
-        n_def = sum(s.verdict != OK for s in train_samples)
-        self.pos_weight = torch.tensor(max(1.0, (len(train_samples) - n_def) / max(1, n_def)), device=device)
-        counts = np.array([sum(s.verdict == c for s in train_samples) for c in cfg.class_names[1:]], np.float32)
+        # are rare on a line; weight them up to count as much as OK. A bag of tiles counts once.
+        seen = part_counts(train_samples)
+        n_all, n_def = sum(seen.values()), sum(n for verdict, n in seen.items() if verdict != OK)
+        self.pos_weight = torch.tensor(max(1.0, (n_all - n_def) / max(1, n_def)), device=device)
+        counts = np.array([seen.get(c, 0) for c in cfg.class_names[1:]], np.float32)
         self.class_weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), device=device)
+        # Bags of unpainted defective parts' tiles among the inputs stepped through.
+        self.bags = cache.bags if cache is not None else bag_ids(self.step_samples)
         self.class_index = {name: i for i, name in enumerate(cfg.class_names)}
         if cache is not None:
             for p in net.backbone._conv_stem.parameters():
@@ -434,6 +465,21 @@ class _Fit:
             return _cached_outputs(self.net, self.val_cache, self.start_block, self.cfg.device)
         return _whole_network(self.net, [s.image for s in self.val_samples], self.cfg.device,
                               ("score", "patch_logits"))
+
+    def bag_weights(self, epoch: int) -> torch.Tensor | None:
+        """This epoch's weights of the inputs (training.weak_tiles); None without bags."""
+        weak = np.flatnonzero(self.bags >= 0)
+        if not weak.size:
+            return None
+        if epoch == 1:
+            return even_weights(self.bags)
+        scores = np.zeros(len(self.bags), np.float32)
+        if self.cache is not None:
+            scores[weak] = _cached_outputs(self.net, self.cache, self.start_block, self.cfg.device, weak)[0]
+        else:
+            scores[weak] = _whole_network(self.net, [self.step_samples[i].image for i in weak], self.cfg.device,
+                                          ("score",))[0]
+        return highest_weights(self.bags, scores)
 
     def val_patch_targets(self) -> np.ndarray:
         if self.val_cache is not None:
@@ -462,6 +508,9 @@ class _Fit:
             weight_decay=cfg.weight_decay)
         base_lrs = [g["lr"] for g in optimizer.param_groups]
         val_defect = np.array([s.verdict != OK for s in self.val_samples])
+        # The loss is judged on inputs whose label is known: not on a bag's tiles.
+        val_known = np.array([not is_weak(s) for s in self.val_samples], bool)
+        val_known |= not val_known.any()
 
         history: list[dict] = []
         best_state, best_key, best_progress, bad_epochs, step = None, None, None, 0, 0
@@ -470,6 +519,7 @@ class _Fit:
         epoch_times: list[float] = []
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.monotonic()
+            weights = self.bag_weights(epoch)
             # One pass over the training set in a fresh order.
             net.train()
             for block in net.backbone._blocks[:start_block]:
@@ -501,7 +551,8 @@ class _Fit:
                     out = model(_tensor_batch([a[0] for a in aug], device))
                     is_defect, cls, patches = _targets(batch, [a[1] for a in aug], self.class_index, grid)
                 loss = compute_loss(out, is_defect.to(device), cls.to(device), patches.to(device),
-                                    self.pos_weight, self.class_weights, cfg)
+                                    self.pos_weight, self.class_weights, cfg,
+                                    None if weights is None else weights[torch.from_numpy(idx)].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -526,7 +577,8 @@ class _Fit:
             val_scores, val_patch_logits = self.val_outputs()
             val_patches = patch_auroc(val_patch_targets, val_patch_logits)
             eps = 1e-6
-            val_loss = float(-np.mean(np.where(val_defect, np.log(val_scores + eps), np.log(1 - val_scores + eps))))
+            val_loss = float(-np.mean(np.where(val_defect, np.log(val_scores + eps),
+                                               np.log(1 - val_scores + eps))[val_known]))
             # Tiled parts are judged whole, as the line judges them (`_part_scores`).
             part_scores, part_defect = _part_scores(self.val_samples, val_scores)
             ok_scores, def_scores = part_scores[~part_defect], part_scores[part_defect]

@@ -36,8 +36,8 @@ from training.comparisons import baseline_on, changes_since, per_class_counts, p
 from training.data import OK, load_sample, load_tiled_samples, part_key
 from training.export import export_checked
 from training.loop import Cancelled, TrainConfig, config_dict, learning_curve, train
-from training.modes import (COMBINED, GOOD_ONLY, MIN_DEFECTS_SUPERVISED, SUPERVISED, check_good_only,
-                            check_supervised, choose_mode, merge_short_classes)
+from training.modes import (COMBINED, GOOD_ONLY, SUPERVISED, check_good_only, check_supervised, choose_mode,
+                            merge_short_classes)
 from training.network import HEATMAP_STRIDE
 
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 224, 288  # 288: the most a CPU retrain affords (docs/adr/0005)
@@ -66,9 +66,9 @@ def choose_input_size(project: Project, labeled: list, mode: str = SUPERVISED) -
     larger than the images themselves, rounded to a multiple of 32 within
     [MIN_INPUT_SIZE, MAX_INPUT_SIZE]. With no painted region at all the defects' size is
     unknown, and the largest size is taken, as for good-only (it used to be the
-    smallest: kolektorsdd by class folders without masks, judged whole, caught 14/17
-    unseen test cracks at 288 px against 13/17 at 224 px, AUROC 0.996 against 0.994,
-    no false rejects either way, trained in 36 s against 29 s).
+    smallest: kolektorsdd by class folders without masks, letterboxed whole, caught
+    14/17 unseen test cracks at 288 px against 13/17 at 224 px, AUROC 0.996 against
+    0.994, no false rejects either way, trained in 36 s against 29 s).
     """
     explicit = project.get_setting("input_size")
     if explicit:
@@ -95,42 +95,6 @@ def choose_input_size(project: Project, labeled: list, mode: str = SUPERVISED) -
     return int(np.clip(32 * round(wanted / 32), MIN_INPUT_SIZE, MAX_INPUT_SIZE))
 
 
-def painted_defects(project: Project, labeled: list) -> tuple[int, int]:
-    """(defective parts, how many of them have a painted region) among *labeled*."""
-    defective = [label for _, label in labeled if label.verdict != OK]
-    painted = 0
-    for label in defective:
-        mask = project.load_mask(label) if label.mask_path else None
-        painted += mask is not None and bool(mask.any())
-    return len(defective), painted
-
-
-def enough_painted_to_tile(project: Project, labeled: list) -> bool:
-    """Whether a model that learns from defects may tile: tiled training labels each tile
-    from the painted region, so a defective part without one is left out. Tiling is
-    worth that only when at least MIN_DEFECTS_SUPERVISED defective parts, and at least
-    half of them, are painted; otherwise the whole part is letterboxed and every
-    labeled defect counts. A project of large parts labeled by class folders alone
-    (kolektorsdd imported that way: 33 unpainted cracks) trained tiles of OK parts only
-    and judged its validation cracks at AUROC 0.36."""
-    defective, painted = painted_defects(project, labeled)
-    return defective == 0 or (painted >= MIN_DEFECTS_SUPERVISED and 2 * painted >= defective)
-
-
-def unpainted_note(project: Project, labeled: list, mode: str, size: int) -> str | None:
-    """What the trainer says when parts large enough to tile are judged whole because
-    too few defects are painted (`enough_painted_to_tile`); None otherwise."""
-    if mode == GOOD_ONLY or project.get_setting("input_size") or enough_painted_to_tile(project, labeled):
-        return None
-    if choose_tiling(project, labeled, MAX_INPUT_SIZE) is None:
-        return None
-    defective, painted = painted_defects(project, labeled)
-    return (f"Judged whole at {size} px, not in tiles at full resolution: {painted} of {defective} defective "
-            f"parts have a painted region, and tiles learn only from painted parts (at least "
-            f"{MIN_DEFECTS_SUPERVISED}, and half of the defective parts, are needed). Paint the defect regions "
-            "to catch small defects on these large parts.")
-
-
 def choose_size_and_tiling(project: Project, labeled: list, mode: str) -> tuple[int, TilePlan | None]:
     """The input side and the tile plan. A part that is tiled at the largest input is cut
     into MAX_INPUT_SIZE tiles: fewer, larger tiles carry more context and fewer tile
@@ -144,8 +108,6 @@ def choose_size_and_tiling(project: Project, labeled: list, mode: str) -> tuple[
     each side (`app.core.preprocess.TILE_MARGIN`), so the model input is 320 px for 288 px
     of part. An explicit `input_size` setting is the tile side, margin included."""
     explicit = project.get_setting("input_size")
-    if mode != GOOD_ONLY and not enough_painted_to_tile(project, labeled):
-        return choose_input_size(project, labeled, mode), None
     if not explicit:
         plan = choose_tiling(project, labeled, MAX_INPUT_SIZE)
         if plan is not None:
@@ -204,21 +166,23 @@ def choose_tiling(project: Project, labeled: list, size: int, whole_size: int | 
 
 def load_split(project: Project, split: str, size: int, plan: TilePlan | None = None,
                verdict_map: dict[str, str] | None = None):
-    """(samples, parts, unused): network inputs, the (record, verdict) of each whole part,
-    and how many defective parts could not be used (tiled training needs a painted region).
+    """(samples, parts, unpainted): network inputs, the (record, verdict) of each whole
+    part, and how many defective parts were tiled without a painted region (their tiles
+    train as a bag: training.weak_tiles).
     *verdict_map* renames classes that train together (see modes.merge_short_classes)."""
-    samples, parts, unused = [], [], 0
+    samples, parts, unpainted = [], [], 0
     for record, label in project.labeled(split=split):
         mask = project.load_mask(label) if label.verdict != OK else None
         verdict = (verdict_map or {}).get(label.verdict, label.verdict)
         if plan is None:
             samples.append(load_sample(record.path, verdict, size, mask=mask, key=record.sha256))
         else:
-            tiles = load_tiled_samples(record.path, verdict, plan, mask=mask, key=record.sha256)
-            unused += not tiles
+            tiles = load_tiled_samples(record.path, verdict, plan, mask=mask, key=record.sha256,
+                                       allow_unmasked=True)
+            unpainted += verdict != OK and not any(s.mask is not None for s in tiles)
             samples += tiles
         parts.append((record, verdict))
-    return samples, parts, unused
+    return samples, parts, unpainted
 
 
 def _predicted(verdicts, class_names: list[str], threshold: float) -> list[str | None]:
@@ -328,18 +292,16 @@ class _Run:
         # input size or the tiles: their defect sizes are not the trainer's to see.
         labeled = [(r, lab) for r, lab in project.labeled() if r.split not in HELD_OUT_SPLITS]
         self.size, self.plan = choose_size_and_tiling(project, labeled, self.mode)
-        whole_note = unpainted_note(project, labeled, self.mode, self.size) if self.plan is None else None
-        if whole_note:
-            self.shortfalls.append(whole_note)
         self.on_event({"event": "progress", "phase": "prepare", "step": 0, "steps": 1, "eta_s": None})
-        self.train_samples, self.train_parts, unused = load_split(project, "train", self.size, self.plan,
-                                                                  self.verdict_map)
-        self.val_samples, self.val_parts, unused_val = load_split(project, "val", self.size, self.plan,
-                                                                  self.verdict_map)
-        if unused + unused_val:
+        self.train_samples, self.train_parts, unpainted = load_split(project, "train", self.size, self.plan,
+                                                                     self.verdict_map)
+        self.val_samples, self.val_parts, unpainted_val = load_split(project, "val", self.size, self.plan,
+                                                                     self.verdict_map)
+        if unpainted + unpainted_val:
             self.shortfalls.append(
-                f"{unused + unused_val} defective parts have no painted region and were not used: large parts "
-                "are trained tile by tile, which needs the defect painted")
+                f"{unpainted + unpainted_val} defective parts have no painted region. Large parts are trained "
+                "tile by tile: for these the label went to the tile the model finds most defective. Paint the "
+                "defect regions for a sharper heatmap.")
         self.compare_ok: list[tuple] = []
         if self.mode == GOOD_ONLY:
             self._bank_every_ok_part()
