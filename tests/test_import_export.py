@@ -211,6 +211,34 @@ def test_images_with_their_masks_beside_them_are_labeled_by_the_masks(project: P
     assert project.label_counts() == {OK: 4, "defect": 2, "unlabeled": 1}
 
 
+def test_a_jpeg_with_a_lossless_file_of_its_own_name_beside_it_is_an_image_and_its_mask(
+        project: Project, tmp_path: Path):
+    """Magnetic tile as its authors ship it: MT_Blowhole/Imgs/exp1_num_4.jpg beside
+    exp1_num_4.png, good parts in MT_Free with empty masks."""
+    source = tmp_path / "Magnetic-tile-defect-datasets."
+    write_image(source / "MT_Blowhole" / "Imgs" / "exp1_num_4.jpg", part_image(50, defect=True))
+    write_image(source / "MT_Blowhole" / "Imgs" / "exp1_num_4.png", defect_mask())
+    # Among painted ones, an empty mask is doubted: it may be a defect its painter missed.
+    write_image(source / "MT_Blowhole" / "Imgs" / "exp1_num_5.jpg", part_image(53, defect=True))
+    write_image(source / "MT_Blowhole" / "Imgs" / "exp1_num_5.png", np.zeros_like(defect_mask()))
+    write_image(source / "MT_Blowhole" / "Imgs" / "exp1_num_6.jpg", part_image(54, defect=True))
+    write_image(source / "MT_Blowhole" / "Imgs" / "exp1_num_6.png", defect_mask())
+    for i in range(2):
+        write_image(source / "MT_Free" / "Imgs" / f"exp0_num_{i}.jpg", part_image(51 + i))
+        write_image(source / "MT_Free" / "Imgs" / f"exp0_num_{i}.png", np.zeros_like(defect_mask()))
+    # Two images of one name in formats that can both be photographs stay two images.
+    write_image(source / "other" / "p.png", part_image(60))
+    write_image(source / "other" / "p.bmp", part_image(61))
+    files = sorted((verdict, path.name, mask and mask.name) for verdict, path, mask in labeled_files_with_masks(source)[0])
+    assert files == [("defect", "exp1_num_4.jpg", "exp1_num_4.png"), ("defect", "exp1_num_6.jpg", "exp1_num_6.png"),
+                     (OK, "exp0_num_0.jpg", None), (OK, "exp0_num_1.jpg", None)]
+    report = import_folder(project, source)
+    assert report.layout == "mask-pairs" and (report.added, report.labeled, report.masks) == (7, 4, 2)
+    assert project.label_counts() == {OK: 2, "defect": 2, "unlabeled": 3}
+    assert len(report.warnings) == 1 and report.warnings[0].startswith("1 image (the first: ")
+    assert "exp1_num_5.jpg" in report.warnings[0] and "left unlabeled" in report.warnings[0]
+
+
 @pytest.mark.parametrize("name, verdict", [("Normal", OK), ("defect-free", OK), ("Defect Free", OK),
                                            ("NO_DEFECT", OK), ("non-defective", OK), ("NOK", "NOK"),
                                            ("abnormal", "abnormal"), ("not ok", "not ok")])

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -286,8 +287,11 @@ def _items(source: Path, report: ImportReport) -> Iterator[_Item]:
 
 
 # A mask file beside its image: <stem>_GT.png (KolektorSDD2), <stem>_label.bmp
-# (KolektorSDD), <stem>_mask.png. Any case, lossless formats only.
+# (KolektorSDD), <stem>_mask.png. Any case, lossless formats only. Or the image's own
+# stem in a lossless format beside a JPEG (magnetic tile as its authors ship it:
+# exp1_num_4.jpg and exp1_num_4.png): a JPEG is never a mask, so the other one is.
 _PAIRED_MASK = re.compile(r"^(?P<stem>.+)_(gt|label|mask)$", re.IGNORECASE)
+_LOSSY = (".jpg", ".jpeg")
 # The class of a part whose paired mask paints something: the layout names no classes.
 PAIRED_DEFECT_CLASS = "defect"
 
@@ -295,13 +299,22 @@ PAIRED_DEFECT_CLASS = "defect"
 def _mask_pairs(source: Path, report: ImportReport) -> tuple[list[Path], dict[Path, Path]] | None:
     """(images, image -> its mask in the same folder) when at least half of the images
     under *source* have a mask beside them, else None (not this layout)."""
-    images, masks = [], {}
+    images, masks, by_stem = [], {}, {}
     for path in _image_files(source, report):
         named = _PAIRED_MASK.match(path.stem)
         if named and path.suffix.lower() in _MASK_EXTENSIONS:
             masks[(path.parent, named["stem"].lower())] = path
         else:
-            images.append(path)
+            by_stem.setdefault((path.parent, path.stem.lower()), []).append(path)
+    for key, group in by_stem.items():
+        lossless = [p for p in group if p.suffix.lower() in _MASK_EXTENSIONS]
+        lossy = [p for p in group if p.suffix.lower() in _LOSSY]
+        if key not in masks and len(lossless) == 1 and lossy and len(lossy) + 1 == len(group):
+            masks[key] = lossless[0]
+            images += lossy
+        else:
+            images += group
+    images.sort()
     pairs = {image: masks[(image.parent, image.stem.lower())] for image in images
              if (image.parent, image.stem.lower()) in masks}
     if not images or 2 * len(pairs) < len(images):
@@ -312,22 +325,48 @@ def _mask_pairs(source: Path, report: ImportReport) -> tuple[list[Path], dict[Pa
 def _mask_pair_items(source: Path, report: ImportReport) -> Iterator[_Item]:
     """Images with a mask beside them, labeled by it: a mask that paints anything makes
     the part defective (class "defect"), an empty one OK. An image without a mask is
-    OK when its folder's name says so, else unlabeled."""
+    OK when its folder's name says so, else unlabeled.
+
+    An empty mask in a folder where most masks paint a defect is doubted, not taken for
+    an OK part: magnetic tile ships four of its 'uneven' tiles with empty masks, and one
+    defective part labeled OK among the held-out OK parts moves the threshold. Such
+    images are left unlabeled, and the report says so."""
     found = _mask_pairs(source, report)
     images, pairs = found if found is not None else ([], {})
+    painted: dict[Path, bool | None] = {}
     for path in images:
-        tags = {"import_folder": path.parent.name}
         mask_path = pairs.get(path)
         if mask_path is None:
-            yield _Item(path, OK if means_ok(path.parent.name) else None, tags, None)
             continue
         try:
-            painted = bool(read_mask(mask_path).any())
+            painted[path] = bool(read_mask(mask_path).any())
         except BadImageError as exc:
             report.skipped.append((str(mask_path), f"{_reason(exc, mask_path)}; image imported without a label"))
+            painted[path] = None
+    masks_in, painted_in = Counter(), Counter()
+    for path, state in painted.items():
+        masks_in[path.parent] += state is not None
+        painted_in[path.parent] += bool(state)
+    doubted = []
+    for path in images:
+        tags = {"import_folder": path.parent.name}
+        state = painted.get(path, "no mask")
+        if state == "no mask":
+            yield _Item(path, OK if means_ok(path.parent.name) else None, tags, None)
+        elif state is None:
             yield _Item(path, None, tags, None)
-            continue
-        yield _Item(path, PAIRED_DEFECT_CLASS if painted else OK, tags, mask_path if painted else None)
+        elif state:
+            yield _Item(path, PAIRED_DEFECT_CLASS, tags, pairs[path])
+        elif 2 * painted_in[path.parent] > masks_in[path.parent] and not means_ok(path.parent.name):
+            doubted.append(path)
+            yield _Item(path, None, tags, None)
+        else:
+            yield _Item(path, OK, tags, None)
+    if doubted:
+        report.warnings.append(
+            f"{len(doubted)} image{'' if len(doubted) == 1 else 's'} (the first: {doubted[0]}) "
+            f"{'has an empty mask' if len(doubted) == 1 else 'have empty masks'} in a folder where most masks "
+            "paint a defect: left unlabeled rather than taken for OK parts. Label them OK, or paint the defect.")
 
 
 def _file_sha(path: Path) -> str | None:
@@ -558,5 +597,5 @@ def import_folder(
                         on_progress(done, len(items))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    report.warnings = recorder.warnings()
+    report.warnings += recorder.warnings()
     return _make_printable(report)
