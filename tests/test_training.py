@@ -392,3 +392,50 @@ def test_weights_of_one_give_the_unweighted_loss():
     without = compute_loss(sub, is_defect[keep], cls[keep], patches[keep], *args[4:])
     weights = torch.tensor([1.0, 0.0, 1, 1, 1, 1])
     assert float(compute_loss(*args[:3], patches, *args[4:], weights=weights)) == pytest.approx(float(without), rel=1e-6)
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["cached", "full fine-tuning"])
+def test_a_bags_weight_is_shared_in_the_first_epoch_then_given_to_one_tile(monkeypatch, full):
+    """Both training paths step through the tiles of unpainted defective parts as bags."""
+    from app.core.synthetic import generate_part
+    from training import loop
+    from training.data import Sample
+
+    rng = np.random.default_rng(2)
+
+    def part(name: str, verdicts: list[str], painted: bool = True):
+        out = []
+        for i, verdict in enumerate(verdicts):
+            image, mask = generate_part(rng, None if verdict == "ok" else "spot", size=64)
+            label = "spot" if "spot" in verdicts and not painted else verdict
+            out.append(Sample(image, mask if painted and verdict != "ok" else None, label, f"{name}#t{i}"))
+        return out
+
+    train_set = (part("a", ["ok", "ok"]) + part("b", ["ok", "ok"]) + part("c", ["spot", "ok"])
+                 + part("u1", ["spot", "ok"], painted=False) + part("u2", ["ok", "spot"], painted=False))
+    val_set = part("v", ["ok", "ok"]) + part("w", ["spot", "ok"]) + part("x", ["ok", "spot"], painted=False)
+    seen: list[tuple[int, torch.Tensor, np.ndarray]] = []
+    real = loop._Fit.bag_weights
+
+    def spy(self, epoch):
+        weights = real(self, epoch)
+        seen.append((epoch, weights, self.bags))
+        return weights
+
+    monkeypatch.setattr(loop._Fit, "bag_weights", spy)
+    cfg = loop.TrainConfig(input_size=64, epochs=2, batch_size=4, full_finetune=full, patience=5,
+                           class_names=["ok", "spot"])
+    records = []
+    loop.train(train_set, val_set, cfg, on_event=lambda e: records.append(e) if e["event"] == "epoch" else None)
+    assert [epoch for epoch, _, _ in seen] == [1, 2] and len(records) == 2
+    for epoch, weights, bags in seen:
+        weak = bags >= 0
+        n_bags = len(set(bags[weak].tolist()))
+        assert n_bags == (2 if full else 2 * cfg.cached_views)  # two parts, in each cached view
+        assert torch.all(weights[~torch.from_numpy(weak)] == 1)
+        assert float(weights[torch.from_numpy(weak)].sum()) == pytest.approx(n_bags)  # a bag counts once
+        if epoch == 1:
+            assert torch.all(weights[torch.from_numpy(weak)] == 0.5)
+        else:
+            assert sorted(weights[torch.from_numpy(weak)].tolist()) == [0.0] * n_bags + [1.0] * n_bags
+    assert np.isfinite(records[-1]["val_loss"])  # judged on the tiles whose label is known
