@@ -175,38 +175,31 @@ def _targets(samples: list[Sample], masks: list[np.ndarray | None], class_index:
 
 def compute_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg: TrainConfig, weights=None):
     """*weights* (per input, or None for all 1) weigh the part-level and class terms: the
-    tiles of an unpainted defective part share one part's weight (training.weak_tiles)."""
-    if weights is not None:
-        return _weighted_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg, weights)
+    tiles of an unpainted defective part share one part's weight (training.weak_tiles).
+    Weights of 1 give the unweighted loss."""
     # 1. Part level: is it defective? pos_weight balances few defects against many OK parts.
-    loss = F.binary_cross_entropy_with_logits(out.defect_logit, is_defect, pos_weight=pos_weight)
+    if weights is None:
+        loss = F.binary_cross_entropy_with_logits(out.defect_logit, is_defect, pos_weight=pos_weight)
+    else:
+        part = F.binary_cross_entropy_with_logits(out.defect_logit, is_defect, pos_weight=pos_weight,
+                                                  reduction="none")
+        loss = (weights * part).sum() / weights.sum().clamp_min(1e-6)
     # 2. Patch level: where is it? Only patches we know about (painted masks, OK parts).
     known = patches >= 0
     if known.any():
         loss = loss + cfg.mask_loss_weight * F.binary_cross_entropy_with_logits(
             out.patch_logits[known], patches[known], pos_weight=pos_weight)
     # 3. Which defect? Only for defective parts, classes weighted by rarity.
-    has_cls = cls >= 0
+    has_cls = cls >= 0 if weights is None else (cls >= 0) & (weights > 0)
     if has_cls.any() and out.class_logits.shape[1] > 1:
-        loss = loss + cfg.class_loss_weight * F.cross_entropy(
-            out.class_logits[has_cls], cls[has_cls], weight=class_weights)
-    return loss
-
-
-def _weighted_loss(out, is_defect, cls, patches, pos_weight, class_weights, cfg: TrainConfig, weights):
-    """compute_loss with a weight per input; all weights 1 give the same loss."""
-    part = F.binary_cross_entropy_with_logits(out.defect_logit, is_defect, pos_weight=pos_weight, reduction="none")
-    loss = (weights * part).sum() / weights.sum().clamp_min(1e-6)
-    known = patches >= 0
-    if known.any():
-        loss = loss + cfg.mask_loss_weight * F.binary_cross_entropy_with_logits(
-            out.patch_logits[known], patches[known], pos_weight=pos_weight)
-    has_cls = (cls >= 0) & (weights > 0)
-    if has_cls.any() and out.class_logits.shape[1] > 1:
-        # cross_entropy's mean divides by the class weights of the inputs; so does this.
-        per_input = F.cross_entropy(out.class_logits[has_cls], cls[has_cls], weight=class_weights, reduction="none")
-        w = weights[has_cls]
-        loss = loss + cfg.class_loss_weight * (w * per_input).sum() / (w * class_weights[cls[has_cls]]).sum()
+        if weights is None:
+            loss = loss + cfg.class_loss_weight * F.cross_entropy(
+                out.class_logits[has_cls], cls[has_cls], weight=class_weights)
+        else:  # cross_entropy's mean divides by the inputs' class weights; so does this
+            per_input = F.cross_entropy(out.class_logits[has_cls], cls[has_cls], weight=class_weights,
+                                        reduction="none")
+            w = weights[has_cls]
+            loss = loss + cfg.class_loss_weight * (w * per_input).sum() / (w * class_weights[cls[has_cls]]).sum()
     return loss
 
 
@@ -349,10 +342,11 @@ def _cached_outputs(net: InspectionNet, cache: _Cache, start_block: int, device:
                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(part scores, patch logits [N, h, w]) of the cached rows (all, or *rows*), in eval mode."""
     net.eval()
-    rows = np.arange(len(cache)) if rows is None else rows
+    n = len(cache) if rows is None else len(rows)
     scores, patches = [], []
-    for i in range(0, len(rows), 64):
-        take = torch.from_numpy(rows[i:i + 64])
+    for i in range(0, n, 64):
+        # All rows (every validation): slices, no copies; some (a bag's tiles): gathered.
+        take = slice(i, i + 64) if rows is None else torch.from_numpy(rows[i:i + 64])
         f16 = None if cache.f16 is None else cache.f16[take].float().to(device)
         out = net.patch_head(*net.features(cache.features[take].float().to(device), start_block, f16))
         scores.append(out.score.cpu())
