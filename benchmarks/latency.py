@@ -712,7 +712,7 @@ def render_report(profiles, variants_float, variants_int8, eager_float, eager_in
                   "AUROC (val)", "max score diff", "result"], gate_rows), "",
             "Gate: verdicts (each model at its own threshold; the INT8 threshold is the float one moved by the "
             "median change INT8 made to the scores of the judged parts nearest it) agree on >= 99.5 % of the "
-            "validation parts and of the training parts; the expected disagreement (every judged part's float "
+            "validation parts and of the training parts; the expected disagreement (every validation part's float "
             "logit moved by every INT8 change seen, `training.quantize.expected_disagreement`) is at most 0.5 %; "
             "and validation AUROC is at most 0.002 below float."]),
         ("Test split, float vs INT8 (each at its stored threshold)", _md(

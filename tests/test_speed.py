@@ -559,6 +559,27 @@ def test_expected_disagreement_is_zero_for_an_identical_model_and_small_for_smal
     assert abs(quantize.expected_disagreement(scores, nudged, 0.5, 0.5, max_parts=250) - full) < 0.005
 
 
+def test_expected_disagreement_counts_the_held_out_parts_not_the_fitted_training_parts():
+    threshold = 0.5
+    rng = np.random.default_rng(1)
+    # Held-out parts straddle the threshold; training parts, which the model has fitted,
+    # lie far from it. Every part's INT8 change is +-0.4 logit.
+    held = rng.normal(0.0, 1.5, 200)
+    train = np.concatenate([rng.normal(-9.0, 1.0, 700), rng.normal(9.0, 1.0, 100)])
+    lf = np.concatenate([held, train])
+    lq = lf + np.where(rng.random(lf.size) < 0.5, -0.4, 0.4)
+    f, q = _sigmoid(lf), _sigmoid(lq)
+    diluted = quantize.expected_disagreement(f, q, threshold, threshold)
+    at_stake = quantize.expected_disagreement(f, q, threshold, threshold, parts=f[:200])
+    # A held-out part within 0.4 logit of the threshold flips under half the changes.
+    truth = 0.5 * float(np.mean(np.abs(held) < 0.4))
+    assert at_stake == pytest.approx(truth, abs=0.02)
+    assert diluted < at_stake / 3
+    # Without *parts* it is the judged parts' own estimate, as before.
+    assert quantize.expected_disagreement(f[:200], q[:200], threshold, threshold) == pytest.approx(
+        quantize.expected_disagreement(f[:200], q[:200], threshold, threshold, parts=f[:200]))
+
+
 def test_the_station_gate_figure_matches_the_quantiser():
     assert speed.MIN_AGREEMENT == quantize.MIN_AGREEMENT
 
