@@ -222,11 +222,10 @@ def test_tiled_samples_label_tiles_from_the_mask(tmp_path):
     assert [s.key for s in samples] == [f"abc#t{i}" for i in range(6)]
 
 
-def test_tiled_samples_of_unmasked_defects_only_on_request(tmp_path):
+def test_tiled_samples_of_an_unmasked_defect_form_a_bag(tmp_path):
     path, _ = _write_part(tmp_path)
     plan = TilePlan(64, 1.0, 0.125)
-    assert load_tiled_samples(path, "scratch", plan) == []
-    weak = load_tiled_samples(path, "scratch", plan, allow_unmasked=True)
+    weak = load_tiled_samples(path, "scratch", plan)
     assert len(weak) == 6 and all(s.verdict == "scratch" and s.mask is None for s in weak)
     ok = load_tiled_samples(path, OK, plan)
     assert len(ok) == 6 and all(s.verdict == OK and s.mask is None for s in ok)

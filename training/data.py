@@ -42,20 +42,18 @@ def load_sample(image_path: Path | str, verdict: str, size: int, mask_path: Path
 
 
 def load_tiled_samples(image_path: Path | str, verdict: str, plan: TilePlan, mask: np.ndarray | None = None,
-                       key: str | None = None, allow_unmasked: bool = False) -> list[Sample]:
+                       key: str | None = None) -> list[Sample]:
     """One Sample per tile of the part, cut exactly as the line cuts it.
 
     A tile's label comes from the painted mask: a defect tile keeps the part's class and
     its tile mask; a tile of a defective part with no painted pixel in it is an OK tile
     (the inspector painted where the defect is, so the rest of the part is clean). A
-    defective part without a mask cannot say which tiles hold the defect: it gives []
-    unless *allow_unmasked*, where every tile carries the defect class and no mask: a
-    bag, which the trainer weighs as one part (training.weak_tiles).
+    defective part without a mask cannot say which tiles hold the defect: every tile
+    carries the defect class and no mask, a bag, which the trainer weighs as one part
+    (training.weak_tiles).
     Keys are "<key>#t<i>" so tiles of one part stay distinguishable and traceable.
     """
     has_mask = mask is not None and bool(np.any(mask))
-    if verdict != OK and not has_mask and not allow_unmasked:
-        return []
     image = read_image(image_path)
     tiles, _ = plan.tiles(image)
     base = key or str(image_path)

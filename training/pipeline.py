@@ -177,8 +177,7 @@ def load_split(project: Project, split: str, size: int, plan: TilePlan | None = 
         if plan is None:
             samples.append(load_sample(record.path, verdict, size, mask=mask, key=record.sha256))
         else:
-            tiles = load_tiled_samples(record.path, verdict, plan, mask=mask, key=record.sha256,
-                                       allow_unmasked=True)
+            tiles = load_tiled_samples(record.path, verdict, plan, mask=mask, key=record.sha256)
             unpainted += verdict != OK and not any(s.mask is not None for s in tiles)
             samples += tiles
         parts.append((record, verdict))
