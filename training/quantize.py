@@ -478,6 +478,11 @@ def _near_threshold(logits: np.ndarray, threshold_logit: float) -> np.ndarray:
     return np.argsort(np.abs(logits - threshold_logit))[:min(logits.size, max(NEAR_PARTS, logits.size // 4))]
 
 
+def _evenly_spaced(n: int, at_most: int) -> np.ndarray:
+    """Indices of at most *at_most* of n items, evenly spaced (all of them if n is no more)."""
+    return np.arange(n) if n <= at_most else np.linspace(0, n - 1, at_most).astype(int)
+
+
 def expected_disagreement(float_scores: np.ndarray, int8_scores: np.ndarray, float_threshold: float,
                           int8_threshold: float, max_parts: int = 2000,
                           parts: np.ndarray | None = None) -> float:
@@ -499,11 +504,9 @@ def expected_disagreement(float_scores: np.ndarray, int8_scores: np.ndarray, flo
     change: how far INT8 moves a score is a property of the two files, not of the part's
     split. At most *max_parts* parts of either kind (evenly spaced): the estimate needs
     no more."""
-    f = np.asarray(float_scores, np.float64)
-    q = np.asarray(int8_scores, np.float64)
-    if f.size > max_parts:
-        keep = np.linspace(0, f.size - 1, max_parts).astype(int)
-        f, q = f[keep], q[keep]
+    keep = _evenly_spaced(len(float_scores), max_parts)
+    f = np.asarray(float_scores, np.float64)[keep]
+    q = np.asarray(int8_scores, np.float64)[keep]
     lf = _logit(f)
     # Within float32 round-off of a score a change is none: else a part whose score *is*
     # the threshold (the rule sets it on a part's score; saturated scores tie) flips on noise.
@@ -512,10 +515,7 @@ def expected_disagreement(float_scores: np.ndarray, int8_scores: np.ndarray, flo
     near = _near_threshold(lf, t_float)
     at_stake = lf
     if parts is not None:
-        p = np.asarray(parts, np.float64)
-        if p.size > max_parts:
-            p = p[np.linspace(0, p.size - 1, max_parts).astype(int)]
-        at_stake = _logit(p)
+        at_stake = _logit(np.asarray(parts, np.float64)[_evenly_spaced(len(parts), max_parts)])
     float_says = at_stake >= t_float
     moved = (at_stake[:, None] + change[near][None, :]) >= _logit(int8_threshold)
     return float(np.mean(moved != float_says[:, None]))
