@@ -580,6 +580,64 @@ def test_expected_disagreement_counts_the_held_out_parts_not_the_fitted_training
         quantize.expected_disagreement(f[:200], q[:200], threshold, threshold, parts=f[:200]))
 
 
+def test_no_part_outside_the_recheck_band_can_be_moved_across_the_threshold_by_a_change_seen():
+    rng = np.random.default_rng(3)
+    lf = rng.normal(0.0, 2.0, 400)
+    lq = lf + 0.1 + rng.normal(0.0, 0.3, 400)  # INT8: a shift and a spread of changes
+    f, q = _sigmoid(lf), _sigmoid(lq)
+    lf_, change = quantize._changes(f, q)
+    near = quantize._near_threshold(lf_, 0.0)
+    shift = float(np.median(change[near]))
+    band = quantize.recheck_band(f, q, 0.5, shift)
+    assert band == pytest.approx(np.max(np.abs(change[near] - shift)))
+    int8_threshold = float(_sigmoid(shift))
+    without = quantize.expected_disagreement(f, q, 0.5, int8_threshold)
+    with_band = quantize.expected_disagreement(f, q, 0.5, int8_threshold, band=band)
+    assert without > 0.01 and with_band == 0.0
+    # The parts themselves: every one that INT8 flipped lies inside the band.
+    flipped = (f >= 0.5) != (q >= int8_threshold)
+    assert flipped.any() and np.all(np.abs(quantize._logit(q[flipped]) - shift) <= band)
+
+
+def test_the_line_re_decides_int8_verdicts_near_the_threshold_with_the_float_model(quantized, tmp_path):
+    from dataclasses import replace
+
+    copy = tmp_path / "project"
+    shutil.copytree(quantized, copy)
+    record = json.loads((copy / "models" / "v1" / "model.json").read_text())["int8"]
+    assert record["recheck_band_logit"] >= 0.0 and 0.0 <= record["recheck_share"] <= 1.0
+    assert record["agreement_rechecked"] >= record["agreement"]
+    assert record["expected_disagreement_rechecked"] <= record["expected_disagreement"]
+    with Project.open(copy) as project:
+        project.set_setting("precision", INT8)
+        inspector, model = load_inspector_for_project(project, "v1")
+        reference = Inspector(model.onnx_path, threshold=model.threshold)
+    assert inspector.precision == INT8 and inspector.recheck is not None
+    assert inspector.info.recheck_band_logit == pytest.approx(record["recheck_band_logit"])
+    rng = np.random.default_rng(77)
+    parts = [blob_part(rng, i % 2 == 0) for i in range(60)]
+    floats = reference.inspect_batch(parts)
+    alone = Inspector(model.path / INT8_FILENAME).inspect_batch(parts)
+    assert [v.passed for v in inspector.inspect_batch(parts)] == [v.passed for v in floats]
+    # This model's INT8 error is tiny, so is its band; a band that takes in half the parts
+    # shows which verdict each part gets.
+    distance = np.abs(quantize._logit([v.score for v in alone]) - quantize._logit(alone[0].threshold))
+    band = float(np.median(distance))
+    inspector.info = replace(inspector.info, recheck_band_logit=band)
+    verdicts = inspector.inspect_batch(parts)
+    assert 0 < sum(v.rechecked for v in verdicts) < len(parts)
+    for verdict, truth, own, d in zip(verdicts, floats, alone, distance):
+        assert verdict.rechecked == (d <= band)
+        expected = truth if d <= band else own
+        assert verdict.score == pytest.approx(expected.score, abs=1e-6) and verdict.threshold == expected.threshold
+    # A band wide enough for every part: the line's verdicts are the float model's, one by one.
+    inspector.info = replace(inspector.info, recheck_band_logit=100.0)
+    wide = inspector.inspect_batch(parts)
+    assert all(v.rechecked for v in wide)
+    assert [v.passed for v in wide] == [v.passed for v in floats]
+    assert [v.score for v in wide] == pytest.approx([v.score for v in floats], abs=1e-6)
+
+
 def test_the_station_gate_figure_matches_the_quantiser():
     assert speed.MIN_AGREEMENT == quantize.MIN_AGREEMENT
 

@@ -485,7 +485,7 @@ def _evenly_spaced(n: int, at_most: int) -> np.ndarray:
 
 def expected_disagreement(float_scores: np.ndarray, int8_scores: np.ndarray, float_threshold: float,
                           int8_threshold: float, max_parts: int = 2000,
-                          parts: np.ndarray | None = None) -> float:
+                          parts: np.ndarray | None = None, band: float | None = None) -> float:
     """Share of verdicts expected to differ when any part's INT8 score can move the way the
     judged parts nearest the threshold moved: the mean over parts i and near parts j of
     [float verdict of part i] != [part i's float logit + part j's INT8 change >= the INT8
@@ -503,22 +503,50 @@ def expected_disagreement(float_scores: np.ndarray, int8_scores: np.ndarray, flo
     404 test parts (0.74 %) changed their verdict. Every judged part still lends its
     change: how far INT8 moves a score is a property of the two files, not of the part's
     split. At most *max_parts* parts of either kind (evenly spaced): the estimate needs
-    no more."""
+    no more. *band*: the line's float re-check band (`recheck_band`); a moved score that
+    lands within it of the INT8 threshold gets the float verdict."""
     keep = _evenly_spaced(len(float_scores), max_parts)
-    f = np.asarray(float_scores, np.float64)[keep]
-    q = np.asarray(int8_scores, np.float64)[keep]
-    lf = _logit(f)
     # Within float32 round-off of a score a change is none: else a part whose score *is*
     # the threshold (the rule sets it on a part's score; saturated scores tie) flips on noise.
-    change = np.where(np.abs(q - f) < CHANGE_FLOOR, 0.0, _logit(q) - lf)
+    lf, change = _changes(np.asarray(float_scores)[keep], np.asarray(int8_scores)[keep])
     t_float = _logit(float_threshold)
     near = _near_threshold(lf, t_float)
     at_stake = lf
     if parts is not None:
         at_stake = _logit(np.asarray(parts, np.float64)[_evenly_spaced(len(parts), max_parts)])
     float_says = at_stake >= t_float
-    moved = (at_stake[:, None] + change[near][None, :]) >= _logit(int8_threshold)
-    return float(np.mean(moved != float_says[:, None]))
+    int8_logit = at_stake[:, None] + change[near][None, :]
+    differs = (int8_logit >= _logit(int8_threshold)) != float_says[:, None]
+    if band is not None:  # the line re-decides these parts with the float model
+        differs &= np.abs(int8_logit - _logit(int8_threshold)) > band
+    return float(np.mean(differs))
+
+
+def _changes(float_scores: np.ndarray, int8_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float logits, INT8 change in logits) of the parts; a change within float32
+    round-off of a score is none (CHANGE_FLOOR)."""
+    f = np.asarray(float_scores, np.float64)
+    q = np.asarray(int8_scores, np.float64)
+    lf = _logit(f)
+    return lf, np.where(np.abs(q - f) < CHANGE_FLOOR, 0.0, _logit(q) - lf)
+
+
+def recheck_band(float_scores: np.ndarray, int8_scores: np.ndarray, float_threshold: float,
+                 shift: float) -> float:
+    """Half-width, in INT8 logits, of the band about the INT8 threshold in which the line
+    re-decides a part with the float model (`Inspector.recheck`): the largest amount by
+    which INT8 moved the score of one of the judged parts nearest the threshold (a quarter
+    of them, at least NEAR_PARTS) beyond the threshold's own shift.
+
+    Why this width: a part whose INT8 logit lies farther than that from the INT8 threshold
+    gets the float verdict unless INT8 moved it by more than it moved every one of those n
+    parts, and for a part drawn like them that happens with probability at most 1/(n+1)
+    (the rank argument of conformal prediction). Outside that, a part's verdict can only
+    differ from float inside the band, where float decides it. What it costs is the share
+    of parts inside the band, each run twice; far from the threshold nothing changes."""
+    lf, change = _changes(float_scores, int8_scores)
+    near = _near_threshold(lf, float(_logit(float_threshold)))
+    return float(np.max(np.abs(change[near] - shift)))
 
 
 def gate_figures(float_scores: np.ndarray, int8_scores: np.ndarray, defect: np.ndarray,
@@ -546,6 +574,10 @@ def gate_figures(float_scores: np.ndarray, int8_scores: np.ndarray, defect: np.n
         train_agree = (train_scores[0] >= float_threshold) == (train_scores[1] >= point.threshold)
     expected = expected_disagreement(every_float, every_int8, float_threshold, point.threshold,
                                      parts=float_scores)
+    band = recheck_band(every_float, every_int8, float_threshold, shift)
+    int8_offset = _logit(int8_scores) - _logit(point.threshold)
+    rechecked = np.abs(int8_offset) <= band
+    agree_rechecked = agree | rechecked
     failures = gate.failures(float(agree.mean()), a_float, a_int8,
                              None if train_agree is None else float(train_agree.mean()), expected)
     return {
@@ -560,6 +592,11 @@ def gate_figures(float_scores: np.ndarray, int8_scores: np.ndarray, defect: np.n
         "threshold_float": float(float_threshold), "threshold": float(point.threshold),
         "threshold_shift_logit": shift,
         "operating_point": point.to_dict(),
+        # The line re-decides parts within the band of the INT8 threshold in float (Inspector.recheck).
+        "recheck_band_logit": band, "recheck_share": float(rechecked.mean()),
+        "agreement_rechecked": float(agree_rechecked.mean()),
+        "expected_disagreement_rechecked": expected_disagreement(
+            every_float, every_int8, float_threshold, point.threshold, parts=float_scores, band=band),
     }
 
 
@@ -666,7 +703,8 @@ def quantize_model(project: Project, version: str, gate: Gate = Gate(),
                 f"{gate.max_auroc_drop:g}) on {len(held)} held-out parts ({summary}). The float model stays in use.",
                 record)
         metadata = {**reference.metadata, "threshold": figures["threshold"], "precision": INT8,
-                    "source_sha256": record["source_sha256"], "int8_plan": recipe["plan"]}
+                    "source_sha256": record["source_sha256"], "int8_plan": recipe["plan"],
+                    "recheck_band_logit": figures["recheck_band_logit"]}
         _set_metadata(candidate, metadata)
         del int8
         os.replace(candidate, out)

@@ -14,7 +14,9 @@ optimisations, sequential execution, intra-op threads as chosen per machine by
 `lineside bench` (project settings "precision", "threads" and "lanes": one-thread
 sessions side by side for parts of several inputs), pool threads not spinning by
 default. A project may run `model.int8.onnx` (static INT8, written by `lineside
-quantize` only when it passed its accuracy gate; it carries its own threshold).
+quantize` only when it passed its accuracy gate; it carries its own threshold, and a
+band about it within which a part is re-decided by the float model, so that the line's
+verdicts are the float model's wherever INT8 could have changed one; docs/adr/0015).
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ class ModelInfo:
     tiling: TilePlan | None = None  # None: the whole part is letterboxed into one input
     mode: str = DEFAULT_MODE  # how the model was trained ("supervised", ...)
     precision: str = FLOAT  # "int8" for a file written by `lineside quantize`
+    # INT8 files: half-width (logits) of the band about the threshold in which a part's
+    # verdict is re-decided by the float model (`Inspector.recheck`); None: never.
+    recheck_band_logit: float | None = None
 
 
 @dataclass
@@ -104,6 +109,9 @@ class Verdict:
     threshold: float
     tile_heatmaps: np.ndarray | None = None  # [T, h, w] per tile, tiled models only
     layout: TileLayout | None = None  # where those tiles sit, tiled models only
+    # Decided by the float model: its INT8 score lay within the re-check band of the
+    # threshold (score, class, heatmap and threshold are then the float model's).
+    rechecked: bool = False
 
     @property
     def heatmap(self) -> np.ndarray:
@@ -211,6 +219,8 @@ def _parse_model_info(meta_json: str | None, path: Path) -> ModelInfo:
             tiling=TilePlan.from_dict(meta.get("tiling")),
             mode=str(meta.get("mode") or DEFAULT_MODE),
             precision=str(meta.get("precision") or FLOAT),
+            recheck_band_logit=(None if meta.get("recheck_band_logit") is None
+                                else float(meta["recheck_band_logit"])),
         )
     except ModelFileError:
         raise
@@ -283,6 +293,9 @@ class Inspector:
         meta = self._session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         self.info = _parse_model_info(meta, path)
         self.threshold = self.info.threshold if threshold is None else float(threshold)
+        # The float model that re-decides parts within `info.recheck_band_logit` of the
+        # threshold (an INT8 file; set by `int8_inspector_for`). None: every verdict is this file's.
+        self.recheck: Inspector | None = None
 
     def _check_signature(self, path: Path) -> None:
         inputs = self._session.get_inputs()
@@ -434,15 +447,36 @@ class Inspector:
             results = self._share_out(images, self._cut_and_run)
         else:
             results = [self._cut_and_run(images, None)]
-        ms = (time.perf_counter() - start) * 1000.0 / len(images)
         verdicts = []
         for (scores, probs, heat), spans, places in results:
             for (a, b), place in zip(spans, places):
                 if isinstance(place, TileLayout):
-                    verdicts.append(self._pooled_verdict(scores[a:b], probs[a:b], heat[a:b], place, ms))
+                    verdicts.append(self._pooled_verdict(scores[a:b], probs[a:b], heat[a:b], place, 0.0))
                 else:
-                    verdicts.append(self._verdict(float(scores[a]), probs[a], heat[a], place, ms))
+                    verdicts.append(self._verdict(float(scores[a]), probs[a], heat[a], place, 0.0))
+        if self.recheck is not None and self.info.recheck_band_logit is not None:
+            verdicts = self._rechecked(images, verdicts, self.info.recheck_band_logit)
+        ms = (time.perf_counter() - start) * 1000.0 / len(images)
+        for verdict in verdicts:
+            verdict.latency_ms = ms
         return verdicts
+
+    def _rechecked(self, images: list[np.ndarray], verdicts: list[Verdict], band: float) -> list[Verdict]:
+        """*verdicts* with those whose score lies within *band* (logits) of the threshold
+        replaced by the float model's verdicts on the same parts. INT8 moves a score by a
+        few tenths of a logit; only a part that close to the threshold can change its
+        verdict, and only there does the float model run (training/quantize.py:
+        `recheck_band`)."""
+        assert self.recheck is not None
+        threshold = _logit(self.threshold)
+        near = [i for i, v in enumerate(verdicts) if abs(_logit(v.score) - threshold) <= band]
+        if not near:
+            return verdicts
+        out = list(verdicts)
+        for i, verdict in zip(near, self.recheck.inspect_batch([images[i] for i in near])):
+            verdict.rechecked = True
+            out[i] = verdict
+        return out
 
     def _cut_and_run(self, images: list[np.ndarray], session) -> tuple[tuple, list, list]:
         """The network inputs of *images* (letterboxes or tiles) run on *session* (None:
@@ -466,6 +500,14 @@ class Inspector:
         blank = np.zeros((1, size, size, 3), np.uint8)
         for session in [self._session, *self._lanes]:
             self._run(blank, session)
+        if self.recheck is not None:
+            self.recheck.warmup()
+
+
+def _logit(p: float) -> float:
+    """log(p / (1 - p)), with p kept off 0 and 1 (a saturated float32 score)."""
+    p = min(max(float(p), 1e-7), 1.0 - 1e-7)
+    return float(np.log(p) - np.log1p(-p))
 
 
 def load_inspector_for_project(
@@ -533,7 +575,8 @@ def file_sha256(path: Path | str) -> str:
 def int8_inspector_for(model: "ModelVersion", threads: int = 1, lanes: int = 1) -> Inspector | None:
     """The model's INT8 file ready to inspect, if it exists and was quantised from the
     model's current model.onnx; None (with a logged warning) otherwise, so the caller
-    falls back to float."""
+    falls back to float. A file with a re-check band gets the float model beside it for
+    the parts near the threshold (`Inspector.recheck`)."""
     path = model.path / INT8_FILENAME
     if not path.is_file():
         log.warning("the project chose INT8, but model %s has no %s (run `lineside quantize`); "
@@ -549,4 +592,7 @@ def int8_inspector_for(model: "ModelVersion", threads: int = 1, lanes: int = 1) 
         log.warning("%s was not made from model %s's current model.onnx; using the float model "
                     "(run `lineside quantize` again)", path, model.version)
         return None
+    if inspector.info.recheck_band_logit is not None:
+        # Parts within the band of the threshold get the float verdict (the project's threshold).
+        inspector.recheck = Inspector(model.onnx_path, threads=threads, threshold=model.threshold, lanes=lanes)
     return inspector
