@@ -59,6 +59,14 @@ defect, as its trainer holds them out):
 - AUROC is not more than 0.002 below the float model's (a higher one is no harm).
 Fail any and nothing is written. Pass, and the file is written atomically and the gate's
 figures go into `model.json` under "int8".
+
+The float re-check (docs/adr/0015). A passed file also carries a band about its threshold
+(`recheck_band`, in logits: the largest change INT8 made, beyond the threshold's shift,
+to a judged part near the threshold). At the line a part whose INT8 score lies within it
+is run again by the float model and gets the float verdict (`Inspector.recheck`): only
+there can INT8 change a verdict, and only there does a part cost both runs. The gate's
+record states the band, the share of held-out parts in it and the expected disagreement
+with it.
 """
 
 from __future__ import annotations

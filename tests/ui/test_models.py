@@ -131,6 +131,13 @@ def test_details_say_float_or_int8_and_the_measured_speed(models_ws, project):
     text = models_ws.details.text()
     assert "INT8 version passed its gate" in text and "4.0 ms vs 6.5 ms" in text
     assert "int8, 2 thread(s), about 240 parts per second" in text
+    assert "re-checked" not in text  # a file quantised before the float re-check existed
+    stored["int8"].update(recheck_share=0.034, expected_disagreement_rechecked=0.0004)
+    (folder / "model.json").write_text(json.dumps(stored))
+    models_ws.refresh()
+    models_ws.select_version("v3")
+    assert ("Parts near the threshold (3.4% of held-out parts) are re-checked by the float model, so INT8 is "
+            "expected to change 0.04% of verdicts.") in models_ws.details.text()
     # A two-view station whose bench chose lanes.
     project.set_setting("lanes", 2)
     project.set_setting("parts_per_second", 120.0)

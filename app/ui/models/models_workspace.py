@@ -89,6 +89,10 @@ def speed_text(m: ModelVersion, settings: dict) -> str:
         parts.append(f"INT8 version passed its gate (verdicts agree on {int8.get('agreement', 0):.1%} of "
                      f"held-out parts{expected_text}, AUROC {int8.get('auroc_int8', float('nan')):.3f}); one part "
                      f"{ms.get('int8', float('nan')):.1f} ms vs {ms.get('float', float('nan')):.1f} ms float.")
+        if int8.get("recheck_share") is not None:
+            parts.append(f"Parts near the threshold ({int8['recheck_share']:.1%} of held-out parts) are re-checked "
+                         f"by the float model, so INT8 is expected to change "
+                         f"{int8.get('expected_disagreement_rechecked', 0):.2%} of verdicts.")
     bench = settings.get("bench") or {}
     if bench.get("model") == m.version and settings.get("parts_per_second"):
         lanes = int(settings.get("lanes") or 1)
