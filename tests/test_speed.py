@@ -236,6 +236,18 @@ def test_the_cli_refuses_with_a_clear_message(project_dir, capsys):
     assert not (project_dir / "models" / "v1" / INT8_FILENAME).exists()
 
 
+def test_the_cli_writes_a_passing_int8_file_and_states_its_gate_and_re_check(blob_project, tmp_path, capsys):
+    copy = tmp_path / "project"
+    shutil.copytree(blob_project, copy)
+    assert main(["quantize", str(copy), "v1"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((copy / "models" / "v1" / "model.json").read_text())["int8"]
+    assert f"wrote {copy / 'models' / 'v1' / INT8_FILENAME}" in out
+    assert f"gate passed on {record['n_parts']} held-out parts: verdicts agree on {record['agreement']:.2%}" in out
+    assert (f"parts within {record['recheck_band_logit']:.2f} logits of the threshold "
+            f"({record['recheck_share']:.1%} of the held-out parts) are re-checked by the float model") in out
+
+
 def test_a_passing_model_gets_its_int8_file_and_gate_record(quantized):
     folder = quantized / "models" / "v1"
     record = json.loads((folder / "model.json").read_text())["int8"]

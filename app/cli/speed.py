@@ -89,6 +89,9 @@ def run_quantize(args: argparse.Namespace) -> int:
           f"(expected to differ on {r['expected_disagreement']:.2%} of parts like them), "
           f"AUROC {r['auroc_int8']:.4f} (float {r['auroc_float']:.4f}), "
           f"threshold {threshold_text(r['threshold'], 4)} (float {threshold_text(r['threshold_float'], 4)})")
+    print(f"at the line, parts within {r['recheck_band_logit']:.2f} logits of the threshold "
+          f"({r['recheck_share']:.1%} of the held-out parts) are re-checked by the float model: "
+          f"expected to differ on {r['expected_disagreement_rechecked']:.2%} then")
     print(f"one part, one thread: {speed['int8']:.1f} ms INT8 vs {speed['float']:.1f} ms float "
           f"({speed['speedup']:.2f}x); run `lineside bench {args.project}` to choose per machine")
     return 0

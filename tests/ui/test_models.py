@@ -136,8 +136,14 @@ def test_details_say_float_or_int8_and_the_measured_speed(models_ws, project):
     (folder / "model.json").write_text(json.dumps(stored))
     models_ws.refresh()
     models_ws.select_version("v3")
-    assert ("Parts near the threshold (3.4% of held-out parts) are re-checked by the float model, so INT8 is "
-            "expected to change 0.04% of verdicts.") in models_ws.details.text()
+    assert ("Parts near the threshold (3.4% of held-out parts) are re-checked by the float model: "
+            "with the re-check 0.04%.") in models_ws.details.text()
+    stored["int8"].update(expected_disagreement=0.002)
+    (folder / "model.json").write_text(json.dumps(stored))
+    models_ws.refresh()
+    models_ws.select_version("v3")
+    assert ("re-checked by the float model: INT8 alone would be expected to change 0.2% of verdicts, with the "
+            "re-check 0.04%.") in models_ws.details.text()
     # A two-view station whose bench chose lanes.
     project.set_setting("lanes", 2)
     project.set_setting("parts_per_second", 120.0)

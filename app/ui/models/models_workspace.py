@@ -85,14 +85,16 @@ def speed_text(m: ModelVersion, settings: dict) -> str:
     if int8:
         ms = int8.get("latency_1_thread_ms") or {}
         expected = int8.get("expected_disagreement")
-        expected_text = "" if expected is None else f", expected to differ on {expected:.1%} at the line"
+        rechecked = int8.get("recheck_share") is not None
+        expected_text = "" if expected is None or rechecked else f", expected to differ on {expected:.1%} at the line"
         parts.append(f"INT8 version passed its gate (verdicts agree on {int8.get('agreement', 0):.1%} of "
                      f"held-out parts{expected_text}, AUROC {int8.get('auroc_int8', float('nan')):.3f}); one part "
                      f"{ms.get('int8', float('nan')):.1f} ms vs {ms.get('float', float('nan')):.1f} ms float.")
-        if int8.get("recheck_share") is not None:
+        if rechecked:
+            alone = "" if expected is None else f"INT8 alone would be expected to change {expected:.1%} of verdicts, "
             parts.append(f"Parts near the threshold ({int8['recheck_share']:.1%} of held-out parts) are re-checked "
-                         f"by the float model, so INT8 is expected to change "
-                         f"{int8.get('expected_disagreement_rechecked', 0):.2%} of verdicts.")
+                         f"by the float model: {alone}with the re-check "
+                         f"{int8.get('expected_disagreement_rechecked', 0):.2%}.")
     bench = settings.get("bench") or {}
     if bench.get("model") == m.version and settings.get("parts_per_second"):
         lanes = int(settings.get("lanes") or 1)
