@@ -526,6 +526,13 @@ def _candidate(precision: str, threads: int, ms: float) -> speed.Candidate:
     return speed.Candidate(precision, threads, inspector=None, ms=[ms])  # type: ignore[arg-type]
 
 
+def test_expected_parts_per_second_counts_the_parts_that_also_ran_in_float():
+    # Nine parts judged in INT8 alone, one near the threshold re-checked by the float model too.
+    c = speed.Candidate("int8", 1, inspector=None, ms=[4.0] * 9 + [14.0])  # type: ignore[arg-type]
+    assert c.ms_per_part == 4.0
+    assert c.parts_per_second == pytest.approx(1000.0 / 5.0)
+
+
 def test_choose_prefers_float_unless_int8_is_clearly_faster():
     float1, int8_1 = _candidate("float", 1, 10.0), _candidate("int8", 1, 9.8)
     assert speed.choose([float1, int8_1], int8_ok=True)[0] is float1  # 2 % is noise
