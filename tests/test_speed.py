@@ -645,16 +645,24 @@ def test_the_line_re_decides_int8_verdicts_near_the_threshold_with_the_float_mod
     inspector.info = replace(inspector.info, recheck_band_logit=band)
     verdicts = inspector.inspect_batch(parts)
     assert 0 < sum(v.rechecked for v in verdicts) < len(parts)
+    # A re-checked score is the float one moved onto the INT8 file's scale: one threshold for all.
+    shift = quantize._logit(inspector.threshold) - quantize._logit(reference.threshold)
     for verdict, truth, own, d in zip(verdicts, floats, alone, distance):
-        assert verdict.rechecked == (d <= band)
-        expected = truth if d <= band else own
-        assert verdict.score == pytest.approx(expected.score, abs=1e-6) and verdict.threshold == expected.threshold
+        assert verdict.rechecked == (d <= band) and verdict.threshold == inspector.threshold
+        if d <= band:
+            assert verdict.passed == truth.passed and verdict.defect_class == truth.defect_class
+            assert quantize._logit(verdict.score) == pytest.approx(quantize._logit(truth.score) + shift, abs=1e-4)
+            assert sum(verdict.class_probs.values()) == pytest.approx(1.0, abs=1e-5)
+            assert verdict.class_probs["ok"] == pytest.approx(1.0 - verdict.score)
+            assert np.array_equal(verdict.heatmap, truth.heatmap)
+        else:
+            assert verdict.passed == own.passed and verdict.score == pytest.approx(own.score, abs=1e-6)
     # A band wide enough for every part: the line's verdicts are the float model's, one by one.
     inspector.info = replace(inspector.info, recheck_band_logit=100.0)
     wide = inspector.inspect_batch(parts)
     assert all(v.rechecked for v in wide)
     assert [v.passed for v in wide] == [v.passed for v in floats]
-    assert [v.score for v in wide] == pytest.approx([v.score for v in floats], abs=1e-6)
+    assert [v.passed for v in wide] == [v.score < inspector.threshold for v in wide]
 
 
 def test_the_station_gate_figure_matches_the_quantiser():

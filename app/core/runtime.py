@@ -110,7 +110,9 @@ class Verdict:
     tile_heatmaps: np.ndarray | None = None  # [T, h, w] per tile, tiled models only
     layout: TileLayout | None = None  # where those tiles sit, tiled models only
     # Decided by the float model: its INT8 score lay within the re-check band of the
-    # threshold (score, class, heatmap and threshold are then the float model's).
+    # threshold. PASS/FAIL, class and heatmap are then the float model's, its score moved
+    # onto the INT8 file's scale (the two thresholds' difference), and `threshold` the
+    # INT8 file's, so all of the line's verdicts read against one threshold.
     rechecked: bool = False
 
     @property
@@ -473,8 +475,16 @@ class Inspector:
         if not near:
             return verdicts
         out = list(verdicts)
+        # The float score is shown on this file's scale (moved by the difference of the two
+        # thresholds in logits), so every verdict of the line reads against one threshold;
+        # the decision stays the float model's.
+        shift = threshold - _logit(self.recheck.threshold)
         for i, verdict in zip(near, self.recheck.inspect_batch([images[i] for i in near])):
-            verdict.rechecked = True
+            score = 1.0 / (1.0 + float(np.exp(-(_logit(verdict.score) + shift))))
+            scale = score / verdict.score if verdict.score > 0 else 0.0  # "ok" first, then the defects
+            verdict.class_probs = {name: (1.0 - score if k == 0 else p * scale)
+                                   for k, (name, p) in enumerate(verdict.class_probs.items())}
+            verdict.score, verdict.threshold, verdict.rechecked = score, self.threshold, True
             out[i] = verdict
         return out
 
