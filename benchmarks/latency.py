@@ -481,14 +481,6 @@ def ungated_int8(model_path: Path, folder: Path, dest: Path, plan: str = "full")
     return dest
 
 
-def _offset(verdict) -> float:
-    """A verdict's score as logits above its own threshold: float and INT8 verdicts
-    (each at its threshold) on one scale, for an AUROC of the line's mixed verdicts."""
-    from app.core.operating_point import _logit
-
-    return float(_logit(verdict.score) - _logit(verdict.threshold))
-
-
 LINE_INT8 = "INT8 + float re-check (the line)"
 
 
@@ -524,7 +516,8 @@ def test_split_accuracy(model, int8_path: Path, items) -> dict:
     fp, qp, lp = rejected["float"], rejected["int8"], rejected["line"]
     return {"n": len(items), "auroc_float": auroc(defect, [v.score for v in runs["float"]]),
             "auroc_int8": auroc(defect, [v.score for v in runs["int8"]]),
-            "auroc_line": auroc(defect, [_offset(v) for v in runs["line"]]),
+            # Re-checked scores are already on the INT8 file's scale (one threshold for all).
+            "auroc_line": auroc(defect, [v.score for v in runs["line"]]),
             "agreement": float(np.mean(fp == qp)), "agreement_line": float(np.mean(fp == lp)),
             "rechecked": int(sum(v.rechecked for v in runs["line"])),
             "recheck_band_logit": line.info.recheck_band_logit if line.recheck is not None else None,

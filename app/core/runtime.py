@@ -36,6 +36,7 @@ import numpy as np
 
 from app.core.errors import LinesideError, ModelFileError
 from app.core.imageio import read_image, to_bgr8
+from app.core.operating_point import _logit, _sigmoid
 from app.core.preprocess import (
     Letterbox,
     TileLayout,
@@ -478,9 +479,9 @@ class Inspector:
         # The float score is shown on this file's scale (moved by the difference of the two
         # thresholds in logits), so every verdict of the line reads against one threshold;
         # the decision stays the float model's.
-        shift = threshold - _logit(self.recheck.threshold)
+        shift = float(threshold - _logit(self.recheck.threshold))
         for i, verdict in zip(near, self.recheck.inspect_batch([images[i] for i in near])):
-            score = 1.0 / (1.0 + float(np.exp(-(_logit(verdict.score) + shift))))
+            score = _sigmoid(float(_logit(verdict.score)) + shift)
             scale = score / verdict.score if verdict.score > 0 else 0.0  # "ok" first, then the defects
             verdict.class_probs = {name: (1.0 - score if k == 0 else p * scale)
                                    for k, (name, p) in enumerate(verdict.class_probs.items())}
@@ -512,12 +513,6 @@ class Inspector:
             self._run(blank, session)
         if self.recheck is not None:
             self.recheck.warmup()
-
-
-def _logit(p: float) -> float:
-    """log(p / (1 - p)), with p kept off 0 and 1 (a saturated float32 score)."""
-    p = min(max(float(p), 1e-7), 1.0 - 1e-7)
-    return float(np.log(p) - np.log1p(-p))
 
 
 def load_inspector_for_project(
