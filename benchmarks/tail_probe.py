@@ -1,0 +1,160 @@
+"""Probe the CPU recipe's trainable tail on magnetic tile (docs/adr/0005): several tails
+trained from different random starts on one cache and averaged, and which part of the
+augmentation makes the cached augmented view unlike real parts.
+
+The dataset's own train/val split: the tails train on its train images and are
+validated (epoch kept, threshold at 1 % false reject) on its val images; the test split
+is judged for the record. Part logits are averaged across tails. Prints one JSON line
+per model.
+
+    python benchmarks/tail_probe.py ensemble --tails 4 --views 2     # all tails on both views
+    python benchmarks/tail_probe.py ensemble --tails 4 --views 1     # the untouched image only
+    python benchmarks/tail_probe.py augmentation                      # each tail on one augmented view alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.core.evaluation import auroc  # noqa: E402
+from app.core.operating_point import _logit, choose_threshold  # noqa: E402
+from benchmarks.tile_data import DEFAULT_DATASET, GOOD_CLASS, in_split, read_split, without_leaks  # noqa: E402
+from training import loop  # noqa: E402
+from training.data import OK, Sample, load_sample  # noqa: E402
+from training.network import InspectionNet, load_pretrained_backbone  # noqa: E402
+
+SIZE = 288  # what the trainer chooses for magnetic tile
+CLASSES = ["ok", "blowhole", "break", "crack", "fray", "uneven"]
+
+
+def samples(items, root: Path) -> list[Sample]:
+    out = []
+    for item in items:
+        verdict = OK if item.label == GOOD_CLASS else item.label
+        mask = root / "masks" / item.label / (item.path.stem + ".png")
+        out.append(load_sample(item.path, verdict, SIZE, mask_path=mask if verdict != OK and mask.is_file() else None))
+    return out
+
+
+def augment(image, mask, rng, rotate=True, lighting=True, blur_noise=True):
+    """training.data.augment with parts of it switched off (same draws otherwise)."""
+    size = image.shape[0]
+    if rng.random() < 0.5:
+        image, mask = image[:, ::-1], None if mask is None else mask[:, ::-1]
+    if rng.random() < 0.5:
+        image, mask = image[::-1], None if mask is None else mask[::-1]
+    if rotate:
+        m = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-10, 10), rng.uniform(0.95, 1.05))
+        m[:, 2] += rng.uniform(-0.04, 0.04, size=2) * size
+        image = cv2.warpAffine(np.ascontiguousarray(image), m, (size, size), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT)
+        if mask is not None:
+            mask = cv2.warpAffine(np.ascontiguousarray(mask), m, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
+    img = np.ascontiguousarray(image).astype(np.float32)
+    if lighting:
+        img = (img - 128.0) * rng.uniform(0.8, 1.2) + 128.0 + rng.uniform(-20, 20)
+    if blur_noise:
+        if rng.random() < 0.2:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.0))
+        if rng.random() < 0.3:
+            img = img + rng.normal(0, rng.uniform(1, 5), img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8), None if mask is None else np.ascontiguousarray(mask)
+
+
+class Probe:
+    def __init__(self, root: Path):
+        items = read_split(root)
+        seen = in_split(items, "train", "val")
+        test_items, _ = without_leaks(in_split(items, "test"), seen)
+        self.train = samples(in_split(items, "train"), root)
+        self.val = samples(in_split(items, "val"), root)
+        test = samples(test_items, root)
+        self.cfg = loop.TrainConfig(input_size=SIZE, class_names=CLASSES)
+        self.base = InspectionNet(len(CLASSES) - 1, load_pretrained_backbone()).eval()
+        self.val_cache, self.test_cache = self.cache(self.val), self.cache(test)
+        self.val_defect = np.array([s.verdict != OK for s in self.val])
+        self.test_defect = np.array([s.verdict != OK for s in test])
+
+    def cache(self, parts: list[Sample], views: int = 1):
+        grid = SIZE // 16
+        index = {name: i for i, name in enumerate(CLASSES)}
+        return loop._build_cache(self.base, parts, self.cfg, index, grid, np.random.default_rng(0),
+                                 lambda e: None, lambda: False, views)
+
+    def fit(self, cache, seed: int) -> tuple[np.ndarray, np.ndarray, int, float]:
+        """(validation logits, test logits, epochs run, seconds) of one tail."""
+        loop.seed_everything(seed)
+        net = InspectionNet(len(CLASSES) - 1, load_pretrained_backbone())
+        cfg = loop.TrainConfig(input_size=SIZE, class_names=CLASSES, seed=seed)
+        t0 = time.monotonic()
+        fit = loop._Fit(net, self.train, self.val, cfg, cfg.frozen_blocks, cache, self.val_cache)
+        _, epochs, _ = fit.run(np.random.default_rng(seed), lambda e: None, lambda: False, t0)
+        logits = [_logit(loop._cached_outputs(net, c, cfg.frozen_blocks, "cpu")[0].astype(np.float64))
+                  for c in (self.val_cache, self.test_cache)]
+        return logits[0], logits[1], epochs, time.monotonic() - t0
+
+    def report(self, name: str, val_logits: np.ndarray, test_logits: np.ndarray, **extra) -> None:
+        sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+        ok, bad = self.val_defect == 0, self.val_defect
+        threshold, _ = choose_threshold(sig(val_logits[ok]), self.cfg.false_reject_target, sig(val_logits[bad]))
+        cut = _logit(np.array([threshold]))[0]
+        t_ok, t_bad = ~self.test_defect, self.test_defect
+        print(json.dumps({"model": name, **extra,
+                          "val_auroc": round(auroc(self.val_defect.astype(int), val_logits), 4),
+                          "test_auroc": round(auroc(self.test_defect.astype(int), test_logits), 4),
+                          "test_caught": f"{int(np.sum(test_logits[t_bad] >= cut))}/{int(t_bad.sum())}",
+                          "test_false_rejects": f"{int(np.sum(test_logits[t_ok] >= cut))}/{int(t_ok.sum())}"}),
+              flush=True)
+
+
+def ensemble(probe: Probe, tails: int, views: int) -> None:
+    cache = probe.cache(probe.train, views)
+    val, test = [], []
+    for seed in range(tails):
+        v, t, epochs, seconds = probe.fit(cache, seed)
+        val.append(v)
+        test.append(t)
+        probe.report(f"tail {seed}", v, t, views=views, epochs=epochs, seconds=round(seconds))
+        if seed:
+            probe.report(f"average of {seed + 1} tails", np.mean(val, 0), np.mean(test, 0), views=views)
+
+
+def augmentation(probe: Probe) -> None:
+    variants = {"all of it": {}, "without rotation": {"rotate": False}, "without blur and noise": {"blur_noise": False},
+                "without lighting": {"lighting": False}}
+    v, t, epochs, seconds = probe.fit(probe.cache(probe.train), 0)
+    probe.report("untouched view alone", v, t, epochs=epochs, seconds=round(seconds))
+    for name, switches in variants.items():
+        rng = np.random.default_rng(1)
+        views = [Sample(*augment(s.image, s.mask, rng, **switches), s.verdict, s.key) for s in probe.train]
+        v, t, epochs, seconds = probe.fit(probe.cache(views), 0)
+        probe.report(f"augmented view alone, {name}", v, t, epochs=epochs, seconds=round(seconds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["ensemble", "augmentation"])
+    parser.add_argument("--tails", type=int, default=4)
+    parser.add_argument("--views", type=int, default=2, help="views per training image in the shared cache")
+    parser.add_argument("--dataset-root", type=Path, default=DEFAULT_DATASET)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    probe = Probe(args.dataset_root)
+    if args.what == "ensemble":
+        ensemble(probe, args.tails, args.views)
+    else:
+        augmentation(probe)
+
+
+if __name__ == "__main__":
+    main()
