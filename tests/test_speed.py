@@ -15,6 +15,7 @@ import pytest
 
 from app.cli import main
 from app.cli import speed
+from app.core.operating_point import _logit
 from app.core.project import Project
 from app.core.runtime import INT8, INT8_FILENAME, Inspector, load_inspector_for_project
 from app.core.synthetic import DEFECT_KINDS, generate_part
@@ -571,7 +572,7 @@ def test_expected_disagreement_is_zero_for_an_identical_model_and_small_for_smal
     rng = np.random.default_rng(0)
     scores = _sigmoid(rng.normal(0.0, 3.0, 500))
     assert quantize.expected_disagreement(scores, scores, 0.5, 0.5) == 0.0
-    nudged = _sigmoid(quantize._logit(scores) + rng.normal(0.0, 0.01, 500))
+    nudged = _sigmoid(_logit(scores) + rng.normal(0.0, 0.01, 500))
     assert quantize.expected_disagreement(scores, nudged, 0.5, 0.5) < 0.005
     # Evenly spaced subsample beyond max_parts: the same answer within sampling noise.
     full = quantize.expected_disagreement(scores, nudged, 0.5, 0.5)
@@ -615,7 +616,7 @@ def test_no_part_outside_the_recheck_band_can_be_moved_across_the_threshold_by_a
     assert without > 0.01 and with_band == 0.0
     # The parts themselves: every one that INT8 flipped lies inside the band.
     flipped = (f >= 0.5) != (q >= int8_threshold)
-    assert flipped.any() and np.all(np.abs(quantize._logit(q[flipped]) - shift) <= band)
+    assert flipped.any() and np.all(np.abs(_logit(q[flipped]) - shift) <= band)
 
 
 def test_the_line_re_decides_int8_verdicts_near_the_threshold_with_the_float_model(quantized, tmp_path):
@@ -640,18 +641,18 @@ def test_the_line_re_decides_int8_verdicts_near_the_threshold_with_the_float_mod
     assert [v.passed for v in inspector.inspect_batch(parts)] == [v.passed for v in floats]
     # This model's INT8 error is tiny, so is its band; a band that takes in half the parts
     # shows which verdict each part gets.
-    distance = np.abs(quantize._logit([v.score for v in alone]) - quantize._logit(alone[0].threshold))
+    distance = np.abs(_logit([v.score for v in alone]) - _logit(alone[0].threshold))
     band = float(np.median(distance))
     inspector.info = replace(inspector.info, recheck_band_logit=band)
     verdicts = inspector.inspect_batch(parts)
     assert 0 < sum(v.rechecked for v in verdicts) < len(parts)
     # A re-checked score is the float one moved onto the INT8 file's scale: one threshold for all.
-    shift = quantize._logit(inspector.threshold) - quantize._logit(reference.threshold)
+    shift = _logit(inspector.threshold) - _logit(reference.threshold)
     for verdict, truth, own, d in zip(verdicts, floats, alone, distance):
         assert verdict.rechecked == (d <= band) and verdict.threshold == inspector.threshold
         if d <= band:
             assert verdict.passed == truth.passed and verdict.defect_class == truth.defect_class
-            assert quantize._logit(verdict.score) == pytest.approx(quantize._logit(truth.score) + shift, abs=1e-4)
+            assert _logit(verdict.score) == pytest.approx(_logit(truth.score) + shift, abs=1e-4)
             assert sum(verdict.class_probs.values()) == pytest.approx(1.0, abs=1e-5)
             assert verdict.class_probs["ok"] == pytest.approx(1.0 - verdict.score)
             assert np.array_equal(verdict.heatmap, truth.heatmap)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from app.core.evaluation import auroc
-from app.core.operating_point import operating_point
+from app.core.operating_point import _logit as logit, operating_point
 from training.anomaly import AnomalyNet
 from training.network import STRIDE16_BLOCK, InspectionNet, NetOutput
 
@@ -54,11 +54,6 @@ class Reference:
 
     def z(self, logits):
         return (logits - self.median) / self.scale
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
 
 
 def combined_scores(sup_scores, anom_scores, sup_ref: Reference, anom_ref: Reference) -> np.ndarray:
