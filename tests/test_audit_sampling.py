@@ -12,7 +12,8 @@ from app.core.audit_sampling import SOURCE, TAG_INSPECTION, TAG_MODEL, AuditSamp
 from app.core.monitoring import should_sample
 from app.core.project import Project
 from app.core.imageio import encode_png
-from app.core.line_session import CallbackListener, FileListSource, LineSession
+from app.core.line_session import CallbackListener, LineSession
+from app.core.line_sources import FileListSource
 from tests.test_line_session import DARK, add_model
 
 

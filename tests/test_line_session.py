@@ -16,15 +16,9 @@ import pytest
 from app.core.errors import LinesideError
 from app.core.frames import Frame
 from app.core.imageio import encode_png
-from app.core.line_session import (
-    CallbackListener,
-    FileListSource,
-    ImageRetention,
-    LineSession,
-    PartResult,
-    SimulatedLineSource,
-    make_source,
-)
+from app.core.image_retention import ImageRetention
+from app.core.line_session import CallbackListener, LineSession, PartResult
+from app.core.line_sources import FileListSource, SimulatedLineSource, make_source
 from app.core.plc.signals import ErrorCode
 from app.core.project import Project
 from tests.onnx_fixtures import write_model

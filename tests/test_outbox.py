@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from app.core import db, outbox
 from app.core.errors import LinesideError
-from app.core.line_session import CallbackListener, LineSession, PartResult, SimulatedLineSource
+from app.core.line_session import CallbackListener, LineSession, PartResult
+from app.core.line_sources import SimulatedLineSource
 from app.core.outbox import Outbox
 from app.core.project import Project
 from app.core.runtime import Inspector
@@ -85,7 +86,8 @@ def test_acknowledged_results_survive_a_crash_and_are_sent_once(project, tmp_pat
     # A station that acknowledges 25 results and is killed before it could send any.
     script = textwrap.dedent(f"""
         import os
-        from app.core.line_session import CallbackListener, LineSession, SimulatedLineSource
+        from app.core.line_session import CallbackListener, LineSession
+        from app.core.line_sources import SimulatedLineSource
         from app.core.outbox import Outbox
         from app.core.runtime import Inspector
         box = Outbox({str(path)!r}, "press-3")

@@ -25,7 +25,8 @@ pytest.importorskip("asyncua")
 from pymodbus.client import ModbusTcpClient  # noqa: E402
 
 from app.core.errors import LinesideError  # noqa: E402
-from app.core.line_session import LineSession, make_source  # noqa: E402
+from app.core.line_session import LineSession  # noqa: E402
+from app.core.line_sources import make_source  # noqa: E402
 from app.core.plc.link import PlcLink  # noqa: E402
 from app.core.plc.modbus_server import ModbusServer  # noqa: E402
 from app.core.plc.signals import (  # noqa: E402

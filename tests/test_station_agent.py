@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from app.core import stations
-from app.core.line_session import CallbackListener, LineSession, PartResult, SimulatedLineSource
+from app.core.line_session import CallbackListener, LineSession, PartResult
+from app.core.line_sources import SimulatedLineSource
 from app.core.project import Project
 from app.core.runtime import file_sha256
 from app.core.station_agent import StationAgent

@@ -23,7 +23,8 @@ import pytest
 from app.core import atomic, outbox
 from app.core.audit_sampling import SOURCE, TAG_INSPECTION, TAG_MODEL, escapes, sample_tags
 from app.core.errors import DiskFullError, LinesideError
-from app.core.line_session import CallbackListener, LineSession, PartResult, SimulatedLineSource
+from app.core.line_session import CallbackListener, LineSession, PartResult
+from app.core.line_sources import SimulatedLineSource
 from app.core.monitoring import should_sample_uid
 from app.core.outbox import SAMPLES_DIR, Outbox
 from app.core.project import Project
@@ -155,7 +156,8 @@ def test_pending_samples_survive_a_crash_and_stray_files_are_cleared(project, tm
     # A station that acknowledges 30 results and is killed before it could send any.
     script = textwrap.dedent(f"""
         import json, os
-        from app.core.line_session import CallbackListener, LineSession, SimulatedLineSource
+        from app.core.line_session import CallbackListener, LineSession
+        from app.core.line_sources import SimulatedLineSource
         from app.core.outbox import Outbox
         from app.core.runtime import Inspector
         box = Outbox({str(path)!r}, "press-3")

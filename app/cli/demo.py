@@ -84,7 +84,8 @@ def ensure_demo_project(path: Path, epochs: int | None = None,
 def run_demo_command(directory: Path | None, epochs: int | None = None, n_fresh: int = 24,
                      prepare_only: bool = False) -> int:
     from app.cli.train_events import text_event
-    from app.core.line_session import CallbackListener, LineSession, SimulatedLineSource
+    from app.core.line_session import CallbackListener, LineSession
+    from app.core.line_sources import SimulatedLineSource
 
     if directory is None:
         from app.core.userdirs import demo_project_dir

@@ -208,7 +208,7 @@ def _run_session(project: "Project", source, printer: _Printer, args: argparse.N
 
 def run_inspect(args: argparse.Namespace) -> int:
     from app.core.hotfolder import HotFolderSource
-    from app.core.line_session import FileListSource
+    from app.core.line_sources import FileListSource
     from app.core.project import Project
 
     if not args.paths and args.watch is None:

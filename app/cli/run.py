@@ -256,7 +256,7 @@ def check_args(args: argparse.Namespace) -> tuple[str, str, int, str] | None:
 
 
 def make_sources(args: argparse.Namespace) -> list:
-    from app.core.line_session import make_source
+    from app.core.line_sources import make_source
 
     return [make_source(spec, rate_hz=args.rate, seed=i) for i, spec in enumerate(args.source)]
 
@@ -267,7 +267,8 @@ def make_session(args: argparse.Namespace, project, sources: list, listeners=(),
     its session here too, so the soak runs exactly what the station runs. A plant station
     passes its local model's Inspector as *project*, its version as *model*, its outbox as
     *sink* and its own folder for kept images as *keep_dir* (not the share)."""
-    from app.core.line_session import ImageRetention, LineSession
+    from app.core.image_retention import ImageRetention
+    from app.core.line_session import LineSession
 
     retention = None
     if not args.no_keep:

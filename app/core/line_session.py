@@ -2,7 +2,7 @@
 result record -> outputs, for the desktop app, `lineside run`, `lineside inspect` and
 the demo alike. Qt-free and torch-free: plain threads.
 
-    session = LineSession(project, [make_source("camera:0")], outputs=[my_listener])
+    session = LineSession(project, [make_source("camera:0")], outputs=[my_listener])  # app.core.line_sources
     session.start()
     session.trigger()            # or free-run: every frame / every file / every part
     ...
@@ -17,7 +17,8 @@ Threads
   view fails), updates counters and drift, calls `on_result` and queues the result;
 - the writer thread: records results in the project in batched transactions
   (group commit) and then calls `on_committed`;
-- the retention thread (`ImageRetention`): writes kept images, enforces the quota.
+- the retention thread (`app.core.image_retention.ImageRetention`): writes kept
+  images, enforces the quota.
 
 Acknowledged
 ------------
@@ -62,10 +63,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from app.core.errors import LinesideError, printable
-from app.core.frames import Frame, FrameQueue
+from app.core.frames import Frame
+from app.core.line_views import LineView
 from app.core.plc.signals import ErrorCode
 
 if TYPE_CHECKING:
+    from app.core.image_retention import ImageRetention
     from app.core.project import Project
     from app.core.runtime import Inspector, Verdict
 
@@ -197,265 +200,6 @@ class CallbackListener(LineListener):
             setattr(self, name, fn)
 
 
-# -- sources -----------------------------------------------------------------------
-
-
-class SimulatedLineSource:
-    """The simulated line (app.core.synthetic.PartStream) for a session.
-
-    Free-run: a part every 1/rate s (paced like a conveyor). Triggered: a part the
-    moment the trigger comes (a camera with a hardware trigger, zero exposure time).
-    """
-
-    none_means_lost = True
-
-    def __init__(self, seed: int = 0, defect_rate: float = 0.3, rate_hz: float = 5.0, size: int = 256) -> None:
-        self.seed, self.defect_rate, self.rate_hz, self.size = seed, defect_rate, float(rate_hz), size
-        self.name = "Simulated line" if seed == 0 else f"Simulated line {seed}"
-        self._stream = None
-        self._count = 0
-        self._next_at = 0.0
-        self._lock = threading.Lock()
-
-    def open(self) -> None:
-        from app.core.synthetic import PartStream
-
-        with self._lock:
-            self._stream = PartStream(self.seed, self.defect_rate, self.size)
-        self._next_at = time.monotonic()
-
-    def snap(self) -> Frame:
-        if self._stream is None:
-            self.open()
-        with self._lock:
-            image, truth = self._stream.next_frame()
-            self._count += 1
-            return Frame(image, self._count, time.time(), self.name, truth=truth)
-
-    def read(self) -> Frame | None:
-        if self.rate_hz > 0:
-            delay = self._next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self._next_at = max(self._next_at + 1.0 / self.rate_hz, time.monotonic())
-        return self.snap()
-
-    def close(self) -> None:
-        self._stream = None
-
-
-class FileListSource:
-    """Image files given up front (`lineside inspect PATH...`), one part each, in order.
-
-    Every file is a part (nothing is dropped); a file that cannot be read becomes a frame
-    with `error` set, which the session reports through on_part_failed. Frames are named
-    by the file's path (printable: any bytes in a name). When the list is done read()
-    returns None; give the session max_parts=len(paths) to end with the last file.
-    *on_note*(path, note) hears the first remark about a file's pixel values
-    (e.g. 12-bit data in 16-bit files), once per source.
-    """
-
-    none_means_lost = False
-
-    def __init__(self, paths: Iterable[Path | str], on_note: Callable[[Path, str], None] | None = None) -> None:
-        self.paths = [Path(p) for p in paths]
-        self.name = "Files"
-        self.on_note = on_note
-        self._next = 0
-        self._noted = False
-
-    def open(self) -> None:
-        pass
-
-    def read(self) -> Frame | None:
-        from app.core.imageio import decode_image, part_note, read_file
-
-        if self._next >= len(self.paths):
-            time.sleep(0.05)  # done: the capture thread idles until the session ends
-            return None
-        path = self.paths[self._next]
-        self._next += 1
-        shown = printable(path)
-        notes: list[str] = []
-        try:
-            image = decode_image(read_file(path), str(path), notes)
-        except LinesideError as exc:
-            reason = str(exc).removeprefix(f"{path}: ")
-            return Frame(np.zeros((0, 0, 3), np.uint8), self._next, time.time(), shown, path=path, error=reason)
-        notes += [n for n in (part_note(image),) if n]
-        if notes and not self._noted:  # once: every part of a camera would repeat it
-            self._noted = True
-            if self.on_note is not None:
-                self.on_note(path, notes[0])
-            else:
-                log.warning("%s has %s", shown, notes[0])
-        return Frame(image, self._next, time.time(), shown, path=path)
-
-    def close(self) -> None:
-        pass
-
-
-def make_source(spec: str, rate_hz: float | None = None, seed: int | None = None):
-    """A frame source from a spec: "camera:N", "folder:DIR" or "sim[:SEED]"."""
-    kind, _, arg = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind == "camera":
-        from app.core.camera import OpenCVCamera
-
-        try:
-            return OpenCVCamera(int(arg))
-        except ValueError:
-            raise LinesideError(f"--source {spec}: the camera is a number, e.g. camera:0.") from None
-    if kind == "folder":
-        from app.core.hotfolder import HotFolderSource
-
-        if not arg:
-            raise LinesideError(f"--source {spec}: name the folder, e.g. folder:/data/incoming.")
-        folder = Path(arg).expanduser()
-        if not folder.is_dir():
-            raise LinesideError(f"--source {printable(spec)}: {printable(folder)} is not a folder.")
-        return HotFolderSource(folder, poll_s=0.05)
-    if kind == "sim":
-        try:
-            sim_seed = int(arg) if arg else (seed or 0)
-        except ValueError:
-            raise LinesideError(f"--source {spec}: the simulated line takes a number (its seed), e.g. sim:3.") from None
-        # rate 0: flat out, the next part as soon as the station is ready (soak, benchmarks)
-        return SimulatedLineSource(seed=sim_seed, rate_hz=5.0 if rate_hz is None else rate_hz)
-    raise LinesideError(f"--source {printable(spec)}: expected camera:N, folder:DIR or sim.")
-
-
-class _Fifo:
-    """Frames in arrival order (a hot folder: every file is a part).
-
-    blocking=True: put() waits while full (files stay on disk until there is room);
-    blocking=False: the oldest frame is pushed out (a conveyor does not wait).
-    """
-
-    def __init__(self, maxsize: int, blocking: bool) -> None:
-        self.maxsize, self.blocking = maxsize, blocking
-        self._frames: deque[Frame] = deque()
-        self._cond = threading.Condition()
-        self.closed = False
-        self.dropped = 0
-
-    def put(self, frame: Frame) -> None:
-        with self._cond:
-            if self.blocking:
-                self._cond.wait_for(lambda: len(self._frames) < self.maxsize or self.closed)
-                if self.closed:
-                    return
-            elif len(self._frames) >= self.maxsize:
-                self._frames.popleft()
-                self.dropped += 1
-            self._frames.append(frame)
-            self._cond.notify_all()
-
-    def get(self, timeout: float) -> Frame | None:
-        with self._cond:
-            if not self._frames and timeout > 0:
-                self._cond.wait_for(lambda: bool(self._frames) or self.closed, timeout)
-            if not self._frames:
-                return None
-            frame = self._frames.popleft()
-            self._cond.notify_all()
-            return frame
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-
-class _View:
-    """One camera position of the part: a source, its capture thread and its queue."""
-
-    def __init__(self, source: Any, index: int, triggered: bool, on_state: Callable[[str], None],
-                 on_frame: Callable[[int, Frame], None] | None = None) -> None:
-        from app.core.camera import CaptureThread
-
-        self.source, self.index = source, index
-        self.name = getattr(source, "name", f"view {index + 1}")
-        # direct: the simulated line's part is made on the trigger; every: each frame is a part.
-        self.direct, self.every = self.kind(source, triggered)
-        self.state = ""
-        self._on_state = on_state
-        if self.every:
-            # A hot folder waits on disk; the simulated conveyor does not wait, unless it
-            # has no pace of its own (rate 0: the next part when the station is ready).
-            blocking = not getattr(source, "none_means_lost", True) or (
-                isinstance(source, SimulatedLineSource) and source.rate_hz <= 0)
-            self.queue: Any = _Fifo(16, blocking=blocking)
-        else:
-            self.queue = FrameQueue(maxsize=2)
-        self._on_frame = on_frame
-        frame_cb = None if on_frame is None else (lambda frame: on_frame(index, frame))
-        self.capture = None if self.direct else CaptureThread(source, self.queue, on_state=self._state,
-                                                              on_frame=frame_cb)
-
-    @staticmethod
-    def kind(source: Any, triggered: bool) -> tuple[bool, bool]:
-        """(direct, every) of a view of *source* in that mode."""
-        direct = triggered and hasattr(source, "snap")
-        every = not getattr(source, "none_means_lost", True) or (
-            not triggered and isinstance(source, SimulatedLineSource))
-        return direct, every
-
-    def _state(self, state: str) -> None:
-        self.state = state
-        self._on_state(state)
-
-    @property
-    def connected(self) -> bool:
-        return self.direct or self.state.startswith("connected")
-
-    def start(self) -> None:
-        if self.direct:
-            self.source.open()
-            self._state(f"connected: {self.name}")
-        else:
-            self.capture.start()
-
-    def stop(self) -> None:
-        if isinstance(self.queue, _Fifo):
-            self.queue.close()
-        if self.capture is not None:
-            self.capture.stop()
-        elif self.direct:
-            self.source.close()
-
-    @property
-    def dropped(self) -> int:
-        """Parts pushed out unjudged (a camera's skipped frames are not parts)."""
-        return self.queue.dropped if isinstance(self.queue, _Fifo) else 0
-
-    def next(self, timeout: float) -> Frame | None:
-        """Free-run: the next part (folder, simulated line) or the newest frame (camera)."""
-        if isinstance(self.queue, _Fifo):
-            return self.queue.get(timeout)
-        return self.queue.get_latest(timeout)
-
-    def snap(self, after: float, timeout: float, stopping: threading.Event) -> Frame | None:
-        """Triggered: the simulated part made now; the next file; or the first camera
-        frame captured at or after *after* (time.time())."""
-        if self.direct:
-            frame = self.source.snap()
-            if self._on_frame is not None:
-                self._on_frame(self.index, frame)
-            return frame
-        deadline = time.monotonic() + timeout
-        while not stopping.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            frame = self.next(min(left, 0.1))
-            if frame is None:
-                continue
-            if isinstance(self.queue, _Fifo) or frame.at >= after:
-                return frame
-        return None
-
-
 # -- the session ---------------------------------------------------------------------
 
 
@@ -543,7 +287,7 @@ class LineSession:
         self.class_names: list[str] = []
         self._drift = None
         self._drift_state: tuple | None = None
-        self._views: list[_View] = []
+        self._views: list[LineView] = []
         self._lock = threading.RLock()
         self._counts = Counters()
         self._per_class: dict[str, int] = {}
@@ -600,7 +344,7 @@ class LineSession:
         self._load(self._wanted_model)
         if self.retention is not None:
             self.retention.start(self.project)
-        self._views = [_View(s, i, self.triggered, self._view_state, self._frame)
+        self._views = [LineView(s, i, self.triggered, self._view_state, self._frame)
                        for i, s in enumerate(self.sources)]  # fmt: skip
         for view in self._views:
             view.start()
@@ -837,10 +581,10 @@ class LineSession:
                 self._jobs.clear()
                 self._busy = False
         for i, view in enumerate(list(self._views)):
-            if (view.direct, view.every) == _View.kind(view.source, triggered):
+            if (view.direct, view.every) == LineView.kind(view.source, triggered):
                 continue
             view.stop()
-            fresh = _View(view.source, i, triggered, self._view_state, self._frame)
+            fresh = LineView(view.source, i, triggered, self._view_state, self._frame)
             with self._lock:
                 self._views[i] = fresh
             fresh.start()
@@ -1089,160 +833,3 @@ def _replace(counters: Counters, **changes: Any) -> Counters:
     from dataclasses import replace
 
     return replace(counters, **changes)
-
-
-# -- image retention -------------------------------------------------------------------
-
-
-class ImageRetention(LineListener):
-    """Keeps every FAIL image and one PASS image in *pass_every* under *quota_bytes*.
-
-    Files go to `<folder>/<YYYY-MM-DD>/<inspection id>_<PASS|FAIL>_v<view>_<sha256>.png`
-    (sha256 of the PNG file: the project finds the same bytes by it). When the folder is
-    over quota, the oldest PASS images go first, then the oldest FAIL images; an image
-    that is labeled in the project (its bytes were added and labeled, e.g. by "this
-    verdict is wrong") is never deleted. Writing runs on its own thread; when the line
-    outruns the disk, PASS samples are skipped before FAIL images (counted in `skipped`).
-    """
-
-    MAX_WAITING = 64
-
-    def __init__(self, folder: Path | str, pass_every: int = 100, quota_bytes: int = 2 << 30) -> None:
-        self.folder = Path(folder)
-        self.pass_every = max(0, int(pass_every))
-        self.quota_bytes = int(quota_bytes)
-        self.kept = 0
-        self.deleted = 0
-        self.skipped = 0
-        self._passes = 0
-        self._project = None
-        self._files: list[tuple[str, Path, int, bool]] = []  # (name, path, size, is_fail), oldest first
-        self._total = 0
-        self._waiting: deque[PartResult] = deque()
-        self._cond = threading.Condition()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-
-    def start(self, project: Any = None) -> None:
-        self._project = project
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._scan()
-        self._thread = threading.Thread(target=self._loop, name="lineside-retention", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def wants(self, result: PartResult) -> bool:
-        """Whether this part's images are kept (called once per part, in order)."""
-        if not result.passed:
-            return True
-        if self.pass_every <= 0:
-            return False
-        self._passes += 1
-        return self._passes % self.pass_every == 1 or self.pass_every == 1
-
-    def on_committed(self, results: list[PartResult]) -> None:
-        with self._cond:
-            for result in results:
-                if result.images is None:
-                    continue
-                if len(self._waiting) >= self.MAX_WAITING:
-                    drop = next((r for r in self._waiting if r.passed), None)
-                    if drop is None and result.passed:
-                        self.skipped += 1
-                        continue
-                    if drop is not None:
-                        self._waiting.remove(drop)
-                    else:
-                        drop = self._waiting.popleft()
-                    self.skipped += 1
-                    log.warning("retention: the disk is slower than the line; part %s not kept", drop.seq)
-                self._waiting.append(result)
-            self._cond.notify_all()
-
-    @property
-    def total_bytes(self) -> int:
-        return self._total
-
-    def _scan(self) -> None:
-        files = []
-        for path in self.folder.glob("*/*.png"):
-            try:
-                size = path.stat().st_size
-            except OSError:
-                continue
-            files.append((path.parent.name + "/" + path.name, path, size, "_FAIL_" in path.name))
-        files.sort()
-        self._files = files
-        self._total = sum(f[2] for f in files)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._waiting and not self._stop:
-                    self._cond.wait(0.5)
-                if not self._waiting and self._stop:
-                    return
-                result = self._waiting.popleft()
-            try:
-                self._keep(result)
-            except Exception:
-                log.exception("retention: part %s could not be kept", result.seq)
-
-    def _keep(self, result: PartResult) -> None:
-        from app.core.atomic import write_bytes
-        from app.core.imageio import encode_png
-
-        day = time.strftime("%Y-%m-%d", time.localtime(result.at))
-        for view, image in enumerate(result.images or []):
-            data = encode_png(image)
-            sha = hashlib.sha256(data).hexdigest()
-            ident = result.inspection_id if result.inspection_id is not None else result.seq
-            name = f"{day}/{ident:010d}_{result.label}_v{view + 1}_{sha}.png"
-            path = self.folder / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes(path, data)
-            self._files.append((name, path, len(data), not result.passed))
-            self._total += len(data)
-            self.kept += 1
-        self._enforce_quota()
-
-    def _labeled(self, path: Path) -> bool:
-        if self._project is None:
-            return False
-        sha = path.stem.rsplit("_", 1)[-1]
-        try:
-            image = self._project.find_image(sha)
-            return image is not None and self._project.label(image.id) is not None
-        except LinesideError:
-            return True  # cannot tell: keep it
-
-    def _enforce_quota(self) -> None:
-        if self._total <= self.quota_bytes:
-            return
-        for fails in (False, True):  # PASS images first, then FAIL
-            index = 0
-            while self._total > self.quota_bytes and index < len(self._files):
-                name, path, size, is_fail = self._files[index]
-                if is_fail != fails or self._labeled(path):
-                    index += 1
-                    continue
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    log.warning("retention: cannot delete %s: %s", path, exc)
-                    index += 1
-                    continue
-                del self._files[index]
-                self._total -= size
-                self.deleted += 1
-        if self._total > self.quota_bytes:
-            log.warning("retention: %d MB kept, over the quota of %d MB: only labeled images are left",
-                        self._total >> 20, self.quota_bytes >> 20)
