@@ -105,7 +105,7 @@ MAX_ROC_POINTS = 200  # enough for a drawn curve; the report stays small
 def roc_points(is_defect: np.ndarray, scores: np.ndarray) -> dict:
     """The ROC curve (false reject, catch) at up to MAX_ROC_POINTS thresholds, for the
     model report to draw beside the model's own curve."""
-    from app.core.report import roc_curve
+    from app.core.charts import roc_curve
 
     fpr, tpr = roc_curve(np.asarray(is_defect, bool), np.asarray(scores, np.float64))
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), MAX_ROC_POINTS)).round().astype(int))
