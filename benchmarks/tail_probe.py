@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.core.evaluation import auroc  # noqa: E402
-from app.core.operating_point import _logit, choose_threshold  # noqa: E402
+from app.core.operating_point import choose_threshold, logit, sigmoid  # noqa: E402
 from benchmarks.tile_data import DEFAULT_DATASET, GOOD_CLASS, in_split, read_split, without_leaks  # noqa: E402
 from training import loop  # noqa: E402
 from training.data import OK, Sample, load_sample  # noqa: E402
@@ -99,15 +99,14 @@ class Probe:
         t0 = time.monotonic()
         fit = loop._Fit(net, self.train, self.val, cfg, cfg.frozen_blocks, cache, self.val_cache)
         _, epochs, _ = fit.run(np.random.default_rng(seed), lambda e: None, lambda: False, t0)
-        logits = [_logit(loop._cached_outputs(net, c, cfg.frozen_blocks, "cpu")[0].astype(np.float64))
+        logits = [logit(loop._cached_outputs(net, c, cfg.frozen_blocks, "cpu")[0].astype(np.float64))
                   for c in (self.val_cache, self.test_cache)]
         return logits[0], logits[1], epochs, time.monotonic() - t0
 
     def report(self, name: str, val_logits: np.ndarray, test_logits: np.ndarray, **extra) -> None:
-        sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
         ok, bad = self.val_defect == 0, self.val_defect
-        threshold, _ = choose_threshold(sig(val_logits[ok]), self.cfg.false_reject_target, sig(val_logits[bad]))
-        cut = _logit(np.array([threshold]))[0]
+        threshold, _ = choose_threshold(sigmoid(val_logits[ok]), self.cfg.false_reject_target, sigmoid(val_logits[bad]))
+        cut = logit(np.array([threshold]))[0]
         t_ok, t_bad = ~self.test_defect, self.test_defect
         print(json.dumps({"model": name, **extra,
                           "val_auroc": round(auroc(self.val_defect.astype(int), val_logits), 4),

@@ -15,7 +15,7 @@ import pytest
 
 from app.cli import main
 from app.cli import speed
-from app.core.operating_point import _logit
+from app.core.operating_point import logit, sigmoid
 from app.core.project import Project
 from app.core.runtime import INT8, INT8_FILENAME, Inspector, load_inspector_for_project
 from app.core.synthetic import DEFECT_KINDS, generate_part
@@ -545,17 +545,13 @@ def test_choose_prefers_float_unless_int8_is_clearly_faster():
     assert speed.choose([float1, _candidate("float", 2, 6.0)], int8_ok=False)[0].threads == 2
 
 
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
-
-
 def test_expected_disagreement_sees_parts_near_the_threshold_that_no_judged_part_flipped():
     threshold = 0.5  # both models' (logit 0)
     # 180 parts far below the threshold, moved by -0.5 logit by INT8; 20 parts just above it
     # (+0.2 logit), moved by +0.05: no judged part changes its verdict...
     lf = np.concatenate([np.linspace(-8.0, -3.0, 180), np.full(20, 0.2)])
     lq = np.concatenate([lf[:180] - 0.5, lf[180:] + 0.05])
-    float_scores, int8_scores = _sigmoid(lf), _sigmoid(lq)
+    float_scores, int8_scores = sigmoid(lf), sigmoid(lq)
     agreement = float(np.mean((float_scores >= threshold) == (int8_scores >= threshold)))
     assert agreement == 1.0
     # ...but a near part moved the way the far ones were would flip. The changes lent are
@@ -570,9 +566,9 @@ def test_expected_disagreement_sees_parts_near_the_threshold_that_no_judged_part
 
 def test_expected_disagreement_is_zero_for_an_identical_model_and_small_for_small_changes():
     rng = np.random.default_rng(0)
-    scores = _sigmoid(rng.normal(0.0, 3.0, 500))
+    scores = sigmoid(rng.normal(0.0, 3.0, 500))
     assert quantize.expected_disagreement(scores, scores, 0.5, 0.5) == 0.0
-    nudged = _sigmoid(_logit(scores) + rng.normal(0.0, 0.01, 500))
+    nudged = sigmoid(logit(scores) + rng.normal(0.0, 0.01, 500))
     assert quantize.expected_disagreement(scores, nudged, 0.5, 0.5) < 0.005
     # Evenly spaced subsample beyond max_parts: the same answer within sampling noise.
     full = quantize.expected_disagreement(scores, nudged, 0.5, 0.5)
@@ -588,7 +584,7 @@ def test_expected_disagreement_counts_the_held_out_parts_not_the_fitted_training
     train = np.concatenate([rng.normal(-9.0, 1.0, 700), rng.normal(9.0, 1.0, 100)])
     lf = np.concatenate([held, train])
     lq = lf + np.where(rng.random(lf.size) < 0.5, -0.4, 0.4)
-    f, q = _sigmoid(lf), _sigmoid(lq)
+    f, q = sigmoid(lf), sigmoid(lq)
     diluted = quantize.expected_disagreement(f, q, threshold, threshold)
     at_stake = quantize.expected_disagreement(f, q, threshold, threshold, parts=f[:200])
     # A held-out part within 0.4 logit of the threshold flips under half the changes.
@@ -604,19 +600,19 @@ def test_no_part_outside_the_recheck_band_can_be_moved_across_the_threshold_by_a
     rng = np.random.default_rng(3)
     lf = rng.normal(0.0, 2.0, 400)
     lq = lf + 0.1 + rng.normal(0.0, 0.3, 400)  # INT8: a shift and a spread of changes
-    f, q = _sigmoid(lf), _sigmoid(lq)
+    f, q = sigmoid(lf), sigmoid(lq)
     lf_, change = quantize._changes(f, q)
     near = quantize._near_threshold(lf_, 0.0)
     shift = float(np.median(change[near]))
     band = quantize.recheck_band(f, q, 0.5, shift)
     assert band == pytest.approx(np.max(np.abs(change[near] - shift)))
-    int8_threshold = float(_sigmoid(shift))
+    int8_threshold = float(sigmoid(shift))
     without = quantize.expected_disagreement(f, q, 0.5, int8_threshold)
     with_band = quantize.expected_disagreement(f, q, 0.5, int8_threshold, band=band)
     assert without > 0.01 and with_band == 0.0
     # The parts themselves: every one that INT8 flipped lies inside the band.
     flipped = (f >= 0.5) != (q >= int8_threshold)
-    assert flipped.any() and np.all(np.abs(_logit(q[flipped]) - shift) <= band)
+    assert flipped.any() and np.all(np.abs(logit(q[flipped]) - shift) <= band)
 
 
 def test_the_line_re_decides_int8_verdicts_near_the_threshold_with_the_float_model(quantized, tmp_path):
@@ -641,18 +637,18 @@ def test_the_line_re_decides_int8_verdicts_near_the_threshold_with_the_float_mod
     assert [v.passed for v in inspector.inspect_batch(parts)] == [v.passed for v in floats]
     # This model's INT8 error is tiny, so is its band; a band that takes in half the parts
     # shows which verdict each part gets.
-    distance = np.abs(_logit([v.score for v in alone]) - _logit(alone[0].threshold))
+    distance = np.abs(logit([v.score for v in alone]) - logit(alone[0].threshold))
     band = float(np.median(distance))
     inspector.info = replace(inspector.info, recheck_band_logit=band)
     verdicts = inspector.inspect_batch(parts)
     assert 0 < sum(v.rechecked for v in verdicts) < len(parts)
     # A re-checked score is the float one moved onto the INT8 file's scale: one threshold for all.
-    shift = _logit(inspector.threshold) - _logit(reference.threshold)
+    shift = logit(inspector.threshold) - logit(reference.threshold)
     for verdict, truth, own, d in zip(verdicts, floats, alone, distance):
         assert verdict.rechecked == (d <= band) and verdict.threshold == inspector.threshold
         if d <= band:
             assert verdict.passed == truth.passed and verdict.defect_class == truth.defect_class
-            assert _logit(verdict.score) == pytest.approx(_logit(truth.score) + shift, abs=1e-4)
+            assert logit(verdict.score) == pytest.approx(logit(truth.score) + shift, abs=1e-4)
             assert sum(verdict.class_probs.values()) == pytest.approx(1.0, abs=1e-5)
             assert verdict.class_probs["ok"] == pytest.approx(1.0 - verdict.score)
             assert np.array_equal(verdict.heatmap, truth.heatmap)

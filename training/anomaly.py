@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.core.operating_point import sigmoid
 from training.export import export_checked
 from training.loop import Cancelled
 from training.network import HEATMAP_STRIDE, PIXEL_MEAN, PIXEL_STD, EfficientNetLite0, load_pretrained_backbone
@@ -451,10 +452,6 @@ def calibration(ok_distances: np.ndarray) -> tuple[float, float]:
     return mu, sigma
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 # -- fitting ---------------------------------------------------------------------------
 
 
@@ -582,7 +579,7 @@ def fit_anomaly(ok_images: list[np.ndarray], cfg: AnomalyConfig, on_event: Event
         oof_logit = (both - sum_mu) / sum_sigma
     center = torch.from_numpy(bank.mean(0))
     net = AnomalyNet(embedder.cpu(), torch.from_numpy(bank), center, mu, sigma, cfg.pool, cfg.ring, gaussian).eval()
-    oof_scores = _sigmoid(oof_logit).astype(np.float32)
+    oof_scores = sigmoid(oof_logit).astype(np.float32)
     return AnomalyFit(net=net, oof_ok_scores=oof_scores, bank_entries=net.bank_entries, bank_bytes=net.bank_bytes,
                       elapsed_s=time.monotonic() - t_start, mu=mu, sigma=sigma, oof_distances=oof_d,
                       timings={"features_s": t_features, "coreset_s": t_coreset, "oof_s": t_oof},

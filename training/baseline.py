@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from app.core.evaluation import auroc
+from app.core.operating_point import sigmoid
 
 FEATURE_SIDE = 256  # every image is compared at one size, whatever it was taken at
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
@@ -68,10 +69,6 @@ def image_features(image_bgr: np.ndarray) -> np.ndarray:
     return np.asarray(features, np.float64)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
-
-
 @dataclass
 class LogisticModel:
     mean: np.ndarray
@@ -101,7 +98,7 @@ def fit_logistic(features: np.ndarray, is_defect: np.ndarray, l2: float, iterati
     penalty[-1] = 0.0  # the bias is not shrunk
     w = np.zeros(x.shape[1])
     for _ in range(iterations):
-        p = _sigmoid(x @ w)
+        p = sigmoid(x @ w)
         gradient = x.T @ (sample_weight * (p - y)) + penalty * w
         hessian = (x * (sample_weight * p * (1 - p))[:, None]).T @ x + np.diag(penalty) + 1e-9 * np.eye(len(w))
         step = np.linalg.solve(hessian, gradient)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from app.core.evaluation import auroc
-from app.core.operating_point import _logit as logit, operating_point
+from app.core.operating_point import logit, operating_point
 from training.anomaly import AnomalyNet
 from training.network import STRIDE16_BLOCK, InspectionNet, NetOutput
 

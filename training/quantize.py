@@ -87,7 +87,7 @@ import numpy as np
 from app.core.atomic import atomic_path, write_text
 from app.core.errors import LinesideError, NotEnoughDataError
 from app.core.evaluation import auroc
-from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, _logit, _sigmoid, operating_point
+from app.core.operating_point import DEFAULT_FALSE_REJECT_TARGET, logit, sigmoid, operating_point
 from app.core.project import HELD_OUT_SPLITS, Project
 from app.core.records import OK, ModelVersion
 from app.core.runtime import INT8, INT8_FILENAME, METADATA_KEY, Inspector, file_sha256
@@ -517,16 +517,16 @@ def expected_disagreement(float_scores: np.ndarray, int8_scores: np.ndarray, flo
     # Within float32 round-off of a score a change is none: else a part whose score *is*
     # the threshold (the rule sets it on a part's score; saturated scores tie) flips on noise.
     lf, change = _changes(np.asarray(float_scores)[keep], np.asarray(int8_scores)[keep])
-    t_float = _logit(float_threshold)
+    t_float = logit(float_threshold)
     near = _near_threshold(lf, t_float)
     at_stake = lf
     if parts is not None:
-        at_stake = _logit(np.asarray(parts, np.float64)[_evenly_spaced(len(parts), max_parts)])
+        at_stake = logit(np.asarray(parts, np.float64)[_evenly_spaced(len(parts), max_parts)])
     float_says = at_stake >= t_float
     int8_logit = at_stake[:, None] + change[near][None, :]
-    differs = (int8_logit >= _logit(int8_threshold)) != float_says[:, None]
+    differs = (int8_logit >= logit(int8_threshold)) != float_says[:, None]
     if band is not None:  # the line re-decides these parts with the float model
-        differs &= np.abs(int8_logit - _logit(int8_threshold)) > band
+        differs &= np.abs(int8_logit - logit(int8_threshold)) > band
     return float(np.mean(differs))
 
 
@@ -535,8 +535,8 @@ def _changes(float_scores: np.ndarray, int8_scores: np.ndarray) -> tuple[np.ndar
     round-off of a score is none (CHANGE_FLOOR)."""
     f = np.asarray(float_scores, np.float64)
     q = np.asarray(int8_scores, np.float64)
-    lf = _logit(f)
-    return lf, np.where(np.abs(q - f) < CHANGE_FLOOR, 0.0, _logit(q) - lf)
+    lf = logit(f)
+    return lf, np.where(np.abs(q - f) < CHANGE_FLOOR, 0.0, logit(q) - lf)
 
 
 def recheck_band(float_scores: np.ndarray, int8_scores: np.ndarray, float_threshold: float,
@@ -553,7 +553,7 @@ def recheck_band(float_scores: np.ndarray, int8_scores: np.ndarray, float_thresh
     differ from float inside the band, where float decides it. What it costs is the share
     of parts inside the band, each run twice; far from the threshold nothing changes."""
     lf, change = _changes(float_scores, int8_scores)
-    near = _near_threshold(lf, float(_logit(float_threshold)))
+    near = _near_threshold(lf, float(logit(float_threshold)))
     return float(np.max(np.abs(change[near] - shift)))
 
 
@@ -570,10 +570,10 @@ def gate_figures(float_scores: np.ndarray, int8_scores: np.ndarray, defect: np.n
         every_float = np.concatenate([float_scores, train_scores[0]])
         every_int8 = np.concatenate([int8_scores, train_scores[1]])
     # The median change of the parts nearest the threshold: the ones whose verdicts it decides.
-    lf = _logit(every_float)
-    near = _near_threshold(lf, float(_logit(float_threshold)))
-    shift = float(np.median(_logit(every_int8[near]) - lf[near]))
-    int8_threshold = _sigmoid(float(_logit(float_threshold)) + shift)
+    lf = logit(every_float)
+    near = _near_threshold(lf, float(logit(float_threshold)))
+    shift = float(np.median(logit(every_int8[near]) - lf[near]))
+    int8_threshold = sigmoid(float(logit(float_threshold)) + shift)
     point = operating_point(int8_scores[~defect], int8_scores[defect], target, source, threshold=int8_threshold)
     agree = (float_scores >= float_threshold) == (int8_scores >= point.threshold)
     a_float, a_int8 = auroc(defect, float_scores), auroc(defect, int8_scores)
@@ -583,7 +583,7 @@ def gate_figures(float_scores: np.ndarray, int8_scores: np.ndarray, defect: np.n
     expected = expected_disagreement(every_float, every_int8, float_threshold, point.threshold,
                                      parts=float_scores)
     band = recheck_band(every_float, every_int8, float_threshold, shift)
-    int8_offset = _logit(int8_scores) - _logit(point.threshold)
+    int8_offset = logit(int8_scores) - logit(point.threshold)
     rechecked = np.abs(int8_offset) <= band
     agree_rechecked = agree | rechecked
     failures = gate.failures(float(agree.mean()), a_float, a_int8,

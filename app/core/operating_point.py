@@ -39,13 +39,18 @@ FLOAT32_STEPS = 4  # ... and at least this many float32 steps (scores leave the 
 _CLIP = 1e-7
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """Scores (0..1) to logits, float64; the one definition the runtime, the trainer's
+    modes and the INT8 gate share."""
     p = np.clip(np.asarray(p, np.float64), _CLIP, 1 - _CLIP)
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z))
+def sigmoid(z):
+    """Logits to scores (0..1): a float for a number, an array for an array. Clipped at
+    +-40, where float64 has no room left between the score and 0 or 1."""
+    out = 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, np.float64), -40.0, 40.0)))
+    return float(out) if out.ndim == 0 else out
 
 
 def threshold_text(threshold: float, decimals: int = 3) -> str:
@@ -113,10 +118,10 @@ def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET,
     if not np.all(np.isfinite(ok)):
         raise NotEnoughDataError("The model gave invalid (NaN) scores on held-out OK parts; retrain.")
     k = min(allowed_rejects(ok.size, target), ok.size - 1)
-    logits = _logit(ok)
+    logits = logit(ok)
     below = logits[k]  # the highest score that must PASS
     above = [logits[k - 1]] if k > 0 else []  # the lowest OK score that may FAIL
-    bad = _logit(np.asarray(defect_scores, np.float64).ravel())
+    bad = logit(np.asarray(defect_scores, np.float64).ravel())
     above += list(bad[np.isfinite(bad) & (bad > below)])
     if above:
         gap = min(above) - below
@@ -124,7 +129,7 @@ def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET,
         gap = below - logits[1]  # nothing above: extrapolate by the top gap
     else:
         gap = 0.0
-    threshold = _sigmoid(below + max(MIN_LOGIT_MARGIN, 0.5 * gap))
+    threshold = sigmoid(below + max(MIN_LOGIT_MARGIN, 0.5 * gap))
     # Near 1 (a good-only model's scores crowd there) float32 scores are 6e-8 apart, more
     # than a small logit margin: then at least a few of those steps above the score.
     top = float(ok[k])

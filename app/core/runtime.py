@@ -36,7 +36,7 @@ import numpy as np
 
 from app.core.errors import LinesideError, ModelFileError
 from app.core.imageio import read_image, to_bgr8
-from app.core.operating_point import _logit, _sigmoid
+from app.core.operating_point import logit, sigmoid
 from app.core.preprocess import (
     Letterbox,
     TileLayout,
@@ -471,17 +471,17 @@ class Inspector:
         verdict, and only there does the float model run (training/quantize.py:
         `recheck_band`)."""
         assert self.recheck is not None
-        threshold = _logit(self.threshold)
-        near = [i for i, v in enumerate(verdicts) if abs(_logit(v.score) - threshold) <= band]
+        threshold = logit(self.threshold)
+        near = [i for i, v in enumerate(verdicts) if abs(logit(v.score) - threshold) <= band]
         if not near:
             return verdicts
         out = list(verdicts)
         # The float score is shown on this file's scale (moved by the difference of the two
         # thresholds in logits), so every verdict of the line reads against one threshold;
         # the decision stays the float model's.
-        shift = float(threshold - _logit(self.recheck.threshold))
+        shift = float(threshold - logit(self.recheck.threshold))
         for i, verdict in zip(near, self.recheck.inspect_batch([images[i] for i in near])):
-            score = _sigmoid(float(_logit(verdict.score)) + shift)
+            score = sigmoid(float(logit(verdict.score)) + shift)
             scale = score / verdict.score if verdict.score > 0 else 0.0  # "ok" first, then the defects
             verdict.class_probs = {name: (1.0 - score if k == 0 else p * scale)
                                    for k, (name, p) in enumerate(verdict.class_probs.items())}
