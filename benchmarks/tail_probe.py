@@ -10,6 +10,8 @@ per model.
     python benchmarks/tail_probe.py ensemble --tails 4 --views 2     # all tails on both views
     python benchmarks/tail_probe.py ensemble --tails 4 --views 1     # the untouched image only
     python benchmarks/tail_probe.py augmentation                      # each tail on one augmented view alone
+    python benchmarks/tail_probe.py pooling --sharpness 1,4,16 --seeds 3  # the part logit's smooth maximum
+    python benchmarks/tail_probe.py pooling --mask-weight 0.5,1,2 --seeds 3  # weight of the patch term of the loss
 """
 
 from __future__ import annotations
@@ -91,11 +93,12 @@ class Probe:
         return loop._build_cache(self.base, parts, self.cfg, index, grid, np.random.default_rng(0),
                                  lambda e: None, lambda: False, views)
 
-    def fit(self, cache, seed: int) -> tuple[np.ndarray, np.ndarray, int, float]:
+    def fit(self, cache, seed: int, sharpness: float = 4.0, mask_weight: float = 1.0
+            ) -> tuple[np.ndarray, np.ndarray, int, float]:
         """(validation logits, test logits, epochs run, seconds) of one tail."""
         loop.seed_everything(seed)
-        net = InspectionNet(len(CLASSES) - 1, load_pretrained_backbone())
-        cfg = loop.TrainConfig(input_size=SIZE, class_names=CLASSES, seed=seed)
+        net = InspectionNet(len(CLASSES) - 1, load_pretrained_backbone(), pool_sharpness=sharpness)
+        cfg = loop.TrainConfig(input_size=SIZE, class_names=CLASSES, seed=seed, mask_loss_weight=mask_weight)
         t0 = time.monotonic()
         fit = loop._Fit(net, self.train, self.val, cfg, cfg.frozen_blocks, cache, self.val_cache)
         _, epochs, _ = fit.run(np.random.default_rng(seed), lambda e: None, lambda: False, t0)
@@ -140,17 +143,34 @@ def augmentation(probe: Probe) -> None:
         probe.report(f"augmented view alone, {name}", v, t, epochs=epochs, seconds=round(seconds))
 
 
+def pooling(probe: Probe, sharpness: list[float], mask_weights: list[float], seeds: int, views: int) -> None:
+    """Each setting trained from the same seeds on one cache; the shipped one is 4 and 1."""
+    cache = probe.cache(probe.train, views)
+    for r in sharpness:
+        for w in mask_weights:
+            for seed in range(seeds):
+                v, t, epochs, seconds = probe.fit(cache, seed, sharpness=r, mask_weight=w)
+                probe.report(f"sharpness {r:g}, mask weight {w:g}", v, t, seed=seed, views=views, epochs=epochs,
+                             seconds=round(seconds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["ensemble", "augmentation"])
+    parser.add_argument("what", choices=["ensemble", "augmentation", "pooling"])
     parser.add_argument("--tails", type=int, default=4)
     parser.add_argument("--views", type=int, default=2, help="views per training image in the shared cache")
+    parser.add_argument("--sharpness", default="4", help="pooling: comma-separated smooth-maximum sharpness")
+    parser.add_argument("--mask-weight", default="1", help="pooling: comma-separated weights of the patch loss")
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--dataset-root", type=Path, default=DEFAULT_DATASET)
     args = parser.parse_args()
     torch.set_num_threads(2)
     probe = Probe(args.dataset_root)
     if args.what == "ensemble":
         ensemble(probe, args.tails, args.views)
+    elif args.what == "pooling":
+        pooling(probe, [float(x) for x in args.sharpness.split(",")], [float(x) for x in args.mask_weight.split(",")],
+                args.seeds, args.views)
     else:
         augmentation(probe)
 
