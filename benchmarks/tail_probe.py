@@ -12,6 +12,7 @@ per model.
     python benchmarks/tail_probe.py augmentation                      # each tail on one augmented view alone
     python benchmarks/tail_probe.py pooling --sharpness 1,4,16 --seeds 3  # the part logit's smooth maximum
     python benchmarks/tail_probe.py pooling --mask-weight 0.5,1,2 --seeds 3  # weight of the patch term of the loss
+    python benchmarks/tail_probe.py paste --seeds 3                   # painted defects copied onto OK parts
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from app.core.evaluation import auroc  # noqa: E402
 from app.core.operating_point import choose_threshold, logit, sigmoid  # noqa: E402
 from benchmarks.tile_data import DEFAULT_DATASET, GOOD_CLASS, in_split, read_split, without_leaks  # noqa: E402
 from training import loop  # noqa: E402
+from app.core.preprocess import PAD_VALUE  # noqa: E402
 from training.data import OK, Sample, load_sample  # noqa: E402
 from training.network import InspectionNet, load_pretrained_backbone  # noqa: E402
 
@@ -93,14 +95,14 @@ class Probe:
         return loop._build_cache(self.base, parts, self.cfg, index, grid, np.random.default_rng(0),
                                  lambda e: None, lambda: False, views)
 
-    def fit(self, cache, seed: int, sharpness: float = 4.0, mask_weight: float = 1.0
-            ) -> tuple[np.ndarray, np.ndarray, int, float]:
+    def fit(self, cache, seed: int, sharpness: float = 4.0, mask_weight: float = 1.0,
+            train: list[Sample] | None = None) -> tuple[np.ndarray, np.ndarray, int, float]:
         """(validation logits, test logits, epochs run, seconds) of one tail."""
         loop.seed_everything(seed)
         net = InspectionNet(len(CLASSES) - 1, load_pretrained_backbone(), pool_sharpness=sharpness)
         cfg = loop.TrainConfig(input_size=SIZE, class_names=CLASSES, seed=seed, mask_loss_weight=mask_weight)
         t0 = time.monotonic()
-        fit = loop._Fit(net, self.train, self.val, cfg, cfg.frozen_blocks, cache, self.val_cache)
+        fit = loop._Fit(net, train or self.train, self.val, cfg, cfg.frozen_blocks, cache, self.val_cache)
         _, epochs, _ = fit.run(np.random.default_rng(seed), lambda e: None, lambda: False, t0)
         logits = [logit(loop._cached_outputs(net, c, cfg.frozen_blocks, "cpu")[0].astype(np.float64))
                   for c in (self.val_cache, self.test_cache)]
@@ -154,20 +156,88 @@ def pooling(probe: Probe, sharpness: list[float], mask_weights: list[float], see
                              seconds=round(seconds))
 
 
+def _valid_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows and columns of a letterboxed part that are the part, not the padding."""
+    part = np.any(image != PAD_VALUE, axis=2)
+    rows, cols = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def paste_defect(ok: Sample, donor: Sample, rng: np.random.Generator, margin: int = 6) -> Sample | None:
+    """The donor's painted defect (and a margin of its surface) blended onto an OK part at
+    a random place inside the part, its grey level moved to the OK part's there. None when
+    the defect does not fit."""
+    m = donor.mask > 0
+    ys, xs = np.nonzero(m)
+    dy0, dy1, dx0, dx1 = _valid_box(donor.image)
+    y0, y1 = max(dy0, ys.min() - margin), min(dy1, ys.max() + 1 + margin)
+    x0, x1 = max(dx0, xs.min() - margin), min(dx1, xs.max() + 1 + margin)
+    crop, crop_mask = donor.image[y0:y1, x0:x1].astype(np.float32), m[y0:y1, x0:x1]
+    if rng.random() < 0.5:
+        crop, crop_mask = crop[:, ::-1], crop_mask[:, ::-1]
+    if rng.random() < 0.5:
+        crop, crop_mask = crop[::-1], crop_mask[::-1]
+    h, w = crop_mask.shape
+    oy0, oy1, ox0, ox1 = _valid_box(ok.image)
+    if h > oy1 - oy0 or w > ox1 - ox0:
+        return None
+    ty, tx = int(rng.integers(oy0, oy1 - h + 1)), int(rng.integers(ox0, ox1 - w + 1))
+    target = ok.image[ty:ty + h, tx:tx + w].astype(np.float32)
+    alpha = cv2.dilate(crop_mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
+    alpha = np.clip(cv2.GaussianBlur(alpha, (0, 0), 2.0) * 1.5, 0, 1)[..., None]
+    around = alpha[..., 0] < 0.05
+    if around.any():  # the donor's surface level moved to the OK part's
+        crop = crop + (target[around].mean(0) - crop[around].mean(0))
+    image = ok.image.copy()
+    image[ty:ty + h, tx:tx + w] = np.clip(target * (1 - alpha) + crop * alpha, 0, 255).astype(np.uint8)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[ty:ty + h, tx:tx + w] = np.ascontiguousarray(crop_mask).astype(np.uint8) * 255
+    return Sample(image, mask, donor.verdict, f"{ok.key}+{donor.key}")
+
+
+def paste(probe: Probe, seeds: int, views: int, per_defect: int, sheet_path: Path | None) -> None:
+    """Tails trained with *per_defect* pasted copies of each painted training defect
+    beside the real parts, from the same seeds as the shipped recipe's. *sheet_path*,
+    when given, receives twelve pasted parts side by side, to look at what was made."""
+    rng = np.random.default_rng(7)
+    oks = [s for s in probe.train if s.verdict == OK]
+    donors = [s for s in probe.train if s.verdict != OK and s.mask is not None and s.mask.any()]
+    pasted = []
+    for _ in range(per_defect):
+        for donor in donors:
+            made = paste_defect(oks[int(rng.integers(len(oks)))], donor, rng)
+            if made is not None:
+                pasted.append(made)
+    print(json.dumps({"pasted": len(pasted), "donors": len(donors), "ok_parts": len(oks)}), flush=True)
+    if sheet_path is not None and len(pasted) >= 12:
+        sheet = np.concatenate([np.concatenate([p.image for p in pasted[i:i + 6]], 1) for i in (0, 6)], 0)
+        cv2.imwrite(str(sheet_path), sheet)
+    parts = probe.train + pasted
+    cache = probe.cache(parts, views)
+    for seed in range(seeds):
+        v, t, epochs, seconds = probe.fit(cache, seed, train=parts)
+        probe.report(f"{per_defect} pasted copies per defect", v, t, seed=seed, views=views, epochs=epochs,
+                     seconds=round(seconds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["ensemble", "augmentation", "pooling"])
+    parser.add_argument("what", choices=["ensemble", "augmentation", "pooling", "paste"])
     parser.add_argument("--tails", type=int, default=4)
     parser.add_argument("--views", type=int, default=2, help="views per training image in the shared cache")
     parser.add_argument("--sharpness", default="4", help="pooling: comma-separated smooth-maximum sharpness")
     parser.add_argument("--mask-weight", default="1", help="pooling: comma-separated weights of the patch loss")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--per-defect", type=int, default=1, help="paste: pasted copies of each painted defect")
+    parser.add_argument("--sheet", type=Path, help="paste: write a PNG of twelve pasted parts here")
     parser.add_argument("--dataset-root", type=Path, default=DEFAULT_DATASET)
     args = parser.parse_args()
     torch.set_num_threads(2)
     probe = Probe(args.dataset_root)
     if args.what == "ensemble":
         ensemble(probe, args.tails, args.views)
+    elif args.what == "paste":
+        paste(probe, args.seeds, args.views, args.per_defect, args.sheet)
     elif args.what == "pooling":
         pooling(probe, [float(x) for x in args.sharpness.split(",")], [float(x) for x in args.mask_weight.split(",")],
                 args.seeds, args.views)
