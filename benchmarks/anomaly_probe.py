@@ -131,7 +131,6 @@ def judge(fit, parts: Parts, threshold: float, heatmap_max: int = 1) -> dict:
 def install_taps(spec: str) -> None:
     """Make the trainer's patch embedder tap `block:k` pairs (see the module docstring)."""
     import torch
-    import torch.nn.functional as F
 
     from training import anomaly
 
@@ -145,18 +144,7 @@ def install_taps(spec: str) -> None:
 
         def pool_maps(self, maps, grid):
             by_block = dict(zip(self.layers, maps))
-            out = []
-            for block, k in pairs:
-                f = by_block[block]
-                if k > 1:
-                    f = F.avg_pool2d(f, k, 1, k // 2, count_include_pad=False)
-                side = f.shape[-1]
-                if side > grid:
-                    f = F.avg_pool2d(f, side // grid)
-                elif side < grid:
-                    f = F.interpolate(f, size=(grid, grid), mode="bilinear", align_corners=False)
-                out.append(f)
-            return torch.cat(out, 1)
+            return torch.cat([anomaly.onto_grid(by_block[block], k, grid) for block, k in pairs], 1)
 
     anomaly.PatchEmbedder = TappedEmbedder
 

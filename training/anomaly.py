@@ -195,18 +195,22 @@ class PatchEmbedder(nn.Module):
     def pool_maps(self, maps: list[torch.Tensor], grid: int) -> torch.Tensor:
         """The tapped block outputs (in `layers` order) -> patch features on the *grid*;
         separate so a combined model can tap a backbone pass it shares (training/combined.py)."""
-        out = []
-        k = self.neighbourhood
-        for f in maps:
-            if k > 1:
-                f = F.avg_pool2d(f, k, 1, k // 2, count_include_pad=False)
-            side = f.shape[-1]
-            if side > grid:
-                f = F.avg_pool2d(f, side // grid)
-            elif side < grid:
-                f = F.interpolate(f, size=(grid, grid), mode="bilinear", align_corners=False)
-            out.append(f)
-        return torch.cat(out, 1)
+        return torch.cat([onto_grid(f, self.neighbourhood, grid) for f in maps], 1)
+
+
+def onto_grid(feature_map: torch.Tensor, neighbourhood: int, grid: int) -> torch.Tensor:
+    """One tapped block's output [N, C, s, s] -> [N, C, grid, grid]: each position the
+    local average of its *neighbourhood* x *neighbourhood* (1: none), then average-pooled
+    down or bilinearly resized up onto the patch grid."""
+    f, k = feature_map, neighbourhood
+    if k > 1:
+        f = F.avg_pool2d(f, k, 1, k // 2, count_include_pad=False)
+    side = f.shape[-1]
+    if side > grid:
+        f = F.avg_pool2d(f, side // grid)
+    elif side < grid:
+        f = F.interpolate(f, size=(grid, grid), mode="bilinear", align_corners=False)
+    return f
 
 
 class AnomalyNet(nn.Module):
