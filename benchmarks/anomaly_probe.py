@@ -85,6 +85,7 @@ class Parts:
 
 
 def part_max(values: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Each part's highest value among its inputs (*owner*: the part of each input)."""
     out = np.full(int(owner.max()) + 1, -np.inf)
     np.maximum.at(out, owner, values)
     return out

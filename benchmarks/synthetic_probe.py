@@ -34,6 +34,7 @@ from app.core.evaluation import auroc, pixel_auroc  # noqa: E402
 from app.core.imageio import read_image, read_mask  # noqa: E402
 from app.core.operating_point import choose_threshold, operating_point  # noqa: E402
 from app.core.preprocess import letterbox, letterbox_mask  # noqa: E402
+from benchmarks.anomaly_probe import part_max  # noqa: E402
 from benchmarks.tile_data import DEFAULT_DATASET, GOOD_CLASS, in_split, read_split  # noqa: E402
 
 
@@ -110,12 +111,6 @@ def load_tiled(root: Path, size: int) -> tuple[dict, object]:
             "test_labels": np.array([i.label for i in test_items])}
     cache.write_bytes(pickle.dumps((data, plan)))
     return data, plan
-
-
-def _part_max(scores: np.ndarray, owner: np.ndarray) -> np.ndarray:
-    out = np.full(int(owner.max()) + 1, -np.inf)
-    np.maximum.at(out, owner, scores)
-    return out
 
 
 def heatmaps_of(net, images: list[np.ndarray], size: int | None) -> list[np.ndarray]:
@@ -210,11 +205,11 @@ def main() -> None:
     if plan is not None:  # the line's pooling: a part's score is the max over its tiles
         from app.core.preprocess import stitch
 
-        val_ok_scores = _part_max(val_ok_scores, data["val_owner"])
+        val_ok_scores = part_max(val_ok_scores, data["val_owner"])
         owner = data["test_owner"]
         maps = [stitch([maps[j] for j in np.flatnonzero(owner == n)], layout)
                 for n, layout in enumerate(data["test_layouts"])]
-        test_scores = _part_max(test_scores, owner)
+        test_scores = part_max(test_scores, owner)
     out = {
         "dataset": args.dataset.name, "size": size, "tiling": plan.to_dict() if plan else None,
         "per_ok": args.per_ok, "seed": args.seed,
@@ -246,10 +241,10 @@ def main() -> None:
             if plan is not None:
                 from app.core.preprocess import stitch
 
-                b_val, owner = _part_max(b_val, data["val_owner"]), data["test_owner"]
+                b_val, owner = part_max(b_val, data["val_owner"]), data["test_owner"]
                 b_maps = np.array([stitch([b_maps[j] for j in np.flatnonzero(owner == n)], layout)
                                    for n, layout in enumerate(data["test_layouts"])], dtype=object)
-                b_test = _part_max(b_test, owner)
+                b_test = part_max(b_test, owner)
             np.savez(bank_cache, val_ok=b_val, test=b_test, maps=b_maps, fit_s=fit_s)
         import cv2
 

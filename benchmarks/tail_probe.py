@@ -33,9 +33,9 @@ from app.core.evaluation import auroc  # noqa: E402
 from app.core.operating_point import choose_threshold, logit, sigmoid  # noqa: E402
 from benchmarks.tile_data import DEFAULT_DATASET, GOOD_CLASS, in_split, read_split, without_leaks  # noqa: E402
 from training import loop  # noqa: E402
-from app.core.preprocess import PAD_VALUE  # noqa: E402
 from training.data import OK, Sample, load_sample  # noqa: E402
 from training.network import InspectionNet, load_pretrained_backbone  # noqa: E402
+from training.synthetic_defects import content_box  # noqa: E402
 
 SIZE = 288  # what the trainer chooses for magnetic tile
 CLASSES = ["ok", "blowhole", "break", "crack", "fray", "uneven"]
@@ -156,20 +156,13 @@ def pooling(probe: Probe, sharpness: list[float], mask_weights: list[float], see
                              seconds=round(seconds))
 
 
-def _valid_box(image: np.ndarray) -> tuple[int, int, int, int]:
-    """Rows and columns of a letterboxed part that are the part, not the padding."""
-    part = np.any(image != PAD_VALUE, axis=2)
-    rows, cols = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
 def paste_defect(ok: Sample, donor: Sample, rng: np.random.Generator, margin: int = 6) -> Sample | None:
     """The donor's painted defect (and a margin of its surface) blended onto an OK part at
     a random place inside the part, its grey level moved to the OK part's there. None when
     the defect does not fit."""
     m = donor.mask > 0
     ys, xs = np.nonzero(m)
-    dy0, dy1, dx0, dx1 = _valid_box(donor.image)
+    dy0, dy1, dx0, dx1 = content_box(donor.image)
     y0, y1 = max(dy0, ys.min() - margin), min(dy1, ys.max() + 1 + margin)
     x0, x1 = max(dx0, xs.min() - margin), min(dx1, xs.max() + 1 + margin)
     crop, crop_mask = donor.image[y0:y1, x0:x1].astype(np.float32), m[y0:y1, x0:x1]
@@ -178,7 +171,7 @@ def paste_defect(ok: Sample, donor: Sample, rng: np.random.Generator, margin: in
     if rng.random() < 0.5:
         crop, crop_mask = crop[::-1], crop_mask[::-1]
     h, w = crop_mask.shape
-    oy0, oy1, ox0, ox1 = _valid_box(ok.image)
+    oy0, oy1, ox0, ox1 = content_box(ok.image)
     if h > oy1 - oy0 or w > ox1 - ox0:
         return None
     ty, tx = int(rng.integers(oy0, oy1 - h + 1)), int(rng.integers(ox0, ox1 - w + 1))
