@@ -13,7 +13,8 @@ defect (the parts a trainer holds), then the test split for the record.
 Parts are letterboxed whole into `--size` px, or with `--tiled` cut into the tiles the
 trainer would cut from the OK parts' sizes alone (`choose_tile_plan`), each part scored by
 its highest tile and its heatmap stitched, the tiles' outer ring left out as the trainer
-does. `--taps 4:3,10:1,14:1` taps blocks with their own neighbourhood (block:k; a block
+does. `--one-scale` scales every part alike (the median part's long side fills `--size`)
+and cuts the parts that are then larger than one input into tiles. `--taps 4:3,10:1,14:1` taps blocks with their own neighbourhood (block:k; a block
 may appear twice); `--heatmap-max 3` takes each patch's heatmap as the highest patch
 distance around it (k x k) before it is mapped onto the part.
 
@@ -37,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.core.evaluation import auroc, localization_metrics, rates_at, threshold_for_false_reject  # noqa: E402
 from app.core.imageio import read_image, read_mask  # noqa: E402
-from app.core.preprocess import Letterbox, choose_tile_plan, heatmap_to_image, letterbox, stitch  # noqa: E402
+from app.core.preprocess import (TILE_MARGIN, Letterbox, TilePlan, choose_tile_plan, heatmap_to_image,  # noqa: E402
+                                 letterbox, stitch)
 from benchmarks.tile_data import DEFAULT_DATASET, GOOD_CLASS, in_split, read_split  # noqa: E402
 
 
@@ -177,6 +179,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=288)
     p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     p.add_argument("--tiled", action="store_true", help="cut parts into the tiles the trainer would")
+    p.add_argument("--one-scale", action="store_true",
+                   help="every part at one scale (the median part's long side fills the input), larger ones in tiles")
     p.add_argument("--layers", default=None)
     p.add_argument("--neighbourhood", type=int, default=None)
     p.add_argument("--taps", default=None, help="block:k pairs, e.g. 4:3,10:1,14:1")
@@ -196,7 +200,11 @@ def main() -> None:
     items = read_split(args.dataset)
     bank_items = [i for i in in_split(items, *(("train",) if args.judge == "decision" else ("train", "val")))
                   if i.label == GOOD_CLASS]
-    plan = choose_tile_plan([read_image(i.path).shape[:2] for i in bank_items], [], args.size) if args.tiled else None
+    sizes = [read_image(i.path).shape[:2] for i in bank_items]
+    plan = choose_tile_plan(sizes, [], args.size) if args.tiled else None
+    if args.one_scale:
+        plan = TilePlan(args.size + 2 * TILE_MARGIN, args.size / float(np.median([max(s) for s in sizes])),
+                        margin=TILE_MARGIN)
     size = plan.tile if plan is not None else args.size
     bank = Parts.read(bank_items, args.dataset, args.size, plan, masks=False)
     images, owner = bank.flat()

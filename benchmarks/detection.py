@@ -66,13 +66,13 @@ class Trained:
     test: dict = field(default_factory=dict)
 
 
-def train(project_dir: Path, name: str, mode: str, quick: bool) -> Trained:
+def train(project_dir: Path, name: str, mode: str, quick: bool, seed: int | None = None) -> Trained:
     from training.pipeline import train_project
 
     events: list[dict] = []
     t0 = time.perf_counter()
-    model = train_project(project_dir, device="cpu", seed=SEED, mode=mode, epochs=2 if quick else None,
-                          on_event=events.append)
+    model = train_project(project_dir, device="cpu", seed=SEED if seed is None else seed, mode=mode,
+                          epochs=2 if quick else None, on_event=events.append)
     total_s = time.perf_counter() - t0
     # The retrain is the time to the saved model ("done"); the learning curve, measured
     # after the hand-over, is reported beside it (report["learning_curve_s"]).
@@ -133,6 +133,27 @@ def judge_test(run: Trained, test: list[tile_data.Item], root: Path) -> dict:
         sel = np.array([x == cls for x in truth])
         result["per_class"][cls] = {"n": int(sel.sum()), "caught": float(np.mean(scores[sel] >= t))}
     return result
+
+
+def probe_supervised(dataset_root: Path, name: str, seed: int) -> dict:
+    """One supervised retrain on the benchmark's project (the dataset's train and val
+    images, split by the trainer) without the learning curve, judged on the test split
+    at its stored threshold: the summary the probes (benchmarks/*_probe.py) print. The
+    probe changes the trainer before it calls this."""
+    items = tile_data.read_split(dataset_root)
+    train_val = tile_data.in_split(items, "train", "val")
+    test, _ = tile_data.without_leaks(tile_data.in_split(items, "test"), train_val)
+    with tempfile.TemporaryDirectory(prefix="lineside-probe-") as work:
+        project = tile_data.build_project(Path(work) / "project", dataset_root, train_val, keep_splits=False)
+        with Project.open(project) as p:
+            p.set_setting("learning_curve", False)
+        run = train(project, name, "supervised", False, seed=seed)
+        t = judge_test(run, test, dataset_root)
+    return {"seed": seed, "retrain_s": round(run.train_s), "validation_auroc": run.metrics.get("auroc"),
+            "highest_ok_parts": [h["filename"] for h in run.metrics.get("highest_ok_parts", [])],
+            "caught": f"{t['caught']}/{t['n_defect']}", "false_rejects": f"{t['false_rejects']}/{t['n_ok']}",
+            "test_auroc": round(t["auroc"], 4), "pixel_auroc": t["pixel_auroc"] and round(t["pixel_auroc"], 4),
+            "test_optimal_catch_at_1pct": round(t["catch_at_1pct_false_reject_test_optimal"], 3)}
 
 
 EXAMPLES = 4  # per kind and model: a few, never the dataset

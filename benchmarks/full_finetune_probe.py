@@ -15,14 +15,12 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.core.project import Project  # noqa: E402
 from benchmarks import detection, tile_data  # noqa: E402
 from training import loop, pipeline  # noqa: E402
 
@@ -39,20 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     pipeline.TrainConfig = WholeNetworkConfig
-    detection.SEED = args.seed
-    items = tile_data.read_split(args.dataset_root)
-    train_val = tile_data.in_split(items, "train", "val")
-    test, _ = tile_data.without_leaks(tile_data.in_split(items, "test"), train_val)
-    with tempfile.TemporaryDirectory(prefix="lineside-full-finetune-") as work:
-        project = tile_data.build_project(Path(work) / "project", args.dataset_root, train_val, keep_splits=False)
-        with Project.open(project) as p:
-            p.set_setting("learning_curve", False)
-        run = detection.train(project, "whole network", "supervised", False)
-        t = detection.judge_test(run, test, args.dataset_root)
-    print(json.dumps({"seed": args.seed, "retrain_s": round(run.train_s), "validation_auroc": run.metrics.get("auroc"),
-                      "caught": f"{t['caught']}/{t['n_defect']}", "false_rejects": f"{t['false_rejects']}/{t['n_ok']}",
-                      "test_auroc": round(t["auroc"], 4), "pixel_auroc": t["pixel_auroc"] and round(t["pixel_auroc"], 4),
-                      "test_optimal_catch_at_1pct": round(t["catch_at_1pct_false_reject_test_optimal"], 3)}))
+    print(json.dumps(detection.probe_supervised(args.dataset_root, "whole network", args.seed)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ per model.
     python benchmarks/tail_probe.py pooling --sharpness 1,4,16 --seeds 3  # the part logit's smooth maximum
     python benchmarks/tail_probe.py pooling --mask-weight 0.5,1,2 --seeds 3  # weight of the patch term of the loss
     python benchmarks/tail_probe.py paste --seeds 3                   # painted defects copied onto OK parts
+    python benchmarks/tail_probe.py ranking --rank-weight 0.5,2 --seeds 3  # defects ranked above the batch's top OK parts
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class Probe:
         t_ok, t_bad = ~self.test_defect, self.test_defect
         print(json.dumps({"model": name, **extra,
                           "val_auroc": round(auroc(self.val_defect.astype(int), val_logits), 4),
+                          "val_caught": f"{int(np.sum(val_logits[bad] >= cut))}/{int(bad.sum())}",
                           "test_auroc": round(auroc(self.test_defect.astype(int), test_logits), 4),
                           "test_caught": f"{int(np.sum(test_logits[t_bad] >= cut))}/{int(t_bad.sum())}",
                           "test_false_rejects": f"{int(np.sum(test_logits[t_ok] >= cut))}/{int(t_ok.sum())}"}),
@@ -213,9 +215,34 @@ def paste(probe: Probe, seeds: int, views: int, per_defect: int, sheet_path: Pat
                      seconds=round(seconds))
 
 
+def ranking(probe: Probe, weights: list[float], top_k: int, seeds: int, views: int) -> None:
+    """The loss plus a pairwise term on what the line's threshold sees: every defect in a
+    batch against the *top_k* highest-scoring OK parts of that batch, log(1 + e^(ok - defect))
+    (a surrogate for catch at a low false-reject rate). Same cache and seeds as the shipped
+    recipe's rows (`pooling` with its defaults)."""
+    shipped = loop.compute_loss
+    cache = probe.cache(probe.train, views)
+    for weight in weights:
+        def with_ranking(out, is_defect, *args, weight=weight, **kwargs):
+            loss = shipped(out, is_defect, *args, **kwargs)
+            defect, ok = out.defect_logit[is_defect > 0.5], out.defect_logit[is_defect < 0.5]
+            if len(defect) and len(ok):
+                hardest = ok.topk(min(top_k, len(ok))).values
+                loss = loss + weight * torch.nn.functional.softplus(hardest[None, :] - defect[:, None]).mean()
+            return loss
+        loop.compute_loss = with_ranking
+        try:
+            for seed in range(seeds):
+                v, t, epochs, seconds = probe.fit(cache, seed)
+                probe.report(f"ranking weight {weight:g}, top {top_k} OK", v, t, seed=seed, views=views,
+                             epochs=epochs, seconds=round(seconds))
+        finally:
+            loop.compute_loss = shipped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["ensemble", "augmentation", "pooling", "paste"])
+    parser.add_argument("what", choices=["ensemble", "augmentation", "pooling", "paste", "ranking"])
     parser.add_argument("--tails", type=int, default=4)
     parser.add_argument("--views", type=int, default=2, help="views per training image in the shared cache")
     parser.add_argument("--sharpness", default="4", help="pooling: comma-separated smooth-maximum sharpness")
@@ -223,6 +250,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--per-defect", type=int, default=1, help="paste: pasted copies of each painted defect")
     parser.add_argument("--sheet", type=Path, help="paste: write a PNG of twelve pasted parts here")
+    parser.add_argument("--rank-weight", default="1", help="ranking: comma-separated weights of the pairwise term")
+    parser.add_argument("--top-k", type=int, default=4, help="ranking: OK parts per batch each defect is ranked above")
     parser.add_argument("--dataset-root", type=Path, default=DEFAULT_DATASET)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -231,6 +260,8 @@ def main() -> None:
         ensemble(probe, args.tails, args.views)
     elif args.what == "paste":
         paste(probe, args.seeds, args.views, args.per_defect, args.sheet)
+    elif args.what == "ranking":
+        ranking(probe, [float(x) for x in args.rank_weight.split(",")], args.top_k, args.seeds, args.views)
     elif args.what == "pooling":
         pooling(probe, [float(x) for x in args.sharpness.split(",")], [float(x) for x in args.mask_weight.split(",")],
                 args.seeds, args.views)
