@@ -150,7 +150,8 @@ def probe_supervised(dataset_root: Path, name: str, seed: int) -> dict:
         run = train(project, name, "supervised", False, seed=seed)
         t = judge_test(run, test, dataset_root)
     return {"seed": seed, "retrain_s": round(run.train_s), "validation_auroc": run.metrics.get("auroc"),
-            "highest_ok_parts": [h["filename"] for h in run.metrics.get("highest_ok_parts", [])],
+            "highest_ok_parts": [{k: h[k] for k in ("filename", "score", "looks_like") if k in h}
+                                 for h in run.metrics.get("highest_ok_parts", [])],
             "caught": f"{t['caught']}/{t['n_defect']}", "false_rejects": f"{t['false_rejects']}/{t['n_ok']}",
             "test_auroc": round(t["auroc"], 4), "pixel_auroc": t["pixel_auroc"] and round(t["pixel_auroc"], 4),
             "test_optimal_catch_at_1pct": round(t["catch_at_1pct_false_reject_test_optimal"], 3)}

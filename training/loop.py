@@ -240,7 +240,7 @@ class _FrozenPrefix(torch.nn.Module):
         return x, f16
 
 
-def _prefix_runner(net: InspectionNet, n_blocks: int, size: int, device: str):
+def prefix_runner(net: InspectionNet, n_blocks: int, size: int, device: str):
     """A function images -> (activations, stride-16 activations or None) for the frozen prefix.
 
     On a CPU the frozen prefix runs in ONNX Runtime, typically 2-3x faster than PyTorch
@@ -299,7 +299,7 @@ def _build_cache(net, samples, cfg, class_index, grid, rng, on_event, should_sto
             view_index.append(view)
     feats, f16s = [], []
     step = 32
-    run_prefix = _prefix_runner(net, cfg.frozen_blocks, cfg.input_size, cfg.device)
+    run_prefix = prefix_runner(net, cfg.frozen_blocks, cfg.input_size, cfg.device)
     t0 = time.monotonic()
     for i in range(0, len(images), step):
         if should_stop():

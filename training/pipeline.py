@@ -35,6 +35,7 @@ from training.candidate import claim_version_folder, judge, line_metrics, set_on
 from training.comparisons import baseline_on, changes_since, per_class_counts, production_on, ranking_figures
 from training.data import OK, load_sample, load_tiled_samples, part_key
 from training.export import export_checked
+from training.lookalikes import with_lookalikes
 from training.loop import Cancelled, TrainConfig, config_dict, learning_curve, train
 from training.modes import (COMBINED, GOOD_ONLY, SUPERVISED, check_good_only, check_supervised, choose_mode,
                             merge_short_classes)
@@ -593,9 +594,9 @@ class _Run:
                           + list(fitted.get("extra_ok_records", [])))
             metrics = {**line_metrics(scores, scored_truth, predicted, point, self.class_names, self.measured_on),
                        "mode": self.mode, "mode_reason": self.mode_reason,
-                       "highest_ok_parts": highest_ok_parts([r.id for r in ok_records],
-                                                            [r.filename for r in ok_records], scores[~defect],
-                                                            point.threshold)}
+                       "highest_ok_parts": self._with_lookalikes(highest_ok_parts(
+                           [r.id for r in ok_records], [r.filename for r in ok_records], scores[~defect],
+                           point.threshold))}
             train_stats, train_features = self._train_part_statistics()
             reference = build_reference(train_stats, [float(s) for s in scores[~defect]])
             report = self._report(fitted, truth, images, parity_diff, train_features)
@@ -625,6 +626,19 @@ class _Run:
                   "baseline": report["baseline_on_same_val"], "shortfalls": self.shortfalls,
                   "changes": report["changes"], "curve_follows": self.curve_source is not None})
         return model
+
+    def _with_lookalikes(self, parts: list[dict]) -> list[dict]:
+        """The OK parts that place the threshold, each with the labeled defective part it
+        looks most like where that is its closest labeled part (training/lookalikes.py).
+        A failure here costs the hint, never the model."""
+        try:
+            held = {r.sha256 for r, _ in self.train_parts + self.val_parts}
+            labeled = {r.sha256: (r.id, r.filename, label.verdict) for r, label in self.project.labeled()
+                       if r.sha256 in held}
+            return with_lookalikes(parts, self.train_samples + self.val_samples, labeled, OK)
+        except Exception:  # noqa: BLE001 - the log keeps the trace
+            traceback.print_exc()
+            return parts
 
     def _train_part_statistics(self) -> tuple[list, list]:
         """One pass over the training parts, one image in memory at a time: the drift

@@ -100,9 +100,16 @@ def highest_ok_text(parts: list[dict]) -> str | None:
     """One sentence for the screens that show the threshold, or None without parts."""
     if not parts:
         return None
-    listed = ", ".join(f"{p['filename']} ({threshold_text(p['score'])})" for p in parts)
+    listed = ", ".join(f"{p['filename']} ({threshold_text(p['score'])}{_looks_like(p)})" for p in parts)
     return (f"Highest-scoring held-out OK parts: {listed}. They place the threshold: if one of them is "
             "in fact defective, relabel it and retrain.")
+
+
+def _looks_like(part: dict) -> str:
+    """", looks most like X, labeled Y" when the labeled part the trainer found most like
+    this one is defective (training/lookalikes.py), else ""."""
+    like = part.get("looks_like")
+    return f", looks most like {like['filename']}, labeled {like['verdict']}" if like else ""
 
 
 def choose_threshold(ok_scores, target: float = DEFAULT_FALSE_REJECT_TARGET,
