@@ -204,6 +204,45 @@ def test_check_in_models_opens_a_part_that_placed_the_threshold(main_window, qtb
     assert window.capture.labeling.image_id == records[2].id
 
 
+def test_compare_in_models_opens_the_defective_part_a_threshold_placing_ok_part_looks_like(main_window, qtbot):
+    # The trainer names the labeled defective part a threshold-placing OK part looks most
+    # like (often the same part imaged twice); Compare opens that part where it is labeled.
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from tests.onnx_fixtures import write_model
+    from tests.ui.workspace_fixtures import add_labeled_parts
+
+    window = main_window()
+    project = window.context.project
+    add_labeled_parts(project, n_ok=2, per_defect={"scratch": 1})
+    ok = [r for r, label in project.labeled() if label.verdict == "ok"]
+    defect = next(r for r, label in project.labeled() if label.verdict == "scratch")
+    folder = project.models_dir / "v1"
+    folder.mkdir(parents=True)
+    write_model(folder / "model.onnx", version="v1", threshold=0.5)
+    highest = [{"image_id": ok[0].id, "filename": "exp5_num_117030.jpg", "score": 0.999, "rejected": True,
+                "looks_like": {"image_id": defect.id, "filename": "exp4_num_116999.jpg", "verdict": "scratch",
+                               "similarity": 0.98}},
+               {"image_id": ok[1].id, "filename": "exp3_num_283229.jpg", "score": 0.68, "rejected": False}]
+    project.register_model("v1", folder, 0.5, {"catch_rate": 0.9, "false_reject_rate": 0.01, "threshold": 0.5,
+                                                "highest_ok_parts": highest}, {"n_train": 3})
+    window.context.models_changed.emit()
+    models = next(w for w in window.workspaces if isinstance(w, ModelsWorkspace))
+    window.show_workspace("models")
+    models.table.selectRow(0)
+    assert [b.text() for b in models.review_strip.buttons] == ["Check exp5_num_117030.jpg", "Check exp3_num_283229.jpg"]
+    assert [b.text() for b in models.review_strip.lookalike_buttons] == ["Compare exp4_num_116999.jpg"]
+    assert "exp5_num_117030.jpg (0.999, looks most like exp4_num_116999.jpg, labeled scratch)" in models.details.text()
+    compare = models.review_strip.lookalike_buttons[0]
+    assert compare.toolTip().startswith("exp4_num_116999.jpg, labeled scratch: the labeled part exp5_num_117030.jpg")
+    qtbot.waitUntil(compare.isVisible)
+    models.details_scroll.ensureWidgetVisible(compare)
+    QTest.mouseClick(compare, Qt.MouseButton.LeftButton)
+    assert window.tabs.currentWidget() is window.capture
+    assert window.capture.labeling.image_id == defect.id
+
+
 def test_a_good_only_model_says_what_it_was_checked_on(qtbot, app_context, project):
     """A good-only model holds no validation split of OK parts: the details say what its
     figures rest on (every OK part out-of-fold, the labeled defects), not "0 validation"."""

@@ -1,6 +1,8 @@
 """A row of "Check <file>" buttons for the held-out OK parts that place a model's
 threshold (`metrics["highest_ok_parts"]`): one click opens a part where it is labeled,
 because a defective part labeled OK among them raises the threshold for the whole line.
+A part the trainer found a defective lookalike for (training/lookalikes.py) also gets a
+"Compare <file>" button that opens that labeled part, to set the two side by side.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ class ReviewPartsStrip(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.row = FlowLayout(self, spacing=8)
-        self.buttons: list[QPushButton] = []
+        self.buttons: list[QPushButton] = []  # one "Check" per part
+        self.lookalike_buttons: list[QPushButton] = []  # "Compare", where a part has a lookalike
         self.hide()
 
     def show_parts(self, parts: list) -> None:
         while (item := self.row.takeAt(0)) is not None:  # the last model's buttons
             if item.widget() is not None:
                 item.widget().deleteLater()
-        self.buttons = []
+        self.buttons, self.lookalike_buttons = [], []
         for part in parts or []:
             if not isinstance(part, dict) or not isinstance(part.get("image_id"), int):
                 continue
@@ -44,4 +47,16 @@ class ReviewPartsStrip(QWidget):
             button.clicked.connect(lambda _=False, i=part["image_id"]: self.review_requested.emit(i))
             self.row.addWidget(button)
             self.buttons.append(button)
+            like = part.get("looks_like")
+            if isinstance(like, dict) and isinstance(like.get("image_id"), int):
+                self._add_lookalike(name, like)
         self.setVisible(bool(self.buttons))
+
+    def _add_lookalike(self, name: str, like: dict) -> None:
+        other = str(like.get("filename") or "part")
+        button = QPushButton(f"Compare {short_name(other)}")
+        button.setToolTip(f"{other}, labeled {like.get('verdict', 'defective')}: the labeled part {name} looks "
+                          "most like. The same part imaged twice and labeled twice? Open it where it is labeled")
+        button.clicked.connect(lambda _=False, i=like["image_id"]: self.review_requested.emit(i))
+        self.row.addWidget(button)
+        self.lookalike_buttons.append(button)
