@@ -170,30 +170,37 @@ def test_long_details_scroll_on_a_line_side_screen(models_ws, qtbot):
     assert last_line_bottom <= scroll.viewport().height() + 1  # the end of the text is reachable
 
 
-def test_check_in_models_opens_a_part_that_placed_the_threshold(main_window, qtbot):
-    # Long after the Train summary is gone, the selected version still names the held-out
-    # OK parts that placed its threshold, and Check opens one in Capture & Label.
-    from PySide6.QtCore import Qt
-    from PySide6.QtTest import QTest
-
-    from tests.onnx_fixtures import write_model
-    from tests.ui.workspace_fixtures import add_labeled_parts
-
-    window = main_window()
+def _models_showing(window, highest: list[dict]) -> ModelsWorkspace:
+    """The Models workspace with one registered v1 selected whose metrics name *highest*
+    as the held-out OK parts that placed its threshold."""
     project = window.context.project
-    add_labeled_parts(project, n_ok=3, per_defect={})
-    records = [r for r, _ in project.labeled()]
     folder = project.models_dir / "v1"
     folder.mkdir(parents=True)
     write_model(folder / "model.onnx", version="v1", threshold=0.5)
-    highest = [{"image_id": records[2].id, "filename": "line2-cam1-000481.png", "score": 0.61, "rejected": True},
-               {"image_id": records[0].id, "filename": "line2-cam1-000107.png", "score": 0.33, "rejected": False}]
     project.register_model("v1", folder, 0.5, {"catch_rate": 0.9, "false_reject_rate": 0.01, "threshold": 0.5,
                                                 "highest_ok_parts": highest}, {"n_train": 3})
     window.context.models_changed.emit()
     models = next(w for w in window.workspaces if isinstance(w, ModelsWorkspace))
     window.show_workspace("models")
     models.table.selectRow(0)
+    return models
+
+
+def test_check_in_models_opens_a_part_that_placed_the_threshold(main_window, qtbot):
+    # Long after the Train summary is gone, the selected version still names the held-out
+    # OK parts that placed its threshold, and Check opens one in Capture & Label.
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from tests.ui.workspace_fixtures import add_labeled_parts
+
+    window = main_window()
+    project = window.context.project
+    add_labeled_parts(project, n_ok=3, per_defect={})
+    records = [r for r, _ in project.labeled()]
+    models = _models_showing(window, [
+        {"image_id": records[2].id, "filename": "line2-cam1-000481.png", "score": 0.61, "rejected": True},
+        {"image_id": records[0].id, "filename": "line2-cam1-000107.png", "score": 0.33, "rejected": False}])
     buttons = models.review_strip.buttons
     assert [b.text() for b in buttons] == ["Check line2-cam1-000481.png", "Check line2-cam1-000107.png"]
     assert "line2-cam1-000481.png (0.610)" in models.details.text()
@@ -210,7 +217,6 @@ def test_compare_in_models_opens_the_defective_part_a_threshold_placing_ok_part_
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
-    from tests.onnx_fixtures import write_model
     from tests.ui.workspace_fixtures import add_labeled_parts
 
     window = main_window()
@@ -218,19 +224,11 @@ def test_compare_in_models_opens_the_defective_part_a_threshold_placing_ok_part_
     add_labeled_parts(project, n_ok=2, per_defect={"scratch": 1})
     ok = [r for r, label in project.labeled() if label.verdict == "ok"]
     defect = next(r for r, label in project.labeled() if label.verdict == "scratch")
-    folder = project.models_dir / "v1"
-    folder.mkdir(parents=True)
-    write_model(folder / "model.onnx", version="v1", threshold=0.5)
-    highest = [{"image_id": ok[0].id, "filename": "exp5_num_117030.jpg", "score": 0.999, "rejected": True,
-                "looks_like": {"image_id": defect.id, "filename": "exp4_num_116999.jpg", "verdict": "scratch",
-                               "similarity": 0.98}},
-               {"image_id": ok[1].id, "filename": "exp3_num_283229.jpg", "score": 0.68, "rejected": False}]
-    project.register_model("v1", folder, 0.5, {"catch_rate": 0.9, "false_reject_rate": 0.01, "threshold": 0.5,
-                                                "highest_ok_parts": highest}, {"n_train": 3})
-    window.context.models_changed.emit()
-    models = next(w for w in window.workspaces if isinstance(w, ModelsWorkspace))
-    window.show_workspace("models")
-    models.table.selectRow(0)
+    models = _models_showing(window, [
+        {"image_id": ok[0].id, "filename": "exp5_num_117030.jpg", "score": 0.999, "rejected": True,
+         "looks_like": {"image_id": defect.id, "filename": "exp4_num_116999.jpg", "verdict": "scratch",
+                        "similarity": 0.98}},
+        {"image_id": ok[1].id, "filename": "exp3_num_283229.jpg", "score": 0.68, "rejected": False}])
     assert [b.text() for b in models.review_strip.buttons] == ["Check exp5_num_117030.jpg", "Check exp3_num_283229.jpg"]
     assert [b.text() for b in models.review_strip.lookalike_buttons] == ["Compare exp4_num_116999.jpg"]
     assert "exp5_num_117030.jpg (0.999, looks most like exp4_num_116999.jpg, labeled scratch)" in models.details.text()

@@ -41,22 +41,23 @@ class ReviewPartsStrip(QWidget):
             if not isinstance(part, dict) or not isinstance(part.get("image_id"), int):
                 continue
             name = str(part.get("filename") or "part")
-            button = QPushButton(f"Check {short_name(name)}")
-            button.setToolTip(f"{name}: held-out OK part scored {threshold_text(float(part.get('score', 0.0)))}; "
-                              "open it where it is labeled")
-            button.clicked.connect(lambda _=False, i=part["image_id"]: self.review_requested.emit(i))
-            self.row.addWidget(button)
-            self.buttons.append(button)
+            self.buttons.append(self._add(
+                f"Check {short_name(name)}", part["image_id"],
+                f"{name}: held-out OK part scored {threshold_text(float(part.get('score', 0.0)))}; "
+                "open it where it is labeled"))
             like = part.get("looks_like")
             if isinstance(like, dict) and isinstance(like.get("image_id"), int):
-                self._add_lookalike(name, like)
+                other = str(like.get("filename") or "part")
+                self.lookalike_buttons.append(self._add(
+                    f"Compare {short_name(other)}", like["image_id"],
+                    f"{other}, labeled {like.get('verdict', 'defective')}: the labeled part {name} looks most "
+                    "like. The same part imaged twice and labeled twice? Open it where it is labeled"))
         self.setVisible(bool(self.buttons))
 
-    def _add_lookalike(self, name: str, like: dict) -> None:
-        other = str(like.get("filename") or "part")
-        button = QPushButton(f"Compare {short_name(other)}")
-        button.setToolTip(f"{other}, labeled {like.get('verdict', 'defective')}: the labeled part {name} looks "
-                          "most like. The same part imaged twice and labeled twice? Open it where it is labeled")
-        button.clicked.connect(lambda _=False, i=like["image_id"]: self.review_requested.emit(i))
+    def _add(self, text: str, image_id: int, tooltip: str) -> QPushButton:
+        """A button in the row that opens *image_id* where it is labeled."""
+        button = QPushButton(text)
+        button.setToolTip(tooltip)
+        button.clicked.connect(lambda _=False, i=image_id: self.review_requested.emit(i))
         self.row.addWidget(button)
-        self.lookalike_buttons.append(button)
+        return button
