@@ -367,6 +367,41 @@ def test_a_bags_weight_is_shared_then_goes_to_its_highest_tile():
     assert highest_weights(bags, scores).tolist() == [1, 0, 1, 0, 1, 1, 0]
 
 
+def test_a_cached_step_in_channels_last_computes_what_the_standard_layout_does(trained):
+    """The trainer steps on cached activations in channels-last for speed
+    (training.loop.CACHED_STEP_LAYOUT): the same loss and gradients, to float rounding,
+    and the trained network comes back in the standard layout that export and
+    checkpoints expect."""
+    from training.loop import TrainConfig, _in_layout, _Step, compute_loss
+
+    _, model, _ = trained
+    net = load_network(model.path / "checkpoint.pt")
+    net = getattr(net, "supervised", net)  # auto may have kept a combined model
+    assert all(p.is_contiguous() for p in net.parameters())
+    torch.manual_seed(0)
+    x, f16 = torch.randn(4, 192, 3, 3), torch.randn(4, 112, 6, 6)
+    is_defect, cls = torch.tensor([0.0, 1, 1, 0]), torch.tensor([-1, 0, 0, -1])
+    patches = torch.where(torch.rand(4, 6, 6) > 0.8, 1.0, 0.0) * is_defect[:, None, None]
+
+    def step(layout):
+        net.train().to(memory_format=layout)
+        net.zero_grad(set_to_none=True)
+        out = _Step(net, 15, True)(_in_layout(x, layout), _in_layout(f16, layout))
+        loss = compute_loss(out, is_defect, cls, patches, torch.tensor(1.0), torch.ones(net.n_defect_classes),
+                            TrainConfig())
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+        net.to(memory_format=torch.contiguous_format)
+        return float(loss), grads
+
+    loss_standard, grads_standard = step(torch.contiguous_format)
+    loss_last, grads_last = step(torch.channels_last)
+    assert loss_last == pytest.approx(loss_standard, rel=1e-5)
+    assert grads_last.keys() == grads_standard.keys() and len(grads_standard) > 10
+    for name, grad in grads_standard.items():
+        assert torch.allclose(grads_last[name], grad, rtol=1e-3, atol=1e-5), name
+
+
 def test_weights_of_one_give_the_unweighted_loss():
     from training.loop import TrainConfig, compute_loss
     from training.network import NetOutput
