@@ -149,7 +149,12 @@ def probe_supervised(dataset_root: Path, name: str, seed: int) -> dict:
             p.set_setting("learning_curve", False)
         run = train(project, name, "supervised", False, seed=seed)
         t = judge_test(run, test, dataset_root)
+    history = run.report.get("history") or []
+    kept = max(history, key=lambda h: (round(h["val_auroc"], 3), round(h["val_patch_auroc"] or -1.0, 3),
+                                       -h["val_loss"])) if history else {}
     return {"seed": seed, "retrain_s": round(run.train_s), "validation_auroc": run.metrics.get("auroc"),
+            "epochs_run": len(history), "kept_epoch": kept.get("epoch"),
+            "kept_val_patch_auroc": kept.get("val_patch_auroc"),
             "highest_ok_parts": [{k: h[k] for k in ("filename", "score", "looks_like") if k in h}
                                  for h in run.metrics.get("highest_ok_parts", [])],
             "caught": f"{t['caught']}/{t['n_defect']}", "false_rejects": f"{t['false_rejects']}/{t['n_ok']}",
