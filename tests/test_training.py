@@ -392,7 +392,7 @@ def test_a_cached_step_in_channels_last_computes_what_the_standard_layout_does(t
         loss.backward()
         grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
         net.to(memory_format=torch.contiguous_format)
-        return float(loss), grads
+        return float(loss.detach()), grads
 
     loss_standard, grads_standard = step(torch.contiguous_format)
     loss_last, grads_last = step(torch.channels_last)
