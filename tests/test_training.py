@@ -386,7 +386,7 @@ def test_a_cached_step_in_channels_last_computes_what_the_standard_layout_does(t
     def step(layout):
         net.train().to(memory_format=layout)
         net.zero_grad(set_to_none=True)
-        out = _Step(net, 15, True)(_in_layout(x, layout), _in_layout(f16, layout))
+        out = _Step(net, TrainConfig().frozen_blocks, True)(_in_layout(x, layout), _in_layout(f16, layout))
         loss = compute_loss(out, is_defect, cls, patches, torch.tensor(1.0), torch.ones(net.n_defect_classes),
                             TrainConfig())
         loss.backward()

@@ -29,6 +29,9 @@ from training.network import HEATMAP_STRIDE, STRIDE16_BLOCK, InspectionNet, load
 from training.weak_tiles import bag_ids, even_weights, highest_weights, is_weak, part_counts
 
 EventSink = Callable[[dict], None]
+# The memory layout of steps on cached activations (see `_Fit.run`); the network returns
+# to the standard layout after training. benchmarks/training_step.py times both.
+CACHED_STEP_LAYOUT = torch.channels_last
 
 
 @dataclass
@@ -348,8 +351,8 @@ def _cached_outputs(net: InspectionNet, cache: _Cache, start_block: int, device:
         # All rows (every validation): slices, no copies; some (a bag's tiles): gathered.
         take = slice(i, i + 64) if rows is None else torch.from_numpy(rows[i:i + 64])
         f16 = None if cache.f16 is None else cache.f16[take].float().to(device)
-        out = net.patch_head(*net.features(_in_layout(cache.features[take].float().to(device)), start_block,
-                                           _in_layout(f16)))
+        out = net.patch_head(*net.features(_in_layout(cache.features[take].float().to(device), CACHED_STEP_LAYOUT),
+                                           start_block, _in_layout(f16, CACHED_STEP_LAYOUT)))
         scores.append(out.score.cpu())
         patches.append(out.patch_logits.cpu())
     return torch.cat(scores).numpy(), torch.cat(patches).numpy()
@@ -367,7 +370,7 @@ def patch_auroc(targets: np.ndarray, logits: np.ndarray) -> float | None:
     return float(auroc(truth.astype(int), logits[known]))
 
 
-def _in_layout(t: torch.Tensor | None, layout=torch.channels_last) -> torch.Tensor | None:
+def _in_layout(t: torch.Tensor | None, layout: torch.memory_format) -> torch.Tensor | None:
     """*t* in *layout* (cached activations: see `_Fit.run`)."""
     return None if t is None else t.contiguous(memory_format=layout)
 
@@ -498,7 +501,7 @@ class _Fit:
         n_items = len(cache) if cache is not None else len(self.step_samples)
         replicas = self.replicas
         # Cached steps run a 9x9 grid through 1x1 and depthwise convolutions: in channels-last
-        # layout oneDNN skips a reorder per layer (a step 1.4x faster on the CPU; ADR 0005).
+        # layout oneDNN skips a reorder per layer (a step 1.3x faster on the CPU; ADR 0005).
         layout = CACHED_STEP_LAYOUT if cache is not None else torch.contiguous_format
         net.to(memory_format=layout)
         model = replicas.wrap(_Step(net, start_block, cache is not None))
@@ -627,8 +630,6 @@ class _Fit:
 
 
 CURVE_FRACTIONS = (0.25, 0.5)
-# The memory layout of the cached steps (see `_Fit.run`); benchmarks/training_step.py times both.
-CACHED_STEP_LAYOUT = torch.channels_last
 
 
 def _stratified_subset(samples: list[Sample], fraction: float, rng) -> set[int]:
