@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from benchmarks.machine import load_average, machine_lines  # noqa: E402
-from training.loop import TrainConfig, _in_layout, _Step, compute_loss  # noqa: E402
-from training.network import HEATMAP_STRIDE, STRIDE16_BLOCK, InspectionNet, load_pretrained_backbone  # noqa: E402
+from training.loop import TrainConfig, _FrozenPrefix, _in_layout, _Step, compute_loss  # noqa: E402
+from training.network import HEATMAP_STRIDE, InspectionNet, load_pretrained_backbone  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "training_step.md"
 # (input side, what it stands for): the two sizes the trainer picks most.
@@ -56,12 +56,7 @@ def cached_batch(net: InspectionNet, size: int, cfg: TrainConfig, gen: torch.Gen
     the cache holds (the prefix of real parts, so the values are realistic)."""
     images = torch.randint(0, 256, (BATCH, size, size, 3), dtype=torch.uint8, generator=gen)
     with torch.no_grad():
-        x = net.backbone.stem(net.normalise(images))
-        f16 = None
-        for i in range(cfg.frozen_blocks):
-            x = net.backbone._blocks[i](x)
-            if i == STRIDE16_BLOCK:
-                f16 = x
+        x, f16 = _FrozenPrefix(net, cfg.frozen_blocks)(images)
     grid = size // HEATMAP_STRIDE
     is_defect = (torch.rand(BATCH, generator=gen) < 0.3).float()
     cls = torch.where(is_defect > 0, torch.randint(0, N_DEFECT_CLASSES, (BATCH,), generator=gen), -1)
