@@ -15,11 +15,12 @@ trainer would cut from the OK parts' sizes alone (`choose_tile_plan`), each part
 its highest tile and its heatmap stitched, the tiles' outer ring left out as the trainer
 does. `--one-scale` scales every part alike (the median part's long side fills `--size`)
 and cuts the parts that are then larger than one input into tiles. `--taps 4:3,10:1,14:1` taps blocks with their own neighbourhood (block:k; a block
-may appear twice); `--heatmap-max 3` takes each patch's heatmap as the highest patch
-distance around it (k x k) before it is mapped onto the part.
+may appear twice); `--heatmap model,raw,max3,mean3` measures the model's heatmap, each
+patch's own distance, and the heatmaps that take each patch's highest or mean distance
+around it (k x k) before it is mapped onto the part.
 
     python benchmarks/anomaly_probe.py --size 288 [--layers 4,10] [--neighbourhood 3] [--part-statistics] ...
-    python benchmarks/anomaly_probe.py --judge decision --part-statistics --taps 4:3,10:1,14:1
+    python benchmarks/anomaly_probe.py --judge decision --part-statistics --taps 4:3,10:1,14:1 --heatmap raw,max3
     python benchmarks/anomaly_probe.py --judge decision --tiled --dataset ../shared/datasets/kolektorsdd
 """
 
@@ -93,42 +94,56 @@ def part_max(values: np.ndarray, owner: np.ndarray) -> np.ndarray:
     return out
 
 
-def heatmap_grids(net, out, heatmap_max: int) -> np.ndarray:
-    """The model's heatmap, or with *heatmap_max* > 1 each patch's highest distance around
-    it (k x k), calibrated and with the ring left out as the model does."""
+def heatmap_grids(net, out, heatmap: str) -> np.ndarray:
+    """The model's heatmap ("model"), each patch's own distance ("raw"), or its highest
+    ("max3") or mean ("mean3") distance around it (k x k) over the patches the model
+    scores (its ring left out), calibrated and with the ring zeroed as the model does."""
     import torch
     import torch.nn.functional as F
 
-    if heatmap_max <= 1:
+    if heatmap == "model":
         return out.heatmap.numpy()
-    d = F.max_pool2d(out.patch_distance[:, None], heatmap_max, 1, heatmap_max // 2)[:, 0]
-    heat = torch.sigmoid((d - net.mu) / net.sigma)
-    if net.ring:
-        r, h, w = net.ring, heat.shape[1], heat.shape[2]
-        heat = F.pad(heat[:, r:h - r, r:w - r], (r, r, r, r))
+    kind, k = ("max", 1) if heatmap == "raw" else (heatmap[:-1], int(heatmap[-1]))
+    d = out.patch_distance[:, None]
+    r = net.ring
+    if r:
+        d = d[..., r:d.shape[2] - r, r:d.shape[3] - r]
+    if kind == "max":
+        d = F.max_pool2d(d, k, 1, k // 2)
+    elif kind == "mean":
+        d = F.avg_pool2d(d, k, 1, k // 2, count_include_pad=False)
+    else:
+        raise SystemExit(f"unknown heatmap {heatmap!r}")
+    heat = torch.sigmoid((d[:, 0] - net.mu) / net.sigma)
+    if r:
+        heat = F.pad(heat, (r, r, r, r))
     return heat.numpy()
 
 
-def judge(fit, parts: Parts, threshold: float, heatmap_max: int = 1) -> dict:
-    """Image AUROC, catch and false reject at *threshold*, and pixel AUROC and PRO of the
-    heatmaps mapped back onto each part."""
+def judge(fit, parts: Parts, threshold: float, heatmaps: tuple[str, ...] = ("raw",)) -> dict:
+    """Image AUROC, catch and false reject at *threshold*, and pixel AUROC and PRO of each
+    kind of heatmap mapped back onto each part (the first kind's under the plain keys)."""
     from training.anomaly import anomaly_outputs
 
     images, owner = parts.flat()
     out = anomaly_outputs(fit.net, images)
     scores = part_max(out.score.numpy().astype(np.float64), owner)
-    grids = heatmap_grids(fit.net, out, heatmap_max)
-    heat = []
-    for n, place in enumerate(parts.places):
-        mine = grids[owner == n]
-        heat.append(heatmap_to_image(mine[0], place) if isinstance(place, Letterbox) else stitch(list(mine), place))
     is_defect = parts.labels != GOOD_CLASS
     catch, fr = rates_at(scores[~is_defect], scores[is_defect], threshold)
-    loc = localization_metrics(heat, parts.masks)
-    return {"auroc": round(auroc(is_defect, scores), 4), "catch": round(catch, 4), "false_reject": round(fr, 4),
-            "pixel_auroc": loc["pixel_auroc"] and round(loc["pixel_auroc"], 4), "pro": loc["pro"] and round(loc["pro"], 4),
-            "catch_by_class": {c: round(float(np.mean(scores[parts.labels == c] >= threshold)), 3)
-                               for c in sorted(set(parts.labels)) if c != GOOD_CLASS}}
+    result = {"auroc": round(auroc(is_defect, scores), 4), "catch": round(catch, 4), "false_reject": round(fr, 4)}
+    for n_kind, kind in enumerate(heatmaps):
+        grids = heatmap_grids(fit.net, out, kind)
+        heat = []
+        for n, place in enumerate(parts.places):
+            mine = grids[owner == n]
+            heat.append(heatmap_to_image(mine[0], place) if isinstance(place, Letterbox) else stitch(list(mine), place))
+        loc = localization_metrics(heat, parts.masks)
+        suffix = "" if n_kind == 0 else f"_{kind}"
+        result[f"pixel_auroc{suffix}"] = loc["pixel_auroc"] and round(loc["pixel_auroc"], 4)
+        result[f"pro{suffix}"] = loc["pro"] and round(loc["pro"], 4)
+    result["catch_by_class"] = {c: round(float(np.mean(scores[parts.labels == c] >= threshold)), 3)
+                                for c in sorted(set(parts.labels)) if c != GOOD_CLASS}
+    return result
 
 
 def install_taps(spec: str) -> None:
@@ -184,7 +199,8 @@ def main() -> None:
     p.add_argument("--layers", default=None)
     p.add_argument("--neighbourhood", type=int, default=None)
     p.add_argument("--taps", default=None, help="block:k pairs, e.g. 4:3,10:1,14:1")
-    p.add_argument("--heatmap-max", type=int, default=1)
+    p.add_argument("--heatmap", default="model",
+                   help="heatmaps to measure, comma-separated: model, raw, maxK or meanK (K x K patches around each)")
     p.add_argument("--ratio", type=float, default=None)
     p.add_argument("--entries", type=int, default=None)
     p.add_argument("--pool-rows", type=int, default=None)
@@ -197,6 +213,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.taps:
         install_taps(args.taps)
+    heatmaps = tuple(args.heatmap.split(","))
     items = read_split(args.dataset)
     bank_items = [i for i in in_split(items, *(("train",) if args.judge == "decision" else ("train", "val")))
                   if i.label == GOOD_CLASS]
@@ -220,7 +237,7 @@ def main() -> None:
     fit = fit_anomaly(images, cfg, groups=list(owner))
     threshold = threshold_for_false_reject(part_max(np.asarray(fit.oof_ok_scores, np.float64), owner), 0.01)
     result = {
-        "config": {k: v for k, v in vars(cfg).items()}, "taps": args.taps, "heatmap_max": args.heatmap_max,
+        "config": {k: v for k, v in vars(cfg).items()}, "taps": args.taps, "heatmaps": args.heatmap,
         "plan": plan.to_dict() if plan is not None else None, "judge": args.judge, "n_bank_ok": len(bank_items),
         "threshold": round(threshold, 4), "fit_s": round(fit.elapsed_s, 1),
         "timings": {k: round(v, 1) for k, v in fit.timings.items()},
@@ -229,10 +246,10 @@ def main() -> None:
     if args.judge == "decision":
         held = [i for i in in_split(items, "val") if i.label == GOOD_CLASS]
         held += [i for i in in_split(items, "train", "val") if i.label != GOOD_CLASS]
-        result["decision"] = judge(fit, Parts.read(held, args.dataset, args.size, plan), threshold, args.heatmap_max)
+        result["decision"] = judge(fit, Parts.read(held, args.dataset, args.size, plan), threshold, heatmaps)
     test = Parts.read(in_split(items, "test"), args.dataset, args.size, plan)
     t = time.monotonic()
-    result["test"] = judge(fit, test, threshold, args.heatmap_max)
+    result["test"] = judge(fit, test, threshold, heatmaps)
     result["torch_test_scoring_s"] = round(time.monotonic() - t, 1)
     if not args.no_ort_time:
         result["ort_1thread_ms_per_part"] = round(1000 * ort_time(fit.net, size, test.flat()[0]), 1)

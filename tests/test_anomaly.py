@@ -91,6 +91,36 @@ def test_good_only_fit_detects_spots_and_points_at_them(fitted):
     assert {e["phase"] for e in events} >= {"features", "coreset", "oof"}
 
 
+def test_the_heatmap_shows_each_patch_the_largest_distance_around_it(fitted, tmp_path):
+    """The heatmap patch is the largest patch distance of its 3 x 3 neighbourhood, so a
+    defect the bank sees in one patch lights the patches it reaches into; the part's
+    score is the same as without, and the exported graph computes the same heatmap."""
+    from training.anomaly import AnomalyNet
+
+    _, fit, _ = fitted
+    net = fit.net
+    assert net.heatmap_neighbourhood == 3  # the default a fit gets
+    own = AnomalyNet(net.embedder, net.bank_t.t() + net.center.reshape(1, -1), net.center.reshape(-1),
+                     float(net.mu), float(net.sigma), net.pool, heatmap_neighbourhood=1).eval()
+    parts = [img for img, _ in images(3, 4, True)]
+    out, single = anomaly_outputs(net, parts), anomaly_outputs(own, parts)
+    torch.testing.assert_close(out.score, single.score, atol=1e-5, rtol=1e-5)
+    expected = torch.sigmoid((torch.nn.functional.max_pool2d(single.patch_distance[:, None], 3, 1, 1)[:, 0]
+                              - net.mu) / net.sigma)
+    torch.testing.assert_close(out.heatmap, expected, atol=1e-5, rtol=1e-5)
+    assert (out.heatmap >= single.heatmap - 1e-5).all()
+    hot = np.unravel_index(int(np.argmax(single.patch_distance[0].numpy())), (GRID, GRID))
+    y, x = (min(max(v, 1), GRID - 2) for v in hot)
+    assert (out.heatmap[0, y - 1:y + 2, x - 1:x + 2] >= single.heatmap[0][hot] - 1e-5).sum() >= 4
+    with pytest.raises(ValueError, match="odd"):
+        AnomalyNet(net.embedder, net.bank_t.t(), net.center.reshape(-1), 1.0, 1.0, heatmap_neighbourhood=2)
+    path = tmp_path / "neighbourhood.onnx"
+    export_anomaly(net, path, SIZE, {"kind": "anomaly"}, parts)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    _, _, ort_heat = session.run(None, {"image": np.stack(parts)})
+    np.testing.assert_allclose(ort_heat, out.heatmap.numpy(), atol=1e-4)
+
+
 def test_outputs_are_calibrated_and_consistent(fitted):
     ok, fit, _ = fitted
     out = anomaly_outputs(fit.net, ok[:5])
@@ -271,7 +301,8 @@ def test_a_ring_leaves_the_grid_edge_out_of_the_score_and_the_heatmap(fitted, tm
 
     net = fit.net
     ringed = AnomalyNet(net.embedder, net.bank_t.t() + net.center.reshape(1, -1), net.center.reshape(-1),
-                        float(net.mu), float(net.sigma), net.pool, ring=1).eval()
+                        float(net.mu), float(net.sigma), net.pool, ring=1,
+                        heatmap_neighbourhood=3).eval()
     # Parts with a dark spot in the outer ring of patches and inside it.
     rng = np.random.default_rng(9)
     clean, _ = texture(rng, False)
@@ -290,7 +321,11 @@ def test_a_ring_leaves_the_grid_edge_out_of_the_score_and_the_heatmap(fitted, tm
     assert float(out.score[2]) > float(out.score[0]) + 0.2  # a spot inside is still found
     heat = out.heatmap.numpy()
     assert (heat[:, 0, :] == 0).all() and (heat[:, -1, :] == 0).all() and (heat[:, :, 0] == 0).all()
-    np.testing.assert_allclose(heat[:, 1:-1, 1:-1], plain.heatmap.numpy()[:, 1:-1, 1:-1], atol=1e-5)
+    # Inside, each patch shows the largest distance of its 3 x 3 neighbours among the
+    # interior patches: the edge spot, on the ring, lights nothing inside.
+    inside = plain.patch_distance[:, None, 1:-1, 1:-1]
+    expected_heat = torch.sigmoid((torch.nn.functional.max_pool2d(inside, 3, 1, 1)[:, 0] - net.mu) / net.sigma)
+    np.testing.assert_allclose(heat[:, 1:-1, 1:-1], expected_heat.numpy(), atol=1e-5)
     # The exported graph: parity-checked at export, and the same zero ring in ONNX Runtime.
     path = tmp_path / "ringed.onnx"
     export_anomaly(ringed, path, SIZE, {"kind": "anomaly"}, [clean, edge, inner])
@@ -298,6 +333,7 @@ def test_a_ring_leaves_the_grid_edge_out_of_the_score_and_the_heatmap(fitted, tm
     score, _, ort_heat = session.run(None, {"image": np.stack([clean, edge, inner])})
     np.testing.assert_allclose(score, out.score.numpy(), atol=1e-4)
     assert (ort_heat[:, 0, :] == 0).all() and (ort_heat[:, :, -1] == 0).all()
+    np.testing.assert_allclose(ort_heat, heat, atol=1e-4)
 
 
 def test_a_ring_is_fitted_into_the_calibration_and_saved_with_the_model(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ def _anomaly_net(saved: dict):
     center = sd["center"].reshape(-1)
     bank = sd["bank_t"].t() + center  # the bank is stored centred
     return AnomalyNet(embedder, bank, center, float(sd["mu"]), float(sd["sigma"]), cfg.get("pool", "max"),
-                      cfg.get("ring", 0), PartGaussian.from_state_dict(sd))
+                      cfg.get("ring", 0), PartGaussian.from_state_dict(sd), cfg.get("heatmap_neighbourhood", 1))
 
 
 def _supervised_net(saved: dict):

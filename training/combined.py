@@ -9,8 +9,9 @@ seen,
     z = (logit - median of held-out OK logits) / (99th percentile - median),
 
 so 0 is a typical OK part and 1 the OK part one in a hundred reaches, and the combined
-part logit is z_supervised + z_anomaly. The heatmap is the same sum per 16-px patch, so
-it is on the score's scale. The stored threshold is then chosen on the exported
+part logit is z_supervised + z_anomaly. The heatmap is the same sum per 16-px patch (the
+anomaly half's as its own heatmap shows it: `AnomalyNet.heat_distance`), so it is on the
+score's scale. The stored threshold is then chosen on the exported
 combined model's held-out OK scores, like any other model's (docs/adr/0006).
 
 Whether the combination is kept is measured, not assumed: `compare` counts the
@@ -107,7 +108,8 @@ class CombinedNet(nn.Module):
         sup, features = self._both(images_u8)
         n, h, w = sup.patch_logits.shape
         distance = self.anomaly.patch_distance(features)  # [N, P]
-        anomaly_patch = (distance - self.anomaly.mu) / self.anomaly.sigma
+        # The anomaly half's heatmap evidence, as its own heatmap shows it.
+        anomaly_patch = (self.anomaly.heat_distance(distance, h, w).reshape(n, h * w) - self.anomaly.mu) / self.anomaly.sigma
         # The anomaly model's own part logit, pooled as it pools: what its exported scores were.
         anomaly_part = self.anomaly.part_logit(features, distance, images_u8)
         part = ((sup.defect_logit - self.sup_median) / self.sup_scale
