@@ -7,9 +7,13 @@ extra). No torch. The station only *runs* the INT8 file (`model.int8.onnx`, besi
 probabilities and heatmap out, the `lineside` metadata inside.
 
 How:
-- QDQ format, per-channel INT8 weights, UINT8 activations (the u8s8 kernels of x86 with
-  VNNI), MinMax calibration on the project's own TRAIN parts, OK and defective, cut
-  exactly as the line cuts them (letterbox or tiles: `Inspector.model_inputs`).
+- QDQ format, per-channel INT8 weights, UINT8 activations (the u8s8 kernels of x86),
+  MinMax calibration on the project's own TRAIN parts, OK and defective, cut exactly as
+  the line cuts them (letterbox or tiles: `Inspector.model_inputs`).
+- Weights in 7 bits (`reduce_range`): x86 CPUs without VNNI (AVX2 only, common in shop
+  PCs) add pairs of u8 x s8 products in 16 bits, which saturate with 8-bit weights, so
+  the same file would judge otherwise on the station than where it was gated
+  (docs/adr/0016).
 - Then each quantised convolution's bias is corrected for the mean shift that rounding
   its weights put into its output, one convolution at a time, on the same calibration
   inputs (`training.bias_correction`). On magnetic tile this turned the float-to-stride-2
@@ -432,7 +436,7 @@ def quantize_file(prepared: Path, out_path: Path, inputs: list[np.ndarray], keep
         str(prepared), str(out_path), calibration_reader(inputs), quant_format=QuantFormat.QDQ,
         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         op_types_to_quantize=list(OP_TYPES), nodes_to_exclude=list(keep_float),
-        calibrate_method=CalibrationMethod.MinMax,
+        calibrate_method=CalibrationMethod.MinMax, reduce_range=True,
     )
     if not correct:
         return {"layers": 0}
