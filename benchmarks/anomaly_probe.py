@@ -120,7 +120,7 @@ def heatmap_grids(net, out, heatmap: str) -> np.ndarray:
     return heat.numpy()
 
 
-def judge(fit, parts: Parts, threshold: float, heatmaps: tuple[str, ...] = ("raw",)) -> dict:
+def judge(fit, parts: Parts, threshold: float, heatmaps: tuple[str, ...] = ("model",)) -> dict:
     """Image AUROC, catch and false reject at *threshold*, and pixel AUROC and PRO of each
     kind of heatmap mapped back onto each part (the first kind's under the plain keys)."""
     from training.anomaly import anomaly_outputs
